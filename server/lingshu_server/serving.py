@@ -1,0 +1,248 @@
+"""Chat completions: request -> prompt and sampling options -> engine -> response or SSE chunks."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from lingshu_server.chat import ChatPromptBuilder
+from lingshu_server.engine import Engine, EngineStep, SamplingOptions, TokenLogprob
+from lingshu_server.errors import (
+    APIError,
+    InternalServerError,
+    InvalidRequestError,
+    ModelNotFoundError,
+)
+from lingshu_server.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    ChoiceLogprobs,
+    Usage,
+    completion_id,
+    now,
+)
+from lingshu_server.protocol import TokenLogprob as WireTokenLogprob
+from lingshu_server.protocol import TopLogprob as WireTopLogprob
+
+logger = logging.getLogger(__name__)
+
+
+def sampling_options(request: ChatCompletionRequest, max_tokens_cap: int) -> SamplingOptions:
+    requested = request.requested_max_tokens
+    if requested is not None and requested > max_tokens_cap:
+        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        raise InvalidRequestError(
+            f"{param} is too large: {requested}. This server allows at most "
+            f"{max_tokens_cap} completion tokens.",
+            param=param,
+        )
+    fmt = request.response_format
+    json_schema = None
+    if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:
+        json_schema = fmt.json_schema.schema_ or {"type": "object"}
+    return SamplingOptions(
+        max_tokens=requested or max_tokens_cap,
+        n=request.n,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        top_k=request.top_k,
+        min_p=request.min_p,
+        seed=request.seed,
+        stop=request.stop_sequences,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+        repetition_penalty=request.repetition_penalty,
+        logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+        json_schema=json_schema,
+        json_object=fmt is not None and fmt.type == "json_object",
+        compact_json=not (fmt is not None and fmt.allow_whitespace),
+    )
+
+
+def wire_logprobs(tokens: list[TokenLogprob]) -> list[WireTokenLogprob]:
+    return [
+        WireTokenLogprob(
+            token=t.token,
+            logprob=t.logprob,
+            bytes=list(t.token.encode("utf-8")),
+            top_logprobs=[
+                WireTopLogprob(token=tok, logprob=lp, bytes=list(tok.encode("utf-8")))
+                for tok, lp in t.top
+            ],
+        )
+        for t in tokens
+    ]
+
+
+@dataclass
+class _ChoiceState:
+    text: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    tokens: int = 0
+    finish_reason: str | None = None
+
+
+def sse(payload: dict[str, Any] | str) -> str:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n"
+
+
+class ChatService:
+    def __init__(
+        self,
+        engine: Engine,
+        prompts: ChatPromptBuilder,
+        served_model_names: list[str],
+        max_tokens_cap: int,
+    ):
+        self._engine = engine
+        self._prompts = prompts
+        self._names = served_model_names
+        self._max_tokens_cap = max_tokens_cap
+
+    def resolve_model(self, requested: str | None) -> str:
+        if requested is None:
+            return self._names[0]
+        if requested not in self._names:
+            raise ModelNotFoundError(
+                f"The model `{requested}` does not exist. Available: {', '.join(self._names)}",
+                param="model",
+            )
+        return requested
+
+    async def _start(
+        self, request: ChatCompletionRequest
+    ) -> tuple[str, AsyncIterator[EngineStep], EngineStep]:
+        """Validate everything and wait for the engine's first step, so errors stay 4xx JSON."""
+        model = self.resolve_model(request.model)
+        options = sampling_options(request, self._max_tokens_cap)
+        prompt = await self._prompts.build(request.messages)
+        steps = self._engine.generate(
+            prompt.text, [img.image for img in prompt.images], options, completion_id()
+        )
+        try:
+            first = await anext(steps)
+        except BaseException:
+            await steps.aclose()
+            raise
+        return model, steps, first
+
+    async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
+        model, steps, first = await self._start(request)
+        states = [_ChoiceState() for _ in range(request.n)]
+        prompt_tokens = first.prompt_tokens
+        step: EngineStep | None = first
+        try:
+            while step is not None:
+                for delta in step.choices:
+                    state = states[delta.index]
+                    state.text.append(delta.text)
+                    state.tokens += delta.num_tokens
+                    if delta.logprobs:
+                        state.logprobs.extend(delta.logprobs)
+                    state.finish_reason = delta.finish_reason or state.finish_reason
+                step = await anext(steps, None)
+        finally:
+            await steps.aclose()
+        completion_tokens = sum(s.tokens for s in states)
+        return ChatCompletion(
+            id=completion_id(),
+            created=now(),
+            model=model,
+            choices=[
+                Choice(
+                    index=i,
+                    message=AssistantMessage(content="".join(s.text)),
+                    logprobs=ChoiceLogprobs(content=wire_logprobs(s.logprobs))
+                    if request.logprobs
+                    else None,
+                    finish_reason=s.finish_reason,
+                )
+                for i, s in enumerate(states)
+            ],
+            usage=Usage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+            ),
+        )
+
+    async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
+        """Validate and start; the returned iterator yields SSE events exactly as OpenAI does."""
+        model, steps, first = await self._start(request)
+        return self._events(request, model, steps, first)
+
+    async def _events(
+        self,
+        request: ChatCompletionRequest,
+        model: str,
+        steps: AsyncIterator[EngineStep],
+        first: EngineStep,
+    ) -> AsyncIterator[str]:
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        base = {
+            "id": completion_id(),
+            "object": "chat.completion.chunk",
+            "created": now(),
+            "model": model,
+            "system_fingerprint": None,
+        }
+
+        def chunk(
+            index: int,
+            delta: dict[str, Any],
+            finish: str | None = None,
+            logprobs: list[TokenLogprob] | None = None,
+        ) -> str:
+            choice = {
+                "index": index,
+                "delta": delta,
+                "logprobs": {"content": [t.model_dump() for t in wire_logprobs(logprobs)]}
+                if logprobs is not None
+                else None,
+                "finish_reason": finish,
+            }
+            body = {**base, "choices": [choice]}
+            if include_usage:
+                body["usage"] = None
+            return sse(body)
+
+        completion_tokens = 0
+        prompt_tokens = first.prompt_tokens
+        try:
+            for index in range(request.n):
+                yield chunk(index, {"role": "assistant", "content": ""})
+            step: EngineStep | None = first
+            while step is not None:
+                for delta in step.choices:
+                    completion_tokens += delta.num_tokens
+                    if delta.text or delta.logprobs:
+                        yield chunk(
+                            delta.index,
+                            {"content": delta.text},
+                            None,
+                            delta.logprobs if request.logprobs else None,
+                        )
+                    if delta.finish_reason is not None:
+                        yield chunk(delta.index, {}, delta.finish_reason)
+                step = await anext(steps, None)
+            if include_usage:
+                usage = Usage(
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    total_tokens=prompt_tokens + completion_tokens,
+                )
+                yield sse({**base, "choices": [], "usage": usage.model_dump()})
+        except APIError as exc:
+            yield sse(exc.body().model_dump())
+        except Exception as exc:  # a bug: tell the client, log the type only
+            logger.error("stream failed: %s", type(exc).__name__, exc_info=exc)
+            yield sse(InternalServerError("internal server error").body().model_dump())
+        finally:
+            await steps.aclose()
+        yield sse("[DONE]")

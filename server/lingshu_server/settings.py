@@ -1,0 +1,108 @@
+"""Server settings: one validated class; CLI flags and LINGSHU_* variables derive from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Qwen2.5-VL pixel budget (qwen-vl-utils' bounds): one visual token per 28x28 pixels.
+IMAGE_FACTOR = 28
+QWEN_MIN_PIXELS = 4 * IMAGE_FACTOR * IMAGE_FACTOR
+QWEN_MAX_PIXELS = 16384 * IMAGE_FACTOR * IMAGE_FACTOR
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told. Each field is a `--flag` and a `LINGSHU_FLAG` variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LINGSHU_", extra="ignore", protected_namespaces=()
+    )
+
+    model: str | None = Field(
+        default=None,
+        description="Model directory or Hugging Face id of a Qwen2.5-VL checkpoint "
+        "(Lingshu-7B, Lingshu-32B). Required for `serve`; `demo` builds its own.",
+    )
+    served_model_name: list[str] | None = Field(
+        default=None,
+        description="Name(s) clients use in the `model` field. The first is reported by "
+        "/v1/models. Default: the model directory's name, or the id as given.",
+    )
+    tensor_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        description="GPUs per model replica that split each layer (tensor parallel).",
+    )
+    pipeline_parallel_size: int = Field(
+        default=1, ge=1, description="Pipeline stages (use with the ray backend across nodes)."
+    )
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        default=None,
+        description="vLLM's executor for parallel workers: 'mp' on one host, 'ray' across nodes. "
+        "Default: vLLM chooses.",
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto", description="Weight and activation dtype; 'auto' uses the checkpoint's."
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        ge=256,
+        description="Context length (prompt + image tokens + completion). Default: the model's.",
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of each GPU's memory vLLM may use for weights and KV cache.",
+    )
+    max_num_seqs: int | None = Field(
+        default=None, ge=1, description="Most sequences batched at once. Default: vLLM's."
+    )
+    enforce_eager: bool = Field(
+        default=False, description="Disable CUDA graphs (less memory, slower decode)."
+    )
+    max_images_per_request: int = Field(
+        default=4, ge=0, description="Most images accepted in one request, across all turns."
+    )
+    min_pixels: int = Field(
+        default=QWEN_MIN_PIXELS,
+        ge=QWEN_MIN_PIXELS,
+        description="Smallest pixel count an image is resized to (multiples of 28x28).",
+    )
+    max_pixels: int = Field(
+        default=QWEN_MAX_PIXELS,
+        ge=QWEN_MIN_PIXELS,
+        description="Largest pixel count an image is resized to; 28x28 pixels make one image "
+        "token, so this bounds image tokens (default 16384 tokens, as Qwen2.5-VL).",
+    )
+    max_tokens_cap: int = Field(
+        default=4096,
+        ge=1,
+        description="Most completion tokens one choice may ask for; larger `max_tokens` get a 400.",
+    )
+    image_workers: int = Field(
+        default=2, ge=1, description="Threads decoding and resizing images off the event loop."
+    )
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of the server and the engine."
+    )
+
+    @model_validator(mode="after")
+    def _pixels_ordered(self) -> Settings:
+        if self.min_pixels > self.max_pixels:
+            raise ValueError("min_pixels must not exceed max_pixels")
+        return self
+
+    @property
+    def served_model_names(self) -> list[str]:
+        if self.served_model_name:
+            return list(self.served_model_name)
+        if self.model is None:
+            return []
+        path = Path(self.model)
+        return [path.name] if path.is_dir() else [self.model]

@@ -1,0 +1,271 @@
+"""Chat completions through the real server and the real vLLM engine (CPU demo model)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import jsonschema
+import pytest
+
+from tests.utils.images import image_data_url, image_part, tokens_for
+
+
+def chat(client: httpx.Client, messages: list, **params) -> dict:
+    response = client.post("/v1/chat/completions", json={"messages": messages, **params})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def stream_events(client: httpx.Client, messages: list, **params) -> list:
+    """Every SSE `data:` payload in order; '[DONE]' stays a string."""
+    body = {"messages": messages, "stream": True, **params}
+    events = []
+    with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if not line:
+                continue
+            assert line.startswith("data: "), line
+            payload = line[len("data: ") :]
+            events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events
+
+
+def user(*parts) -> dict:
+    content = [p if isinstance(p, dict) else {"type": "text", "text": p} for p in parts]
+    return {"role": "user", "content": content}
+
+
+def test_text_only_completion(client):
+    body = chat(
+        client,
+        [{"role": "user", "content": "Describe a normal chest X-ray."}],
+        model="lingshu-demo",
+        max_tokens=8,
+        temperature=0,
+    )
+    assert body["object"] == "chat.completion"
+    assert body["id"].startswith("chatcmpl-")
+    assert body["model"] == "lingshu-demo"
+    (choice,) = body["choices"]
+    assert choice["message"]["role"] == "assistant"
+    assert isinstance(choice["message"]["content"], str)
+    assert choice["finish_reason"] in {"stop", "length"}
+    usage = body["usage"]
+    assert usage["prompt_tokens"] > 0
+    assert 1 <= usage["completion_tokens"] <= 8
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_prompt_tokens_count_each_image(client):
+    messages = [user("Findings?")]
+    text_only = chat(client, messages, max_tokens=1)["usage"]["prompt_tokens"]
+    one = chat(client, [user(image_part(image_data_url(224, 224)), "Findings?")], max_tokens=1)
+    # 224x224 is 8x8 visual tokens, plus <|vision_start|> and <|vision_end|>
+    assert one["usage"]["prompt_tokens"] == text_only + tokens_for(224, 224) + 2
+    bigger = chat(client, [user(image_part(image_data_url(448, 224)), "Findings?")], max_tokens=1)
+    assert bigger["usage"]["prompt_tokens"] == text_only + tokens_for(448, 224) + 2
+
+
+def test_two_images_in_one_message(client):
+    messages = [
+        user(
+            image_part(image_data_url(224, 224, "PNG")),
+            image_part(image_data_url(280, 224, "JPEG", seed=1)),
+            "Compare the two studies.",
+        )
+    ]
+    text_only = chat(client, [user("Compare the two studies.")], max_tokens=1)
+    body = chat(client, messages, max_tokens=4)
+    expected = text_only["usage"]["prompt_tokens"] + tokens_for(224, 224) + tokens_for(280, 224)
+    assert body["usage"]["prompt_tokens"] == expected + 4
+
+
+def test_image_resized_to_pixel_budget(client):
+    # 1000x700 is not a multiple of 28: qwen-vl-utils' smart_resize rounds it to 1008x700
+    body = chat(client, [user(image_part(image_data_url(1000, 700, "WEBP")), "Q")], max_tokens=1)
+    text_only = chat(client, [user("Q")], max_tokens=1)["usage"]["prompt_tokens"]
+    assert body["usage"]["prompt_tokens"] == text_only + (1008 // 28) * (700 // 28) + 2
+
+
+def test_multi_turn_with_image_in_first_turn(client):
+    messages = [
+        {"role": "system", "content": "You are a radiology assistant."},
+        user(image_part(image_data_url(224, 224)), "What do you see?"),
+        {"role": "assistant", "content": "A frontal chest radiograph."},
+        user("Is there an effusion?"),
+    ]
+    body = chat(client, messages, max_tokens=4)
+    without_image = [messages[0], user("What do you see?"), messages[2], messages[3]]
+    baseline = chat(client, without_image, max_tokens=1)["usage"]["prompt_tokens"]
+    assert body["usage"]["prompt_tokens"] == baseline + tokens_for(224, 224) + 2
+
+
+def test_streaming_matches_openai_shape(client):
+    events = stream_events(
+        client, [user(image_part(image_data_url(224, 224)), "Findings?")], max_tokens=6
+    )
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert len({c["id"] for c in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    final = chunks[-1]["choices"][0]
+    assert final["finish_reason"] in {"stop", "length"}
+    assert final["delta"] == {}
+    middle = chunks[1:-1]
+    assert all(c["choices"][0]["finish_reason"] is None for c in middle)
+    assert all("usage" not in c for c in chunks)
+    assert middle, "expected at least one content delta"
+
+
+def test_stream_text_equals_non_stream_text_greedy(client):
+    messages = [user(image_part(image_data_url(224, 224)), "Findings?")]
+    whole = chat(client, messages, max_tokens=10, temperature=0)
+    events = stream_events(client, messages, max_tokens=10, temperature=0)
+    streamed = "".join(
+        e["choices"][0]["delta"].get("content", "") for e in events[:-1] if e["choices"]
+    )
+    assert streamed == whole["choices"][0]["message"]["content"]
+
+
+def test_include_usage_gives_one_usage_chunk_before_done(client):
+    events = stream_events(
+        client, [user("Findings?")], max_tokens=5, stream_options={"include_usage": True}
+    )
+    assert events[-1] == "[DONE]"
+    usage_chunks = [e for e in events[:-1] if e.get("usage")]
+    assert len(usage_chunks) == 1
+    assert usage_chunks[0] is events[-2]
+    assert usage_chunks[0]["choices"] == []
+    usage = usage_chunks[0]["usage"]
+    assert 1 <= usage["completion_tokens"] <= 5
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert all(e["usage"] is None for e in events[:-2])
+
+
+def test_n_returns_independent_choices(client):
+    body = chat(client, [user("Findings?")], n=2, max_tokens=5, temperature=1, seed=3)
+    assert [c["index"] for c in body["choices"]] == [0, 1]
+    assert body["usage"]["completion_tokens"] <= 10
+    events = stream_events(client, [user("Findings?")], n=2, max_tokens=5)
+    finished = {e["choices"][0]["index"] for e in events[:-1] if e["choices"][0]["finish_reason"]}
+    assert finished == {0, 1}
+
+
+def test_max_tokens_bounds_completion(client):
+    for params in ({"max_tokens": 3}, {"max_completion_tokens": 2}):
+        body = chat(client, [user("Findings?")], temperature=1, seed=0, **params)
+        limit = next(iter(params.values()))
+        assert body["usage"]["completion_tokens"] <= limit
+
+
+def test_same_seed_same_text(client):
+    params = {"temperature": 1.0, "seed": 1234, "max_tokens": 12}
+    first = chat(client, [user("Findings?")], **params)["choices"][0]["message"]["content"]
+    second = chat(client, [user("Findings?")], **params)["choices"][0]["message"]["content"]
+    assert first == second
+    texts = {
+        chat(client, [user("Findings?")], **{**params, "seed": s})["choices"][0]["message"][
+            "content"
+        ]
+        for s in range(4)
+    }
+    assert len(texts) > 1, "different seeds should not all give the same text"
+
+
+def test_stop_sequence_ends_generation(client):
+    params = {"temperature": 0, "max_tokens": 24}
+    free = chat(client, [user("Findings?")], **params)["choices"][0]
+    text = free["message"]["content"]
+    assert len(text) >= 4, text
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    stopped = chat(client, [user("Findings?")], stop=[stop], **params)["choices"][0]
+    assert stopped["finish_reason"] == "stop"
+    assert stop not in stopped["message"]["content"]
+    assert text.startswith(stopped["message"]["content"])
+
+
+def test_sampling_parameters_are_accepted(client):
+    body = chat(
+        client,
+        [user("Findings?")],
+        max_tokens=4,
+        temperature=0.7,
+        top_p=0.9,
+        top_k=20,
+        min_p=0.05,
+        presence_penalty=0.5,
+        frequency_penalty=0.5,
+        repetition_penalty=1.1,
+        user="viewer-42",
+        some_future_field={"ignored": True},
+    )
+    assert body["choices"][0]["finish_reason"] in {"stop", "length"}
+
+
+def test_logprobs_and_top_logprobs(client):
+    body = chat(client, [user("Findings?")], max_tokens=4, logprobs=True, top_logprobs=3)
+    choice = body["choices"][0]
+    content = choice["logprobs"]["content"]
+    assert len(content) == body["usage"]["completion_tokens"]
+    for entry in content:
+        assert entry["logprob"] <= 0
+        assert len(entry["top_logprobs"]) == 3
+        assert entry["top_logprobs"][0]["logprob"] >= entry["top_logprobs"][-1]["logprob"]
+        assert entry["bytes"] == list(entry["token"].encode("utf-8"))
+
+
+# Every field bounded, so even a random-weight model must close the object within max_tokens.
+# (xgrammar 0.2.8 lets control characters into strings bounded by maxLength, so use a pattern.)
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "finding": {"type": "string", "pattern": "^[a-z ]{1,24}$"},
+        "severity": {"enum": ["normal", "abnormal", "critical"]},
+        "urgent": {"type": "boolean"},
+        "count": {"type": "integer", "minimum": 0, "maximum": 9},
+    },
+    "required": ["finding", "severity", "urgent", "count"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_json_schema_output_validates(client, seed):
+    body = chat(
+        client,
+        [user("Report as JSON.")],
+        max_tokens=200,
+        seed=seed,
+        temperature=1,
+        response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": SCHEMA}},
+    )
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "stop", choice
+    content = choice["message"]["content"]
+    jsonschema.validate(json.loads(content), SCHEMA)
+    assert " " not in content.replace(json.loads(content)["finding"], ""), "compact JSON"
+
+
+def test_json_object_output_parses(client):
+    body = chat(
+        client,
+        [user("Report as JSON.")],
+        max_tokens=200,
+        seed=0,
+        response_format={"type": "json_object"},
+    )
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "stop", choice
+    assert isinstance(json.loads(choice["message"]["content"]), dict)
+
+
+@pytest.mark.parametrize("model_field", [None, "lingshu-demo"])
+def test_model_field_optional_or_served_name(client, model_field):
+    params = {"max_tokens": 1}
+    if model_field:
+        params["model"] = model_field
+    assert chat(client, [user("hi")], **params)["model"] == "lingshu-demo"

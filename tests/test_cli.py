@@ -1,0 +1,100 @@
+"""The command line: every setting documented, env variables honoured, bad models refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lingshu_server.cli import build_parser, main
+from lingshu_server.settings import Settings
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lingshu_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_help_documents_every_setting():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for name, field in Settings.model_fields.items():
+        assert "--" + name.replace("_", "-") in text
+        assert "LINGSHU_" + name.upper() in text
+        assert field.description and " ".join(field.description.split())[:40] in text
+
+
+def test_settings_from_flags_and_env(monkeypatch):
+    monkeypatch.setenv("LINGSHU_MAX_PIXELS", "1003520")
+    monkeypatch.setenv("LINGSHU_TENSOR_PARALLEL_SIZE", "4")
+    args = vars(
+        build_parser().parse_args(
+            [
+                "--model",
+                "/m",
+                "--tensor-parallel-size",
+                "2",
+                "--served-model-name",
+                "a",
+                "b",
+                "--enforce-eager",
+            ]
+        )
+    )
+    args.pop("command"), args.pop("demo_build_only")
+    settings = Settings(**args)
+    assert settings.tensor_parallel_size == 2  # the flag wins over the env variable
+    assert settings.max_pixels == 1003520  # the env variable fills what flags leave
+    assert settings.served_model_names == ["a", "b"]
+    assert settings.enforce_eager is True
+
+
+def test_default_served_name_is_directory_name(tmp_path):
+    model_dir = tmp_path / "Lingshu-7B"
+    model_dir.mkdir()
+    assert Settings(model=str(model_dir)).served_model_names == ["Lingshu-7B"]
+    assert Settings(model="lingshu-medical-mllm/Lingshu-32B").served_model_names == [
+        "lingshu-medical-mllm/Lingshu-32B"
+    ]
+
+
+def test_invalid_setting_exits_2(capsys):
+    assert main(["--model", "/m", "--min-pixels", "9000000", "--max-pixels", "5000"]) == 2
+    assert "min_pixels" in capsys.readouterr().err
+
+
+def test_missing_model_exits_2(capsys, monkeypatch):
+    monkeypatch.delenv("LINGSHU_MODEL", raising=False)
+    assert main([]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("architectures", "model_type"),
+    [(["InternVLChatModel"], "internvl_chat"), (["LlamaForCausalLM"], "llama")],
+)
+def test_refuses_non_qwen25vl_model(tmp_path, architectures, model_type):
+    model_dir = tmp_path / "Lingshu-I-8B"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(
+        json.dumps({"architectures": architectures, "model_type": model_type})
+    )
+    result = run_cli("--model", str(model_dir), "--port", "0")
+    assert result.returncode == 2
+    assert architectures[0] in result.stderr
+    assert "Qwen2.5-VL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_refuses_directory_without_config(tmp_path):
+    result = run_cli("--model", str(tmp_path))
+    assert result.returncode == 2
+    assert "config.json" in result.stderr

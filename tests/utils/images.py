@@ -1,0 +1,46 @@
+"""Test images made locally, as bytes and base64 data URLs."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def gradient_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    """A deterministic image with structure (so encoders cannot shrink it to nothing)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = ((x * 255) // max(1, width - 1) + (y * 127) // max(1, height - 1)) % 256
+    noise = rng.integers(0, 32, size=(height, width))
+    gray = ((base + noise) % 256).astype(np.uint8)
+    if mode == "L":
+        return Image.fromarray(gray, "L")
+    rgb = np.stack([gray, np.flipud(gray), np.fliplr(gray)], axis=-1)
+    return Image.fromarray(rgb, "RGB").convert(mode)
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **save_kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save_kwargs)
+    return buffer.getvalue()
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def image_data_url(width: int, height: int, fmt: str = "PNG", seed: int = 0) -> str:
+    mime = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}[fmt]
+    return data_url(encode(gradient_image(width, height, seed=seed), fmt), mime)
+
+
+def image_part(url: str, **extra) -> dict:
+    return {"type": "image_url", "image_url": {"url": url, **extra}}
+
+
+def tokens_for(width: int, height: int) -> int:
+    """Image tokens for a size that is already a multiple of 28 within the default budget."""
+    return (width // 28) * (height // 28)
