@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 
 class WireModel(BaseModel):
@@ -172,19 +172,30 @@ class Choice(ResponseModel):
     finish_reason: str | None
 
 
-class ChatCompletion(ResponseModel):
+class CompletionHeader(ResponseModel):
+    """Fields shared by a completion and every chunk of its stream."""
+
     id: str
-    object: Literal["chat.completion"] = "chat.completion"
     created: int
     model: str
     system_fingerprint: str | None = None
+
+
+class ChatCompletion(CompletionHeader):
+    object: Literal["chat.completion"] = "chat.completion"
     choices: list[Choice]
     usage: Usage
 
 
 class Delta(ResponseModel):
+    """OpenAI omits unset delta fields: {"role": ..} first, {"content": ..} next, {} last."""
+
     role: Literal["assistant"] | None = None
     content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class ChunkChoice(ResponseModel):
@@ -194,12 +205,8 @@ class ChunkChoice(ResponseModel):
     finish_reason: str | None = None
 
 
-class ChatCompletionChunk(ResponseModel):
-    id: str
+class ChatCompletionChunk(CompletionHeader):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    system_fingerprint: str | None = None
     choices: list[ChunkChoice]
     usage: Usage | None = None
 

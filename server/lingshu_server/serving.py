@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from lingshu_server.chat import ChatPromptBuilder
 from lingshu_server.engine import Engine, EngineStep, SamplingOptions, TokenLogprob
@@ -19,9 +17,12 @@ from lingshu_server.errors import (
 from lingshu_server.protocol import (
     AssistantMessage,
     ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
     ChoiceLogprobs,
+    ChunkChoice,
+    Delta,
     Usage,
     completion_id,
     now,
@@ -87,8 +88,7 @@ class _ChoiceState:
     finish_reason: str | None = None
 
 
-def sse(payload: dict[str, Any] | str) -> str:
-    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+def sse(data: str) -> str:
     return f"data: {data}\n\n"
 
 
@@ -185,51 +185,41 @@ class ChatService:
         first: EngineStep,
     ) -> AsyncIterator[str]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        base = {
-            "id": completion_id(),
-            "object": "chat.completion.chunk",
-            "created": now(),
-            "model": model,
-            "system_fingerprint": None,
-        }
+        # OpenAI sends "usage": null on every chunk when usage was asked for, else no usage key.
+        exclude = None if include_usage else {"usage"}
+        header = {"id": completion_id(), "created": now(), "model": model}
 
         def chunk(
             index: int,
-            delta: dict[str, Any],
+            delta: Delta,
             finish: str | None = None,
             logprobs: list[TokenLogprob] | None = None,
         ) -> str:
-            choice = {
-                "index": index,
-                "delta": delta,
-                "logprobs": {"content": [t.model_dump() for t in wire_logprobs(logprobs)]}
+            choice = ChunkChoice(
+                index=index,
+                delta=delta,
+                logprobs=ChoiceLogprobs(content=wire_logprobs(logprobs))
                 if logprobs is not None
                 else None,
-                "finish_reason": finish,
-            }
-            body = {**base, "choices": [choice]}
-            if include_usage:
-                body["usage"] = None
-            return sse(body)
+                finish_reason=finish,
+            )
+            body = ChatCompletionChunk(**header, choices=[choice])
+            return sse(body.model_dump_json(exclude=exclude))
 
         completion_tokens = 0
         prompt_tokens = first.prompt_tokens
         try:
             for index in range(request.n):
-                yield chunk(index, {"role": "assistant", "content": ""})
+                yield chunk(index, Delta(role="assistant", content=""))
             step: EngineStep | None = first
             while step is not None:
                 for delta in step.choices:
                     completion_tokens += delta.num_tokens
                     if delta.text or delta.logprobs:
-                        yield chunk(
-                            delta.index,
-                            {"content": delta.text},
-                            None,
-                            delta.logprobs if request.logprobs else None,
-                        )
+                        logprobs = delta.logprobs if request.logprobs else None
+                        yield chunk(delta.index, Delta(content=delta.text), None, logprobs)
                     if delta.finish_reason is not None:
-                        yield chunk(delta.index, {}, delta.finish_reason)
+                        yield chunk(delta.index, Delta(), delta.finish_reason)
                 step = await anext(steps, None)
             if include_usage:
                 usage = Usage(
@@ -237,12 +227,12 @@ class ChatService:
                     completion_tokens=completion_tokens,
                     total_tokens=prompt_tokens + completion_tokens,
                 )
-                yield sse({**base, "choices": [], "usage": usage.model_dump()})
+                yield sse(ChatCompletionChunk(**header, choices=[], usage=usage).model_dump_json())
         except APIError as exc:
-            yield sse(exc.body().model_dump())
+            yield sse(exc.body().model_dump_json())
         except Exception as exc:  # a bug: tell the client, log the type only
             logger.error("stream failed: %s", type(exc).__name__, exc_info=exc)
-            yield sse(InternalServerError("internal server error").body().model_dump())
+            yield sse(InternalServerError("internal server error").body().model_dump_json())
         finally:
             await steps.aclose()
         yield sse("[DONE]")
