@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,10 @@ def test_refuses_directory_without_config(tmp_path):
     result = run_cli("--model", str(tmp_path))
     assert result.returncode == 2
     assert "config.json" in result.stderr
+
+
+def test_console_script_installed():
+    script = Path(sys.executable).parent / "lingshu-server"
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.startswith("lingshu-server ")
