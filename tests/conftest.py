@@ -1,19 +1,66 @@
-"""Shared fixtures: one real server process (demo model, vLLM CPU engine) per test session."""
+"""Shared fixtures: one real server process (demo model, vLLM CPU engine) per test session.
+
+The server is started with the opt-in image sources enabled, pointing at a static HTTP server
+and a directory that this test session owns, so both the allowed and the refused cases of
+http(s):// and file:// image URLs can be exercised end to end.
+"""
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.utils.images import encode, gradient_image
 from tests.utils.server import RunningServer, start_demo_server
 
 
+@dataclass
+class ImageSources:
+    http_origin: str  # http://127.0.0.1:PORT, on the server's allow-list
+    web_root: Path  # served by http_origin
+    local_dir: Path  # the server's --local-image-dir
+    outside_dir: Path  # a sibling the server must never read
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - keep pytest output clean
+        pass
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def image_sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageSources]:
+    root = tmp_path_factory.mktemp("image-sources")
+    web_root, local_dir, outside = root / "web", root / "local", root / "outside"
+    for folder in (web_root, local_dir, outside):
+        folder.mkdir()
+        (folder / "xray.png").write_bytes(encode(gradient_image(224, 224, mode="L"), "PNG"))
+    handler = functools.partial(_QuietHandler, directory=str(web_root))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield ImageSources(f"http://127.0.0.1:{httpd.server_port}", web_root, local_dir, outside)
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="session")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, image_sources: ImageSources
+) -> Iterator[RunningServer]:
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    running = start_demo_server(log_path)
+    running = start_demo_server(
+        log_path,
+        "--allowed-image-hosts",
+        image_sources.http_origin.removeprefix("http://"),
+        "--local-image-dir",
+        str(image_sources.local_dir),
+    )
     yield running
     running.stop()
 

@@ -6,24 +6,8 @@ import base64
 
 import pytest
 
+from tests.utils.errors import assert_openai_error
 from tests.utils.images import data_url, encode, gradient_image, image_data_url, image_part
-
-
-def assert_openai_error(response, status: int, param: str | None = None, code: str | None = None):
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["message"]
-    assert "Traceback" not in error["message"]
-    if status < 500:
-        assert error["type"] in {"invalid_request_error", "not_found_error"}
-    if param is not None:
-        assert error["param"] == param
-    if code is not None:
-        assert error["code"] == code
-    return error
 
 
 def user_with(part: dict) -> list:
@@ -74,9 +58,11 @@ def test_truncated_png_is_400(client):
     )
 
 
-def test_remote_url_refused_by_default(client):
+def test_remote_url_off_the_allow_list_is_refused(client):
     part = image_part("https://example.org/xray.png")
-    assert_openai_error(post(client, {"messages": user_with(part)}), 400, code="invalid_image_url")
+    assert_openai_error(
+        post(client, {"messages": user_with(part)}), 400, code="image_url_not_allowed"
+    )
 
 
 def test_missing_messages_is_400(client):

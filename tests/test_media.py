@@ -3,27 +3,43 @@
 from __future__ import annotations
 
 import io
+import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from lingshu_server.dicom import DicomOptions
 from lingshu_server.errors import InvalidRequestError
-from lingshu_server.media import PixelBudget, decode_data_url, prepare_image, target_size
-from lingshu_server.settings import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS
-from tests.utils.images import data_url, encode, gradient_image
+from lingshu_server.media import (
+    EncodedImage,
+    ImageLimits,
+    PixelBudget,
+    decode_data_url,
+    prepare_image,
+    target_size,
+)
+from lingshu_server.settings import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, Settings
+from tests.utils.images import data_url, encode, gradient_image, png_bomb
 
+LIMITS = ImageLimits.from_settings(Settings())
 DEFAULT = PixelBudget(QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)
+
+
+def prepare(data: bytes, budget: PixelBudget = DEFAULT, declared: str | None = None):
+    return prepare_image(EncodedImage(data, declared), LIMITS, budget, DicomOptions(), "p")
 
 
 def test_decode_data_url_round_trip():
     payload = encode(gradient_image(30, 20))
-    assert decode_data_url(data_url(payload), "p") == payload
+    decoded = decode_data_url(data_url(payload), "p")
+    assert decoded.data == payload
+    assert decoded.declared_type == "image/png"
 
 
 @pytest.mark.parametrize(
     ("url", "code"),
     [
-        ("http://host/x.png", "invalid_image_url"),
         ("data:image/png,rawbytes", "invalid_image_url"),
         ("data:image/png;base64,!!!!", "invalid_base64"),
         ("data:image/png;base64,", "invalid_image"),
@@ -36,18 +52,89 @@ def test_decode_data_url_rejects(url, code):
     assert info.value.param == "messages[0].content[0].image_url"
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_decode_data_url_refuses_oversize_before_decoding():
+    url = data_url(b"\0" * 3000)
+    with pytest.raises(InvalidRequestError) as info:
+        decode_data_url(url, "p", max_bytes=2000)
+    assert info.value.code == "image_too_large"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"])
 def test_formats_decode_to_rgb_at_budget(fmt):
-    prepared = prepare_image(encode(gradient_image(300, 200), fmt), DEFAULT, "p")
+    prepared = prepare(encode(gradient_image(300, 200), fmt))
     assert prepared.image.mode == "RGB"
     assert prepared.image.size == (308, 196)  # smart_resize rounds to multiples of 28
     assert prepared.source_format == fmt
     assert prepared.num_tokens == (308 // 28) * (196 // 28)
 
 
+def test_wrong_or_generic_mime_type_is_sniffed():
+    jpeg = encode(gradient_image(112, 112), "JPEG")
+    for declared in ("image/png", "application/octet-stream"):
+        assert prepare(jpeg, declared=declared).source_format == "JPEG"
+
+
+def test_16bit_png_keeps_its_contrast():
+    ramp = np.linspace(1000, 3000, 112 * 112).reshape(112, 112).astype(np.uint16)
+    png = encode(Image.fromarray(ramp), "PNG")
+    assert Image.open(io.BytesIO(png)).mode.startswith("I")
+    pixels = np.asarray(prepare(png).image.convert("L"))
+    assert pixels.min() <= 5 and pixels.max() >= 250  # the full 8-bit range is used
+    assert pixels[0, 0] < pixels[-1, -1]  # and the ramp still rises
+
+
+def test_16bit_tiff_first_page_keeps_contrast():
+    first = Image.fromarray(np.tile(np.arange(0, 65536, 512, dtype=np.uint16), (128, 1)))
+    second = Image.fromarray(np.zeros((64, 64), dtype=np.uint16))
+    buffer = io.BytesIO()
+    first.save(buffer, "TIFF", save_all=True, append_images=[second])
+    prepared = prepare(buffer.getvalue())
+    assert prepared.image.size == (140, 140)
+    row = np.asarray(prepared.image.convert("L"))[70]
+    assert row[0] < 20 and row[-1] > 235
+
+
+def test_gif_first_frame():
+    frames = [Image.new("RGB", (56, 56), color) for color in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    red, green, blue = prepare(buffer.getvalue()).image.getpixel((28, 28))
+    assert red > 200 and blue < 50
+
+
+def test_palette_and_grayscale_png():
+    palette = gradient_image(84, 84).convert("P")
+    gray = gradient_image(84, 84, mode="L")
+    assert prepare(encode(palette, "PNG")).image.mode == "RGB"
+    gray_out = prepare(encode(gray, "PNG")).image
+    r, g, b = gray_out.getpixel((40, 40))
+    assert r == g == b
+
+
+def test_rgba_is_composited_on_white():
+    image = Image.new("RGBA", (56, 56), (255, 0, 0, 0))
+    prepared = prepare(encode(image, "PNG"))
+    assert prepared.image.getpixel((10, 10)) == (255, 255, 255)
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    cmyk = Image.new("CMYK", (56, 56), (0, 255, 255, 0))  # red in CMYK
+    red, green, blue = prepare(encode(cmyk, "JPEG")).image.getpixel((28, 28))
+    assert red > 200 and green < 60 and blue < 60
+
+
+def test_exif_orientation_applied():
+    image = gradient_image(80, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    prepared = prepare(encode(image, "JPEG", exif=exif))
+    width, height = prepared.image.size
+    assert height > width
+
+
 def test_large_image_shrinks_to_max_pixels():
     budget = PixelBudget(QWEN_MIN_PIXELS, 1280 * 28 * 28)
-    prepared = prepare_image(encode(gradient_image(1955, 1841), "PNG"), budget, "p")
+    prepared = prepare(encode(gradient_image(1955, 1841), "PNG"), budget)
     width, height = prepared.image.size
     assert width % 28 == 0 and height % 28 == 0
     assert width * height <= 1280 * 28 * 28
@@ -55,15 +142,21 @@ def test_large_image_shrinks_to_max_pixels():
     assert abs(width / height - 1955 / 1841) < 0.05
 
 
+def test_large_jpeg_reduced_decode_gives_same_size_and_content():
+    jpeg = encode(gradient_image(2048, 2048), "JPEG", quality=90)
+    budget = PixelBudget(QWEN_MIN_PIXELS, 256 * 28 * 28)
+    fast = prepare(jpeg, budget).image
+    full = Image.open(io.BytesIO(jpeg)).convert("RGB").resize(fast.size, Image.Resampling.BICUBIC)
+    assert fast.size == (448, 448)
+    diff = np.abs(np.asarray(fast, dtype=int) - np.asarray(full, dtype=int)).mean()
+    assert diff < 12
+
+
 def test_tiny_image_is_upscaled_not_rejected():
-    prepared = prepare_image(encode(gradient_image(10, 10), "PNG"), DEFAULT, "p")
+    prepared = prepare(encode(gradient_image(10, 10), "PNG"))
     assert prepared.image.size == (56, 56)  # min 4 tokens of 28x28
-
-
-def test_rgba_is_composited_on_white():
-    image = Image.new("RGBA", (56, 56), (255, 0, 0, 0))
-    prepared = prepare_image(encode(image, "PNG"), DEFAULT, "p")
-    assert prepared.image.getpixel((10, 10)) == (255, 255, 255)
+    one_pixel = prepare(encode(Image.new("RGB", (1, 1)), "PNG"))
+    assert one_pixel.num_tokens == 4
 
 
 def test_target_size_matches_qwen_rules():
@@ -72,22 +165,53 @@ def test_target_size_matches_qwen_rules():
 
 
 def test_extreme_aspect_ratio_is_400():
-    with pytest.raises(InvalidRequestError):
-        prepare_image(encode(Image.new("L", (4100, 20)), "PNG"), DEFAULT, "p")
+    with pytest.raises(InvalidRequestError) as info:
+        prepare(encode(Image.new("L", (4100, 20)), "PNG"))
+    assert "aspect ratio" in info.value.message
 
 
 def test_not_an_image_is_400():
     with pytest.raises(InvalidRequestError) as info:
-        prepare_image(b"GIF89a-but-not-really", DEFAULT, "p")
+        prepare(b"GIF89a-but-not-really")
     assert info.value.code == "invalid_image"
 
 
-def test_exif_orientation_applied():
-    image = gradient_image(80, 40)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", exif=exif)
-    prepared = prepare_image(buffer.getvalue(), DEFAULT, "p")
-    width, height = prepared.image.size
-    assert height > width
+def test_truncated_png_is_400():
+    png = encode(gradient_image(256, 256), "PNG")
+    with pytest.raises(InvalidRequestError) as info:
+        prepare(png[: len(png) // 2])
+    assert info.value.code == "invalid_image"
+
+
+def test_decompression_bomb_refused_from_header():
+    bomb = png_bomb(60000, 60000)
+    assert len(bomb) < 2000
+    started = time.perf_counter()
+    with pytest.raises(InvalidRequestError) as info:
+        prepare(bomb)
+    assert info.value.code == "image_too_large"
+    assert time.perf_counter() - started < 1  # refused without decoding 3.6 GB of pixels
+
+
+@pytest.mark.parametrize(
+    ("detail", "min_pixels", "max_pixels", "expected"),
+    [
+        (None, None, None, PixelBudget(QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)),
+        ("auto", None, None, PixelBudget(QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)),
+        ("high", None, None, PixelBudget(QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)),
+        ("low", None, None, PixelBudget(QWEN_MIN_PIXELS, 256 * 28 * 28)),
+        ("low", None, 100 * 28 * 28, PixelBudget(QWEN_MIN_PIXELS, 100 * 28 * 28)),
+        (None, 8 * 28 * 28, 64 * 28 * 28, PixelBudget(8 * 28 * 28, 64 * 28 * 28)),
+        # explicit values beyond the server's caps are clamped to them
+        (None, 1, 10**12, PixelBudget(QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)),
+    ],
+)
+def test_budget_from_detail_and_explicit_pixels(detail, min_pixels, max_pixels, expected):
+    assert LIMITS.budget(detail, min_pixels, max_pixels) == expected
+
+
+def test_budget_clamped_to_a_smaller_server_cap():
+    limits = ImageLimits.from_settings(Settings(max_pixels=200 * 28 * 28))
+    assert limits.budget(None, None, 10**9).max_pixels == 200 * 28 * 28
+    assert limits.budget("low", None, None).max_pixels == 200 * 28 * 28
+    assert limits.budget(None, 10**9, None) == PixelBudget(200 * 28 * 28, 200 * 28 * 28)

@@ -11,10 +11,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from lingshu_server import __version__
-from lingshu_server.chat import ChatPromptBuilder, load_chat_template, template_renderer
+from lingshu_server.chat import (
+    ChatPromptBuilder,
+    load_chat_template,
+    template_renderer,
+    tokenizer_encoder,
+)
 from lingshu_server.engine import Engine
 from lingshu_server.errors import install_error_handlers
-from lingshu_server.media import PixelBudget
+from lingshu_server.image_sources import ImageFetcher, ImageSourcePolicy
+from lingshu_server.media import ImageLimits
 from lingshu_server.model_check import check_supported_model
 from lingshu_server.routes import router
 from lingshu_server.serving import ChatService
@@ -36,12 +42,15 @@ def create_app(settings: Settings) -> FastAPI:
             engine.max_model_len,
         )
         pool = ThreadPoolExecutor(settings.image_workers, thread_name_prefix="image")
+        fetcher = ImageFetcher(ImageSourcePolicy.from_settings(settings))
         template = load_chat_template(settings.model, engine.tokenizer)
         prompts = ChatPromptBuilder(
             template_renderer(engine.tokenizer, template),
+            tokenizer_encoder(engine.tokenizer),
             pool,
-            PixelBudget(settings.min_pixels, settings.max_pixels),
+            ImageLimits.from_settings(settings),
             settings.max_images_per_request,
+            fetcher,
         )
         app.state.engine = engine
         app.state.chat_service = ChatService(
@@ -50,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await fetcher.aclose()
             pool.shutdown(wait=False, cancel_futures=True)
             engine.shutdown()
 

@@ -10,8 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lingshu_server.dicom import DicomOptions
 from lingshu_server.errors import InvalidRequestError
-from lingshu_server.media import PixelBudget, PreparedImage, decode_data_url, prepare_image
+from lingshu_server.image_sources import ImageFetcher
+from lingshu_server.media import (
+    EncodedImage,
+    ImageLimits,
+    PreparedImage,
+    base64_decoded_size,
+    decode_data_url,
+    prepare_image,
+)
 from lingshu_server.protocol import ChatMessage, ImagePart, TextPart
 
 # The template expands each image part to <|vision_start|><|image_pad|><|vision_end|>;
@@ -22,11 +31,17 @@ IMAGE_PART = {"type": "image"}
 @dataclass
 class ChatPrompt:
     text: str
+    token_ids: list[int]  # the text's tokens, one <|image_pad|> per image
     images: list[PreparedImage]
 
     @property
     def image_tokens(self) -> int:
         return sum(image.num_tokens for image in self.images)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the engine will see: each image's single pad expands to its visual tokens."""
+        return len(self.token_ids) - len(self.images) + self.image_tokens
 
 
 def load_chat_template(model_dir: str, tokenizer: Any) -> str:
@@ -73,19 +88,23 @@ def image_parts(messages: list[ChatMessage]) -> list[tuple[str, ImagePart]]:
 
 
 class ChatPromptBuilder:
-    """Renders messages with the model's template; decodes images in a worker pool."""
+    """Renders messages with the model's template; fetches and decodes images in a worker pool."""
 
     def __init__(
         self,
         render: Callable[[list[dict[str, Any]]], str],
+        tokenize: Callable[[str], list[int]],
         pool: Executor,
-        budget: PixelBudget,
+        limits: ImageLimits,
         max_images: int,
+        fetcher: ImageFetcher,
     ):
         self._render = render
+        self._tokenize = tokenize
         self._pool = pool
-        self._budget = budget
+        self._limits = limits
         self._max_images = max_images
+        self._fetcher = fetcher
 
     async def build(self, messages: list[ChatMessage]) -> ChatPrompt:
         parts = image_parts(messages)
@@ -96,19 +115,61 @@ class ChatPromptBuilder:
                 param="messages",
                 code="too_many_images",
             )
+        inline = sum(
+            base64_decoded_size(part.image_url.url.partition(",")[2])
+            for _, part in parts
+            if part.image_url.url.startswith("data:")
+        )
+        self._check_request_bytes(inline)
+        encoded = await asyncio.gather(*(self._fetch(part, param) for param, part in parts))
+        self._check_request_bytes(sum(len(e.data) for e in encoded))
         loop = asyncio.get_running_loop()
         images = await asyncio.gather(
             *(
-                loop.run_in_executor(self._pool, _decode_image, part.image_url.url, self._budget, p)
-                for p, part in parts
+                loop.run_in_executor(self._pool, self._prepare, data, part, param)
+                for data, (param, part) in zip(encoded, parts, strict=True)
             )
         )
         text = self._render(_template_messages(messages))
-        return ChatPrompt(text=text, images=list(images))
+        return ChatPrompt(text=text, token_ids=self._tokenize(text), images=list(images))
+
+    def _check_request_bytes(self, total: int) -> None:
+        if total > self._limits.max_request_image_bytes:
+            raise InvalidRequestError(
+                f"the images in this request add up to more than the server accepts "
+                f"({self._limits.max_request_image_bytes} bytes per request)",
+                param="messages",
+                code="image_too_large",
+            )
+
+    async def _fetch(self, part: ImagePart, param: str) -> EncodedImage:
+        url = part.image_url.url
+        if url.startswith("data:"):
+            # base64 decoding of big images is CPU work: keep it off the event loop
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._pool, decode_data_url, url, param, self._limits.max_image_bytes
+            )
+        return EncodedImage(data=await self._fetcher.fetch(url, param), declared_type=None)
+
+    def _prepare(self, encoded: EncodedImage, part: ImagePart, param: str) -> PreparedImage:
+        spec = part.image_url
+        budget = self._limits.budget(spec.detail, spec.min_pixels, spec.max_pixels)
+        window = spec.dicom
+        dicom = (
+            DicomOptions(window.window, window.center, window.width, window.frame)
+            if window is not None
+            else DicomOptions()
+        )
+        return prepare_image(encoded, self._limits, budget, dicom, param)
 
 
-def _decode_image(url: str, budget: PixelBudget, param: str) -> PreparedImage:
-    return prepare_image(decode_data_url(url, param), budget, param)
+def tokenizer_encoder(tokenizer: Any) -> Callable[[str], list[int]]:
+    def encode(text: str) -> list[int]:
+        # The template already wrote every special token the model needs.
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    return encode
 
 
 def template_renderer(tokenizer: Any, template: str) -> Callable[[list[dict[str, Any]]], str]:

@@ -40,7 +40,7 @@ def _unwrap_optional(annotation: Any) -> Any:
 def _add_field(parser: argparse.ArgumentParser, name: str, field: FieldInfo) -> None:
     flag = "--" + name.replace("_", "-")
     env = "LINGSHU_" + name.upper()
-    default = field.default
+    default = field.get_default(call_default_factory=True)
     help_text = f"{field.description} [env {env}; default: {default}]"
     annotation = _unwrap_optional(field.annotation)
     kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}

@@ -212,13 +212,17 @@ class Engine:
 
     async def generate(
         self,
-        prompt: str,
+        prompt_token_ids: list[int],
         images: list[Image.Image],
         options: SamplingOptions,
         request_id: str,
     ) -> AsyncIterator[EngineStep]:
-        """Stream deltas. Closing the iterator (a client gone) aborts the engine request."""
-        engine_prompt: dict[str, Any] = {"prompt": prompt}
+        """Stream deltas. Closing the iterator (a client gone) aborts the engine request.
+
+        The prompt arrives tokenized (one <|image_pad|> per image, which the engine expands),
+        so the text is tokenized once, by us, where we also count its tokens.
+        """
+        engine_prompt: dict[str, Any] = {"prompt_token_ids": prompt_token_ids}
         if images:
             engine_prompt["multi_modal_data"] = {"image": images}
         try:

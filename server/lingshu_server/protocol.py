@@ -22,9 +22,36 @@ class ResponseModel(BaseModel):
 # ---------------------------------------------------------------- requests
 
 
+class DicomWindow(WireModel):
+    """Per-image DICOM display options (an extension to OpenAI's image_url object)."""
+
+    window: Literal["lung", "mediastinum", "bone", "brain", "abdomen"] | None = None
+    center: float | None = None
+    width: float | None = Field(default=None, gt=0)
+    frame: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _center_with_width(self) -> DicomWindow:
+        if (self.center is None) != (self.width is None):
+            raise ValueError("a DICOM window needs both center and width")
+        if self.window is not None and self.center is not None:
+            raise ValueError("give either a named window or center and width, not both")
+        return self
+
+
 class ImageURL(WireModel):
     url: str = Field(min_length=1)
     detail: Literal["auto", "low", "high"] | None = None
+    # Extensions: an explicit pixel budget (clamped to the server's caps) and DICOM windowing.
+    min_pixels: int | None = Field(default=None, ge=1)
+    max_pixels: int | None = Field(default=None, ge=1)
+    dicom: DicomWindow | None = None
+
+    @model_validator(mode="after")
+    def _budget_ordered(self) -> ImageURL:
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError("min_pixels must not exceed max_pixels")
+        return self
 
 
 class TextPart(WireModel):

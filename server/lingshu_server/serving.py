@@ -6,10 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from lingshu_server.chat import ChatPromptBuilder
+from lingshu_server.chat import ChatPrompt, ChatPromptBuilder
 from lingshu_server.engine import Engine, EngineStep, SamplingOptions, TokenLogprob
 from lingshu_server.errors import (
     APIError,
+    ContextLengthExceededError,
     InternalServerError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -115,25 +116,44 @@ class ChatService:
             )
         return requested
 
+    def _check_context(self, prompt: ChatPrompt) -> None:
+        """Refuse before the engine sees it a prompt that images push past the context."""
+        limit = self._engine.max_model_len
+        if prompt.num_tokens < limit:
+            return
+        images = (
+            f", {prompt.image_tokens} of them for {len(prompt.images)} image(s); send smaller "
+            "images (image_url.detail 'low' or max_pixels)"
+            if prompt.images
+            else ""
+        )
+        raise ContextLengthExceededError(
+            f"This model's maximum context length is {limit} tokens. However, the prompt has "
+            f"{prompt.num_tokens} tokens{images}, and at least one more is needed to answer.",
+            param="messages",
+        )
+
     async def _start(
         self, request: ChatCompletionRequest
-    ) -> tuple[str, AsyncIterator[EngineStep], EngineStep]:
+    ) -> tuple[str, str, AsyncIterator[EngineStep], EngineStep]:
         """Validate everything and wait for the engine's first step, so errors stay 4xx JSON."""
         model = self.resolve_model(request.model)
         options = sampling_options(request, self._max_tokens_cap)
         prompt = await self._prompts.build(request.messages)
+        self._check_context(prompt)
+        request_id = completion_id()
         steps = self._engine.generate(
-            prompt.text, [img.image for img in prompt.images], options, completion_id()
+            prompt.token_ids, [img.image for img in prompt.images], options, request_id
         )
         try:
             first = await anext(steps)
         except BaseException:
             await steps.aclose()
             raise
-        return model, steps, first
+        return request_id, model, steps, first
 
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
-        model, steps, first = await self._start(request)
+        request_id, model, steps, first = await self._start(request)
         states = [_ChoiceState() for _ in range(request.n)]
         prompt_tokens = first.prompt_tokens
         step: EngineStep | None = first
@@ -151,7 +171,7 @@ class ChatService:
             await steps.aclose()
         completion_tokens = sum(s.tokens for s in states)
         return ChatCompletion(
-            id=completion_id(),
+            id=request_id,
             created=now(),
             model=model,
             choices=[
@@ -174,12 +194,13 @@ class ChatService:
 
     async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
         """Validate and start; the returned iterator yields SSE events exactly as OpenAI does."""
-        model, steps, first = await self._start(request)
-        return self._events(request, model, steps, first)
+        request_id, model, steps, first = await self._start(request)
+        return self._events(request, request_id, model, steps, first)
 
     async def _events(
         self,
         request: ChatCompletionRequest,
+        request_id: str,
         model: str,
         steps: AsyncIterator[EngineStep],
         first: EngineStep,
@@ -187,7 +208,7 @@ class ChatService:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         # OpenAI sends "usage": null on every chunk when usage was asked for, else no usage key.
         exclude = None if include_usage else {"usage"}
-        header = {"id": completion_id(), "created": now(), "model": model}
+        header = {"id": request_id, "created": now(), "model": model}
 
         def chunk(
             index: int,

@@ -78,6 +78,44 @@ class Settings(BaseSettings):
         description="Largest pixel count an image is resized to; 28x28 pixels make one image "
         "token, so this bounds image tokens (default 16384 tokens, as Qwen2.5-VL).",
     )
+    low_detail_max_pixels: int = Field(
+        default=256 * IMAGE_FACTOR * IMAGE_FACTOR,
+        ge=QWEN_MIN_PIXELS,
+        description="Pixel budget of images sent with `detail: low` (default 256 image tokens).",
+    )
+    max_image_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest encoded image (after base64 decoding) accepted, in bytes.",
+    )
+    max_request_image_bytes: int = Field(
+        default=96 * 1024 * 1024,
+        ge=1024,
+        description="Largest total of encoded image bytes in one request.",
+    )
+    max_image_pixels: int = Field(
+        default=150_000_000,
+        ge=QWEN_MIN_PIXELS,
+        description="Largest decoded image (width x height) accepted; larger ones are refused "
+        "from their header, before decoding (decompression bombs).",
+    )
+    dicom_default_ct_window: Literal["lung", "mediastinum", "bone", "brain", "abdomen"] = Field(
+        default="mediastinum",
+        description="CT window used when a DICOM file names none and the request asks none.",
+    )
+    allowed_image_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (host or host:port) whose http(s) image URLs may be fetched. Empty: "
+        "http(s) image URLs are refused.",
+    )
+    image_fetch_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds allowed to fetch one http(s) image URL."
+    )
+    local_image_dir: Path | None = Field(
+        default=None,
+        description="Directory that file:// image URLs may read from (nothing outside it). "
+        "Unset: file:// URLs are refused.",
+    )
     max_tokens_cap: int = Field(
         default=4096,
         ge=1,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -44,3 +46,21 @@ def image_part(url: str, **extra) -> dict:
 def tokens_for(width: int, height: int) -> int:
     """Image tokens for a size that is already a multiple of 28 within the default budget."""
     return (width // 28) * (height // 28)
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares a huge grayscale image."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1024)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )

@@ -1,0 +1,268 @@
+"""DICOM bytes -> the 8-bit image a radiologist's viewer would show: HU windowed, inverted
+where MONOCHROME1, colour converted to RGB, one frame of a multi-frame file.
+
+Privacy: no header value (names, IDs, dates, descriptions) ever reaches a message or a log;
+messages name only the modality, the SOP class and the transfer syntax.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi,
+    apply_windowing,
+    get_decoder,
+    pixel_array,
+)
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from lingshu_server.errors import InvalidRequestError
+
+# pydicom's value-validation warnings quote header values (names, dates): turn validation off
+# (pydicom-wide and thread-safe, unlike catch_warnings) and keep pydicom's log out of ours.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+logging.getLogger("pydicom").propagate = False
+
+# name -> (center, width) in Hounsfield units
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (40.0, 400.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "abdomen": (40.0, 350.0),
+}
+
+# Transfer syntaxes newer than pydicom 3.0's UID dictionary, so refusals can name them.
+_SYNTAX_NAMES = {
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+    "1.2.840.10008.1.2.8.1": "Deflated Image Frame Compression",
+}
+# (implicit VR, little endian) as pydicom found a file without file meta -> transfer syntax
+_ENCODING_SYNTAX = {
+    (True, True): ImplicitVRLittleEndian,
+    (False, True): ExplicitVRLittleEndian,
+    (False, False): ExplicitVRBigEndian,
+}
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# The per-frame attributes of enhanced (multi-frame) images that windowing needs.
+_FRAME_GROUPS = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
+
+
+@dataclass(frozen=True)
+class DicomOptions:
+    window: str | None = None  # a CT_WINDOWS preset name
+    center: float | None = None  # explicit window center (needs width too)
+    width: float | None = None  # explicit window width (> 0)
+    frame: int | None = None  # 0-based frame of a multi-frame file; default: the middle one
+
+
+def is_dicom(data: bytes) -> bool:
+    """True for a DICOM Part 10 file: 'DICM' after the 128-byte preamble."""
+    return data[128:132] == b"DICM"
+
+
+def dicom_to_image(
+    data: bytes,
+    options: DicomOptions,
+    default_ct_window: str,
+    param: str,
+    max_pixels: int | None = None,
+) -> Image.Image:
+    """One frame of a DICOM file as a mode "L" or "RGB" image, windowed for display."""
+    _check_options(options, param)
+    try:
+        return _render(data, options, default_ct_window, param, max_pixels)
+    except InvalidRequestError:
+        raise
+    except Exception:  # any parse or decode failure of untrusted bytes
+        raise _error("the DICOM file is truncated or corrupt", param, "invalid_dicom") from None
+
+
+def _error(message: str, param: str, code: str) -> InvalidRequestError:
+    return InvalidRequestError(message, param=param, code=code)
+
+
+def _check_options(options: DicomOptions, param: str) -> None:
+    def bad(message: str) -> InvalidRequestError:
+        return _error(message, param, "invalid_dicom_options")
+
+    if options.window is not None and options.window not in CT_WINDOWS:
+        raise bad(f"unknown DICOM window {options.window!r}; use one of {', '.join(CT_WINDOWS)}")
+    if (options.center is None) != (options.width is None):
+        raise bad("a DICOM window needs both center and width")
+    if options.center is not None and not math.isfinite(options.center):
+        raise bad("the DICOM window center must be a finite number")
+    if options.width is not None and not (math.isfinite(options.width) and options.width > 0):
+        raise bad("the DICOM window width must be a number greater than 0")
+
+
+def _render(
+    data: bytes, options: DicomOptions, default_ct_window: str, param: str, max_pixels: int | None
+) -> Image.Image:
+    ds = _read(data, param)
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if max_pixels is not None and rows * columns > max_pixels:
+        raise _error(
+            f"DICOM image is {columns}x{rows} pixels, more than the server decodes",
+            param,
+            "image_too_large",
+        )
+    frames = int(ds.get("NumberOfFrames") or 1)
+    frame = frames // 2 if options.frame is None else options.frame
+    if not 0 <= frame < frames:
+        raise _error(
+            f"DICOM frame {frame} is out of range: valid frames are 0 to {frames - 1}",
+            param,
+            "invalid_dicom_options",
+        )
+    _flatten_frame_groups(ds, frame)
+    pixels = pixel_array(ds, index=frame)  # decodes this frame only; YBR_FULL(_422) -> RGB
+
+    photometric = str(ds.PhotometricInterpretation).strip().upper()
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(pixels, ds)
+        return Image.fromarray(_scale_to_uint8(rgb, 8 * rgb.itemsize), "RGB")
+    if pixels.ndim == 3:  # RGB, or YBR already converted to RGB by the decoder
+        return Image.fromarray(_scale_to_uint8(pixels, int(ds.BitsStored)), "RGB")
+    gray = _window_grayscale(pixels, ds, options, default_ct_window)
+    if photometric == "MONOCHROME1":  # low values are white; pydicom leaves this to us
+        gray = 255 - gray
+    return Image.fromarray(gray, "L")
+
+
+def _read(data: bytes, param: str) -> Dataset:
+    """Parse the file and check it holds an image whose pixels a plugin here can decode."""
+    # A file without its preamble still starts with a little-endian (0002/0008,xxxx) tag.
+    raw_dataset = data[:2] in (b"\x02\x00", b"\x08\x00")
+    if not is_dicom(data) and not raw_dataset:
+        raise _error("the data is not a DICOM file", param, "invalid_dicom")
+    ds = pydicom.dcmread(BytesIO(data), force=not is_dicom(data))
+
+    if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
+        sop_class = _sop_class_name(ds)
+        # A truncated image file loses its pixels too; call it truncated, not "no image".
+        if "Rows" in ds or "Image" in sop_class or not (sop_class or "Modality" in ds):
+            raise _error(
+                "the DICOM file has no pixel data; it may be truncated", param, "invalid_dicom"
+            )
+        described = ", ".join(filter(None, (_modality(ds), sop_class)))
+        raise _error(f"DICOM file holds no image ({described})", param, "dicom_no_image")
+
+    if "TransferSyntaxUID" not in ds.file_meta:  # no file meta: how pydicom found it encoded
+        ds.file_meta.TransferSyntaxUID = _ENCODING_SYNTAX[ds.original_encoding]
+    syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+    try:
+        decodable = get_decoder(syntax).is_available
+    except NotImplementedError:
+        decodable = False
+    if not decodable:
+        name = _SYNTAX_NAMES.get(syntax, syntax.name) if syntax.is_valid else "(unreadable UID)"
+        raise _error(
+            f"DICOM transfer syntax {name} is not supported (no decoder installed)",
+            param,
+            "dicom_unsupported_syntax",
+        )
+    return ds
+
+
+def _sop_class_name(ds: Dataset) -> str:
+    """'Comprehensive SR', 'RT Plan'...: a standard SOP class's name, else ''."""
+    uid = UID(str(ds.get("SOPClassUID", "")))
+    if not uid.is_valid or uid.name == str(uid):  # private or malformed: not worth echoing
+        return ""
+    return uid.name.removesuffix(" Storage")
+
+
+def _modality(ds: Dataset) -> str:
+    modality = str(ds.get("Modality", "")).strip()
+    return f"modality {modality}" if re.fullmatch(r"[A-Z0-9_ ]{1,16}", modality) else ""
+
+
+def _flatten_frame_groups(ds: Dataset, frame: int) -> None:
+    """Enhanced multi-frame files keep rescale and window in functional groups; copy the
+    chosen frame's onto the top level, where pydicom's LUT functions look for them."""
+    shared = ds.get("SharedFunctionalGroupsSequence") or []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    groups = [*shared[:1], *per_frame[frame : frame + 1]]  # per-frame values win
+    for group in groups:
+        for keyword in _FRAME_GROUPS:
+            for item in group.get(keyword, [])[:1]:
+                for element in item:
+                    ds[element.tag] = element
+
+
+def _window_grayscale(
+    pixels: np.ndarray, ds: Dataset, options: DicomOptions, default_ct_window: str
+) -> np.ndarray:
+    """Modality LUT (-> HU for CT), then the first window that applies, as uint8."""
+    values = apply_modality_lut(pixels, ds)
+    if options.center is not None and options.width is not None:
+        return _window(values, options.center, options.width)
+    if options.window is not None:
+        return _window(values, *CT_WINDOWS[options.window])
+    voi_lut = ds.get("VOILUTSequence")
+    if voi_lut and "LUTDescriptor" in voi_lut[0] and "LUTData" in voi_lut[0]:
+        mapped = apply_voi(np.rint(values).astype(np.int64), ds)
+        return _scale_to_uint8(mapped, int(voi_lut[0].LUTDescriptor[2]))
+    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    if center is not None and width is not None and width > 0:
+        return _window(values, center, width, str(ds.get("VOILUTFunction") or "LINEAR"))
+    if str(ds.get("Modality", "")).upper() == "CT":
+        return _window(values, *CT_WINDOWS[default_ct_window])
+    low, high = float(values.min()), float(values.max())
+    if high <= low:  # a constant image has no contrast to show
+        return np.zeros(values.shape, dtype=np.uint8)
+    return _window(values, (low + high) / 2, high - low, "LINEAR_EXACT")
+
+
+def _first(value: Any) -> float | None:
+    """The first value of a DS element that may hold several (alternative windows)."""
+    if isinstance(value, MultiValue | list):
+        value = value[0] if value else None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _window(
+    values: np.ndarray, center: float, width: float, function: str = "LINEAR"
+) -> np.ndarray:
+    """DICOM windowing (PS3.3 C.11.2.1.2) straight to 0..255, through pydicom's apply_windowing:
+    an 8-bit unsigned output with no rescale makes its output range exactly 0..255."""
+    function = function.strip().upper()
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        function = "LINEAR"
+    if function == "LINEAR" and width < 1:  # LINEAR needs width >= 1; EXACT is the same line
+        function = "LINEAR_EXACT"
+    voi = Dataset()
+    voi.PhotometricInterpretation = "MONOCHROME2"
+    voi.BitsStored = 8
+    voi.PixelRepresentation = 0
+    voi.WindowCenter = center
+    voi.WindowWidth = width
+    voi.VOILUTFunction = function
+    return np.clip(np.rint(apply_windowing(values, voi)), 0, 255).astype(np.uint8)
+
+
+def _scale_to_uint8(values: np.ndarray, bits: int) -> np.ndarray:
+    """Samples of `bits` bits (0..2**bits-1) as 0..255."""
+    if values.dtype == np.uint8 and bits == 8:
+        return np.ascontiguousarray(values)
+    scaled = values.astype(np.float64) * (255.0 / (2**bits - 1))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

@@ -1,0 +1,52 @@
+"""When the engine core process dies, /health and requests report it (503) instead of hanging."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.utils.server import start_demo_server
+
+
+@pytest.fixture(scope="module")
+def doomed_server(tmp_path_factory):
+    server = start_demo_server(tmp_path_factory.mktemp("doomed") / "server.log")
+    yield server
+    server.stop()
+
+
+def engine_core_processes(pid: int) -> list[psutil.Process]:
+    children = psutil.Process(pid).children(recursive=True)
+    return [
+        p for p in children if "EngineCore" in " ".join(p.cmdline()) or "EngineCore" in p.name()
+    ]
+
+
+def test_health_turns_503_when_engine_core_is_killed(doomed_server):
+    base = doomed_server.base_url
+    assert httpx.get(f"{base}/health").status_code == 200
+    cores = engine_core_processes(doomed_server.process.pid)
+    assert cores, "expected vLLM's engine core to run in a child process"
+    for core in cores:
+        core.kill()
+
+    deadline = time.monotonic() + 30
+    status = 200
+    while time.monotonic() < deadline and status == 200:
+        try:
+            status = httpx.get(f"{base}/health", timeout=5).status_code
+        except httpx.HTTPError:
+            status = -1  # the server went away entirely: also not healthy
+        time.sleep(0.5)
+    assert status in (503, -1)
+    if status == 503:
+        response = httpx.post(
+            f"{base}/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+            timeout=30,
+        )
+        assert response.status_code == 503
+        assert response.json()["error"]["type"] == "server_error"
