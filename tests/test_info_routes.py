@@ -16,7 +16,10 @@ def test_models_list_shape(client):
 def test_health_ok_while_engine_alive(client):
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json()["status"] == "ok"
+    assert response.json()["stage"] == "ready"
+    ready = client.get("/ready")
+    assert ready.status_code == 200
 
 
 def test_version(client):

@@ -1,71 +1,182 @@
-"""The FastAPI application factory; the engine and services live on app.state."""
+"""The FastAPI application factory; the engine and services live on app.state.
+
+The port opens at once; the engine loads in a worker thread while /health reports the stage.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from lingshu_server import __version__
+from lingshu_server.auth import ApiKeyStore
 from lingshu_server.chat import (
     ChatPromptBuilder,
     load_chat_template,
     template_renderer,
     tokenizer_encoder,
 )
-from lingshu_server.engine import Engine
+from lingshu_server.engine import Engine, vllm_version
 from lingshu_server.errors import install_error_handlers
 from lingshu_server.image_sources import ImageFetcher, ImageSourcePolicy
+from lingshu_server.lifecycle import Lifecycle, Stage, watch_engine
+from lingshu_server.limits import AdmissionController, BodySizeLimitMiddleware, RateLimiter
+from lingshu_server.logs import AuditLog
 from lingshu_server.media import ImageLimits
+from lingshu_server.metrics import Metrics
 from lingshu_server.model_check import check_supported_model
-from lingshu_server.routes import router
+from lingshu_server.routes import public, v1
 from lingshu_server.serving import ChatService
 from lingshu_server.settings import Settings
+from lingshu_server.telemetry import TelemetryMiddleware
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-def create_app(settings: Settings) -> FastAPI:
+async def in_daemon_thread(fn: Callable[..., T], *args: object) -> T:
+    """Run a slow blocking call without holding up process exit: a SIGTERM while weights load
+    must not wait for the load to finish (asyncio's default executor would)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(_settle, future, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, future, result, None)
+
+    threading.Thread(target=run, name="engine-loader", daemon=True).start()
+    return await future
+
+
+def _settle(future: asyncio.Future, result: object, exc: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+async def load_services(app: FastAPI, settings: Settings) -> None:
+    """Load the engine (in a thread, the port already open) and wire the chat service."""
+    lifecycle: Lifecycle = app.state.lifecycle
+    lifecycle.enter(Stage.CHECKING_MODEL)
+    await asyncio.to_thread(check_supported_model, settings.model)
+    lifecycle.enter(Stage.LOADING_ENGINE)
+    engine = await in_daemon_thread(Engine, settings)
+    app.state.engine = engine
+    lifecycle.enter(Stage.PREPARING)
+    template = load_chat_template(settings.model, engine.tokenizer)
+    prompts = ChatPromptBuilder(
+        template_renderer(engine.tokenizer, template),
+        tokenizer_encoder(engine.tokenizer),
+        app.state.image_pool,
+        ImageLimits.from_settings(settings),
+        settings.max_images_per_request,
+        app.state.image_fetcher,
+    )
+    app.state.chat_service = ChatService(
+        engine,
+        prompts,
+        settings.served_model_names,
+        settings.max_tokens_cap,
+        AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests),
+        app.state.metrics,
+        settings.request_timeout,
+    )
+    lifecycle.enter(Stage.READY)
+    app.state.metrics.engine_healthy.set(1)
+    logger.info(
+        "ready",
+        extra={"fields": {"model": settings.model, "max_model_len": engine.max_model_len}},
+    )
+
+
+def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -> FastAPI:
+    """`on_fatal` is called when the engine fails to load or dies (the runner exits non-zero)."""
+
+    def fatal() -> None:
+        app.state.metrics.engine_healthy.set(0)
+        if on_fatal is not None:
+            on_fatal()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        check_supported_model(settings.model)
-        started = time.monotonic()
-        logger.info("loading model %s", settings.model)
-        engine = Engine(settings)
-        logger.info(
-            "engine ready in %.1f s (max_model_len %d)",
-            time.monotonic() - started,
-            engine.max_model_len,
-        )
-        pool = ThreadPoolExecutor(settings.image_workers, thread_name_prefix="image")
-        fetcher = ImageFetcher(ImageSourcePolicy.from_settings(settings))
-        template = load_chat_template(settings.model, engine.tokenizer)
-        prompts = ChatPromptBuilder(
-            template_renderer(engine.tokenizer, template),
-            tokenizer_encoder(engine.tokenizer),
-            pool,
-            ImageLimits.from_settings(settings),
-            settings.max_images_per_request,
-            fetcher,
-        )
-        app.state.engine = engine
-        app.state.chat_service = ChatService(
-            engine, prompts, settings.served_model_names, settings.max_tokens_cap
-        )
+        background: list[asyncio.Task] = []
+
+        async def start() -> None:
+            try:
+                await load_services(app, settings)
+            except Exception as exc:
+                app.state.lifecycle.failure = f"{type(exc).__name__}: {exc}"
+                app.state.lifecycle.enter(Stage.FAILED)
+                logger.error("start-up failed", exc_info=exc)
+                fatal()
+                return
+            background.append(
+                asyncio.create_task(
+                    watch_engine(app.state.engine.is_healthy, app.state.lifecycle, fatal)
+                )
+            )
+
+        background.append(asyncio.create_task(start()))
         try:
             yield
         finally:
-            await fetcher.aclose()
-            pool.shutdown(wait=False, cancel_futures=True)
-            engine.shutdown()
+            for task in background:
+                task.cancel()
+            await app.state.image_fetcher.aclose()
+            app.state.image_pool.shutdown(wait=False, cancel_futures=True)
+            engine = getattr(app.state, "engine", None)
+            if engine is not None:
+                engine.shutdown()
 
     app = FastAPI(title="lingshu-server", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.started_at = int(time.time())
+    app.state.lifecycle = Lifecycle()
+    app.state.metrics = Metrics()
+    app.state.metrics.build_info.labels(
+        __version__,
+        vllm_version(),
+        settings.served_model_names[0] if settings.served_model_names else "",
+        str(settings.tensor_parallel_size),
+    ).set(1)
+    app.state.metrics.engine_healthy.set(0)
+    app.state.api_keys = ApiKeyStore(settings.api_keys, settings.api_key_file)
+    app.state.rate_limiter = (
+        RateLimiter(settings.rate_limit_per_key) if settings.rate_limit_per_key else None
+    )
+    app.state.image_pool = ThreadPoolExecutor(settings.image_workers, thread_name_prefix="image")
+    app.state.image_fetcher = ImageFetcher(ImageSourcePolicy.from_settings(settings))
+    audit = AuditLog(settings.audit_log_file) if settings.audit_log_file else None
+
     install_error_handlers(app)
-    app.include_router(router)
+    app.include_router(v1)
+    app.include_router(public)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+            expose_headers=["X-Request-Id", "Retry-After"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        TelemetryMiddleware, metrics=app.state.metrics, lifecycle=app.state.lifecycle, audit=audit
+    )
     return app

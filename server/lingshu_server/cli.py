@@ -123,14 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
-    from lingshu_server.serve import serve
+    from lingshu_server.logs import configure_logging
+    from lingshu_server.serve import StartupRefused, serve
 
+    configure_logging(settings.log_level, settings.log_format)
     try:
-        serve(settings)
-    except UnsupportedModelError as exc:
+        return serve(settings)
+    except (UnsupportedModelError, StartupRefused) as exc:
         sys.stderr.write(f"lingshu-server: {exc}\n")
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -32,6 +32,13 @@ def vllm_version() -> str:
     return "unknown"
 
 
+def prometheus_registry() -> Any:
+    """The registry holding vLLM's engine metrics (multiprocess-aware)."""
+    from vllm.v1.metrics.prometheus import get_prometheus_registry
+
+    return get_prometheus_registry()
+
+
 @dataclass
 class SamplingOptions:
     """What a request asks of generation, free of any vLLM type."""

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lingshu_server import request_context
 from lingshu_server.protocol import ErrorBody, ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,8 @@ class APIError(Exception):
     status: int = HTTPStatus.BAD_REQUEST
     type: str = "invalid_request_error"
     code: str | None = None
+    rejection: str | None = "bad_input"  # the lingshu_rejected_requests_total reason
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -47,16 +50,32 @@ class ModelNotFoundError(APIError):
     code = "model_not_found"
 
 
+class UnsupportedMediaTypeError(APIError):
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    code = "unsupported_media_type"
+
+
 class EngineUnavailableError(APIError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     type = "server_error"
     code = "engine_unavailable"
+    rejection = None
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after_s: int = 5):
+        super().__init__(message, code=code)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class DrainingError(EngineUnavailableError):
+    code = "server_shutting_down"
+    rejection = "draining"
 
 
 class InternalServerError(APIError):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
     type = "server_error"
     code = "internal_error"
+    rejection = None
 
 
 def error_body(
@@ -114,14 +133,22 @@ _HTTP_TYPES = {
 }
 
 
+def _note_rejection(reason: str | None) -> None:
+    ctx = request_context.get()
+    if ctx is not None and reason is not None and ctx.rejection is None:
+        ctx.rejection = reason
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return _json(exc.status, exc.body())
+        _note_rejection(exc.rejection)
+        return _json(exc.status, exc.body(), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         err = validation_error(exc)
+        _note_rejection(err.rejection)
         return _json(err.status, err.body())
 
     @app.exception_handler(StarletteHTTPException)

@@ -7,8 +7,10 @@ recognised by its preamble or its declared type and windowed by the dicom module
 from __future__ import annotations
 
 import binascii
+import hashlib
 import io
 import struct
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -83,6 +85,9 @@ class PreparedImage:
     image: Image.Image  # RGB, both sides multiples of 28, within the budget
     source_format: str  # "PNG", "JPEG", "DICOM", ...
     encoded_bytes: int
+    source_size: tuple[int, int]  # (width, height) as sent, upright
+    sha256: str  # of the encoded bytes, for audit trails
+    seconds: float  # decode + resize time
 
     @property
     def num_tokens(self) -> int:
@@ -248,10 +253,18 @@ def prepare_image(
     param: str,
 ) -> PreparedImage:
     """Decode, orient, convert to RGB and resize once, straight to the pixel budget."""
+    started = time.perf_counter()
     image, source_format, (width, height) = decode_image(encoded, limits, budget, dicom, param)
     check_aspect_ratio(width, height, param)
     new_size = target_size(width, height, budget)
     rgb = to_rgb(image)
     if rgb.size != new_size:
         rgb = rgb.resize(new_size, Image.Resampling.BICUBIC)
-    return PreparedImage(image=rgb, source_format=source_format, encoded_bytes=len(encoded.data))
+    return PreparedImage(
+        image=rgb,
+        source_format=source_format,
+        encoded_bytes=len(encoded.data),
+        source_size=(width, height),
+        sha256=hashlib.sha256(encoded.data).hexdigest(),
+        seconds=time.perf_counter() - started,
+    )

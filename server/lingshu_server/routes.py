@@ -1,18 +1,59 @@
-"""HTTP routes: thin; fetch the service from app.state, call it once, return JSON or SSE."""
+"""HTTP routes: thin; fetch services from app.state, call once, return JSON or SSE."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from lingshu_server import __version__
+from lingshu_server import __version__, request_context
+from lingshu_server.auth import require_api_key
 from lingshu_server.engine import Engine, vllm_version
+from lingshu_server.errors import DrainingError, EngineUnavailableError, UnsupportedMediaTypeError
+from lingshu_server.lifecycle import Lifecycle, Stage
+from lingshu_server.metrics import engine_exposition
 from lingshu_server.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
 from lingshu_server.serving import ChatService
 
-router = APIRouter()
+T = TypeVar("T")
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _lifecycle(request: Request) -> Lifecycle:
+    return request.app.state.lifecycle
+
+
+LifecycleDep = Annotated[Lifecycle, Depends(_lifecycle)]
+
+
+def require_ready(lifecycle: LifecycleDep) -> None:
+    """New work only while ready: 503 (with Retry-After) while loading, draining or dead."""
+    if lifecycle.stage is Stage.DRAINING:
+        raise DrainingError("the server is shutting down; retry on another replica")
+    if not lifecycle.ready:
+        raise EngineUnavailableError(
+            f"the model is not ready (stage: {lifecycle.stage.value})",
+            code="model_loading" if lifecycle.stage is not Stage.ENGINE_DEAD else None,
+        )
+
+
+def check_rate_limit(request: Request) -> None:
+    limiter = request.app.state.rate_limiter
+    ctx = request_context.get()
+    if limiter is not None and ctx is not None and ctx.key_id is not None:
+        limiter.check(ctx.key_id)
+
+
+def require_json(request: Request) -> None:
+    content_type = request.headers.get("content-type", "application/json")
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        raise UnsupportedMediaTypeError(
+            "send the request body as JSON with Content-Type: application/json"
+        )
 
 
 def _chat_service(request: Request) -> ChatService:
@@ -26,20 +67,46 @@ def _engine(request: Request) -> Engine:
 ChatServiceDep = Annotated[ChatService, Depends(_chat_service)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+v1 = APIRouter(
+    prefix="/v1",
+    dependencies=[Depends(require_api_key), Depends(check_rate_limit), Depends(require_ready)],
+)
+public = APIRouter()
 
 
-@router.post("/v1/chat/completions", response_model=None)
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T | Response:
+    """Run `work`, but cancel it (aborting the engine request) if the client goes away."""
+    task = asyncio.ensure_future(work)
+
+    async def client_gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(client_gone())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    ctx = request_context.get()
+    if ctx is not None:
+        ctx.client_disconnected = True
+    return Response(status_code=499)
+
+
+@v1.post("/chat/completions", response_model=None, dependencies=[Depends(require_json)])
 async def create_chat_completion(
-    body: ChatCompletionRequest, chat: ChatServiceDep
-) -> ChatCompletion | StreamingResponse:
+    request: Request, body: ChatCompletionRequest, chat: ChatServiceDep
+) -> ChatCompletion | Response:
     if body.stream:
         events = await chat.stream(body)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return await chat.complete(body)
+    return await until_disconnected(request, chat.complete(body))
 
 
-@router.get("/v1/models")
+@v1.get("/models")
 async def list_models(request: Request, engine: EngineDep) -> ModelList:
     settings = request.app.state.settings
     return ModelList(
@@ -55,13 +122,24 @@ async def list_models(request: Request, engine: EngineDep) -> ModelList:
     )
 
 
-@router.get("/health")
-async def health(engine: EngineDep) -> JSONResponse:
-    if await engine.is_healthy():
-        return JSONResponse({"status": "ok"})
-    return JSONResponse({"status": "engine_dead"}, status_code=503)
+@public.get("/health")
+async def health(lifecycle: LifecycleDep) -> JSONResponse:
+    """Liveness (and startup): 200 while the engine is up; 503 with the stage otherwise."""
+    return JSONResponse(lifecycle.status(), status_code=200 if lifecycle.serving else 503)
 
 
-@router.get("/version")
+@public.get("/ready")
+async def ready(lifecycle: LifecycleDep) -> JSONResponse:
+    """Readiness: 200 only when new requests are welcome (loaded, not draining)."""
+    return JSONResponse(lifecycle.status(), status_code=200 if lifecycle.ready else 503)
+
+
+@public.get("/metrics")
+async def metrics(request: Request) -> Response:
+    ours = request.app.state.metrics.exposition()
+    return Response(ours + engine_exposition(), media_type=PROMETHEUS_TEXT)
+
+
+@public.get("/version")
 async def version() -> dict[str, str]:
     return {"version": __version__, "vllm_version": vllm_version()}

@@ -1,21 +1,100 @@
-"""Run the app under uvicorn."""
+"""Run the app under uvicorn, with a graceful drain on SIGTERM and a non-zero exit when the
+engine dies (so Kubernetes restarts the pod)."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from types import FrameType
 
 import uvicorn
 
 from lingshu_server.app import create_app
+from lingshu_server.auth import insecure_listen_reason
+from lingshu_server.lifecycle import Lifecycle, Stage
 from lingshu_server.model_check import check_supported_model
 from lingshu_server.settings import Settings
 
+logger = logging.getLogger(__name__)
 
-def serve(settings: Settings) -> None:
-    # Refuse an unsupported checkpoint before uvicorn starts and the engine spends minutes loading.
+DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StartupRefused(Exception):
+    """The configuration is unsafe or unusable; nothing was started."""
+
+
+class DrainingServer(uvicorn.Server):
+    """On the first SIGTERM/SIGINT: fail readiness, refuse new requests (503), let in-flight
+    ones finish up to the drain timeout, then stop and exit 0. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_timeout: float):
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        self.drain_timeout = drain_timeout
+        self.exit_code = 0
+        self._drain_task: asyncio.Future | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets=None) -> None:  # noqa: ANN001 - uvicorn's signature
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        first = self._drain_task is None and not self.should_exit
+        if first and sig in DRAIN_SIGNALS and self._loop is not None and self.lifecycle.ready:
+            logger.info("signal received: draining", extra={"fields": {"signal": sig}})
+            self._loop.call_soon_threadsafe(self._start_drain)
+            return
+        # Not ready yet, or a second signal: stop now (uvicorn re-raises what we record).
+        if sig == signal.SIGINT:
+            self._captured_signals.append(sig)
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+    def _start_drain(self) -> None:
+        self._drain_task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        # Our own request for this drain is not in flight; wait for everyone else's.
+        finished = await self.lifecycle.drain(self.drain_timeout)
+        logger.info("drained" if finished else "drain timed out; stopping anyway")
+        self.should_exit = True
+
+    def fatal(self) -> None:
+        """The engine died or failed to load: stop serving and exit non-zero."""
+        self.exit_code = 1
+        self.should_exit = True
+
+
+def serve(settings: Settings) -> int:
+    """Serve until stopped; the process exit code."""
+    reason = insecure_listen_reason(settings)
+    if reason:
+        raise StartupRefused(reason)
+    # Refuse an unsupported checkpoint before the engine spends minutes loading it.
     check_supported_model(settings.model)
-    uvicorn.run(
-        create_app(settings),
+    holder: list[DrainingServer] = []
+    app = create_app(settings, on_fatal=lambda: holder[0].fatal())
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
+        log_config=None,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        access_log=False,
+        timeout_graceful_shutdown=max(5, int(settings.drain_timeout)),
     )
+    server = DrainingServer(config, app.state.lifecycle, settings.drain_timeout)
+    holder.append(server)
+    server.run()
+    if app.state.lifecycle.stage in (Stage.ENGINE_DEAD, Stage.FAILED):
+        server.exit_code = 1
+    return server.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(serve(Settings()))

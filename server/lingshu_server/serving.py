@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from lingshu_server import request_context
 from lingshu_server.chat import ChatPrompt, ChatPromptBuilder
 from lingshu_server.engine import Engine, EngineStep, SamplingOptions, TokenLogprob
 from lingshu_server.errors import (
@@ -15,6 +18,9 @@ from lingshu_server.errors import (
     InvalidRequestError,
     ModelNotFoundError,
 )
+from lingshu_server.generation import EngineRun, deadline_after, elapsed_since
+from lingshu_server.limits import AdmissionController
+from lingshu_server.metrics import Metrics
 from lingshu_server.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -30,6 +36,7 @@ from lingshu_server.protocol import (
 )
 from lingshu_server.protocol import TokenLogprob as WireTokenLogprob
 from lingshu_server.protocol import TopLogprob as WireTopLogprob
+from lingshu_server.request_context import ImageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +107,17 @@ class ChatService:
         prompts: ChatPromptBuilder,
         served_model_names: list[str],
         max_tokens_cap: int,
+        admission: AdmissionController,
+        metrics: Metrics,
+        request_timeout: float | None = None,
     ):
         self._engine = engine
         self._prompts = prompts
         self._names = served_model_names
         self._max_tokens_cap = max_tokens_cap
+        self._admission = admission
+        self._metrics = metrics
+        self._request_timeout = request_timeout
 
     def resolve_model(self, requested: str | None) -> str:
         if requested is None:
@@ -133,27 +146,64 @@ class ChatService:
             param="messages",
         )
 
-    async def _start(
-        self, request: ChatCompletionRequest
-    ) -> tuple[str, str, AsyncIterator[EngineStep], EngineStep]:
+    def _timeout(self, request: ChatCompletionRequest) -> float | None:
+        limits = [t for t in (request.request_timeout, self._request_timeout) if t is not None]
+        return min(limits) if limits else None
+
+    def _record_prompt(self, prompt: ChatPrompt, started: float) -> None:
+        self._metrics.preprocess.observe(elapsed_since(started))
+        ctx = request_context.get()
+        if ctx is not None:
+            ctx.prompt_tokens = prompt.num_tokens
+            ctx.images = [
+                ImageRecord(
+                    sha256=image.sha256,
+                    format=image.source_format,
+                    encoded_bytes=image.encoded_bytes,
+                    width=image.source_size[0],
+                    height=image.source_size[1],
+                    tokens=image.num_tokens,
+                )
+                for image in prompt.images
+            ]
+        if prompt.images:
+            self._metrics.record_images(
+                [(image.source_format, image.seconds) for image in prompt.images],
+                encoded=sum(image.encoded_bytes for image in prompt.images),
+                pixels=sum(w * h for w, h in (image.source_size for image in prompt.images)),
+                tokens=prompt.image_tokens,
+            )
+
+    async def _start(self, request: ChatCompletionRequest) -> tuple[str, EngineRun, EngineStep]:
         """Validate everything and wait for the engine's first step, so errors stay 4xx JSON."""
         model = self.resolve_model(request.model)
         options = sampling_options(request, self._max_tokens_cap)
-        prompt = await self._prompts.build(request.messages)
-        self._check_context(prompt)
-        request_id = completion_id()
-        steps = self._engine.generate(
-            prompt.token_ids, [img.image for img in prompt.images], options, request_id
-        )
+        deadline = deadline_after(self._timeout(request))
+        await self._admission.acquire()
+        run: EngineRun | None = None
         try:
-            first = await anext(steps)
+            started = time.perf_counter()
+            prompt = await self._prompts.build(request.messages)
+            self._record_prompt(prompt, started)
+            self._check_context(prompt)
+            request_id = completion_id()
+            steps = self._engine.generate(
+                prompt.token_ids, [img.image for img in prompt.images], options, request_id
+            )
+            run = EngineRun(request_id, steps, deadline, self._admission.release)
+            first = await run.next()
         except BaseException:
-            await steps.aclose()
+            if run is not None:
+                await run.close()
+            else:
+                self._admission.release()
             raise
-        return request_id, model, steps, first
+        if first is None:  # the deadline passed before the first token
+            first = EngineStep(prompt_tokens=prompt.num_tokens, choices=[], finished=True)
+        return model, run, first
 
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
-        request_id, model, steps, first = await self._start(request)
+        model, run, first = await self._start(request)
         states = [_ChoiceState() for _ in range(request.n)]
         prompt_tokens = first.prompt_tokens
         step: EngineStep | None = first
@@ -166,12 +216,18 @@ class ChatService:
                     if delta.logprobs:
                         state.logprobs.extend(delta.logprobs)
                     state.finish_reason = delta.finish_reason or state.finish_reason
-                step = await anext(steps, None)
+                step = await run.next()
+        except asyncio.CancelledError:
+            _note_disconnect()
+            raise
         finally:
-            await steps.aclose()
+            await run.close()
+        for state in states:
+            state.finish_reason = state.finish_reason or "length"  # cut off by the deadline
         completion_tokens = sum(s.tokens for s in states)
+        _note_usage(completion_tokens)
         return ChatCompletion(
-            id=request_id,
+            id=run.request_id,
             created=now(),
             model=model,
             choices=[
@@ -194,21 +250,20 @@ class ChatService:
 
     async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
         """Validate and start; the returned iterator yields SSE events exactly as OpenAI does."""
-        request_id, model, steps, first = await self._start(request)
-        return self._events(request, request_id, model, steps, first)
+        model, run, first = await self._start(request)
+        return self._events(request, model, run, first)
 
     async def _events(
         self,
         request: ChatCompletionRequest,
-        request_id: str,
         model: str,
-        steps: AsyncIterator[EngineStep],
+        run: EngineRun,
         first: EngineStep,
     ) -> AsyncIterator[str]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         # OpenAI sends "usage": null on every chunk when usage was asked for, else no usage key.
         exclude = None if include_usage else {"usage"}
-        header = {"id": request_id, "created": now(), "model": model}
+        header = {"id": run.request_id, "created": now(), "model": model}
 
         def chunk(
             index: int,
@@ -229,6 +284,7 @@ class ChatService:
 
         completion_tokens = 0
         prompt_tokens = first.prompt_tokens
+        unfinished = set(range(request.n))
         try:
             for index in range(request.n):
                 yield chunk(index, Delta(role="assistant", content=""))
@@ -240,8 +296,12 @@ class ChatService:
                         logprobs = delta.logprobs if request.logprobs else None
                         yield chunk(delta.index, Delta(content=delta.text), None, logprobs)
                     if delta.finish_reason is not None:
+                        unfinished.discard(delta.index)
                         yield chunk(delta.index, Delta(), delta.finish_reason)
-                step = await anext(steps, None)
+                step = await run.next()
+            for index in sorted(unfinished):  # cut off by the deadline
+                yield chunk(index, Delta(), "length")
+            _note_usage(completion_tokens)
             if include_usage:
                 usage = Usage(
                     prompt_tokens=prompt_tokens,
@@ -251,9 +311,24 @@ class ChatService:
                 yield sse(ChatCompletionChunk(**header, choices=[], usage=usage).model_dump_json())
         except APIError as exc:
             yield sse(exc.body().model_dump_json())
+        except (asyncio.CancelledError, GeneratorExit):
+            _note_disconnect()
+            raise
         except Exception as exc:  # a bug: tell the client, log the type only
             logger.error("stream failed: %s", type(exc).__name__, exc_info=exc)
             yield sse(InternalServerError("internal server error").body().model_dump_json())
         finally:
-            await steps.aclose()
+            await run.close()
         yield sse("[DONE]")
+
+
+def _note_usage(completion_tokens: int) -> None:
+    ctx = request_context.get()
+    if ctx is not None:
+        ctx.completion_tokens = completion_tokens
+
+
+def _note_disconnect() -> None:
+    ctx = request_context.get()
+    if ctx is not None:
+        ctx.client_disconnected = True

@@ -124,6 +124,61 @@ class Settings(BaseSettings):
     image_workers: int = Field(
         default=2, ge=1, description="Threads decoding and resizing images off the event loop."
     )
+    api_keys: str | None = Field(
+        default=None,
+        description="Comma-separated API keys accepted as `Authorization: Bearer <key>`.",
+    )
+    api_key_file: Path | None = Field(
+        default=None,
+        description="File with one API key per line (blank lines and # comments ignored); "
+        "re-read when it changes, so keys rotate without a restart.",
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Serve /v1 without API keys on a non-loopback address (refused otherwise).",
+    )
+    max_request_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted, enforced while reading (413 beyond).",
+    )
+    max_concurrent_requests: int = Field(
+        default=64, ge=1, description="Requests generating in the engine at once."
+    )
+    max_queued_requests: int = Field(
+        default=256,
+        ge=0,
+        description="Requests waiting for a generation slot; beyond this, 503 with Retry-After.",
+    )
+    rate_limit_per_key: float | None = Field(
+        default=None,
+        gt=0,
+        description="Requests per minute allowed per API key (429 with Retry-After beyond). "
+        "Default: unlimited.",
+    )
+    request_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds a request may generate before it is cut short (finish_reason "
+        "'length' for what was generated). Default: no deadline.",
+    )
+    drain_timeout: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, seconds in-flight requests get to finish before exit.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS (browser apps). Default: none (CORS closed).",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log line format: structured JSON or plain text."
+    )
+    audit_log_file: Path | None = Field(
+        default=None,
+        description="Append one JSON line per request (ids, key id, status, tokens, SHA-256 of "
+        "each image) to this file. Never prompt text or image bytes.",
+    )
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(

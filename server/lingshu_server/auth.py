@@ -1,0 +1,136 @@
+"""API keys: from an env variable and/or a mounted file (re-read when it changes), checked in
+constant time from `Authorization: Bearer`. Logs name a key by a short id, never the key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from lingshu_server import request_context
+from lingshu_server.errors import APIError
+from lingshu_server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class AuthenticationError(APIError):
+    status = 401
+    code = "invalid_api_key"
+    rejection = "auth"
+
+
+def key_id(key: str) -> str:
+    """A short, stable, non-reversible name for a key, safe to log."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def _parse_keys(text: str, separator: str | None) -> list[str]:
+    lines = text.split(separator) if separator else text.splitlines()
+    keys = []
+    for line in lines:
+        key = line.strip()
+        if key and not key.startswith("#"):
+            keys.append(key)
+    return keys
+
+
+class ApiKeyStore:
+    """The accepted keys; the file is re-read whenever its mtime or size changes."""
+
+    def __init__(self, inline: str | None, path: Path | None):
+        self._inline = _parse_keys(inline, ",") if inline else []
+        self._path = path
+        self._file_keys: list[str] = []
+        self._stamp: tuple[float, int] | None = None
+        self._lock = threading.Lock()
+        self._refresh()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._inline) or self._path is not None
+
+    def _refresh(self) -> None:
+        if self._path is None:
+            return
+        try:
+            stat = os.stat(self._path)
+        except OSError:
+            if self._stamp is not None:
+                logger.warning("API key file is gone; keeping the keys read last")
+            return
+        stamp = (stat.st_mtime, stat.st_size)
+        with self._lock:
+            if stamp == self._stamp:
+                return
+            try:
+                keys = _parse_keys(self._path.read_text(encoding="utf-8"), None)
+            except OSError as exc:
+                logger.warning("cannot read the API key file: %s", type(exc).__name__)
+                return
+            self._file_keys, self._stamp = keys, stamp
+        logger.info("API key file loaded", extra={"fields": {"keys": len(keys)}})
+
+    def keys(self) -> list[str]:
+        self._refresh()
+        return self._inline + self._file_keys
+
+    def match(self, presented: str) -> str | None:
+        """The key id if `presented` is a valid key. Compares against every key, each in
+        constant time, so timing reveals neither which key nor how much of one matched."""
+        presented_bytes = presented.encode()
+        found = None
+        for key in self.keys():
+            if hmac.compare_digest(key.encode(), presented_bytes):
+                found = key
+        return key_id(found) if found is not None else None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_listen_reason(settings: Settings) -> str | None:
+    """Why the server must not start as configured, or None."""
+    has_keys = bool(settings.api_keys) or settings.api_key_file is not None
+    if has_keys or settings.allow_unauthenticated or is_loopback(settings.host):
+        return None
+    return (
+        f"refusing to listen on {settings.host} without API keys: set --api-key-file "
+        "(LINGSHU_API_KEY_FILE) or --api-keys, or pass --allow-unauthenticated explicitly"
+    )
+
+
+def require_api_key(request: Request) -> str | None:
+    """FastAPI dependency for /v1: the caller's key id, or a 401 in OpenAI's shape."""
+    store: ApiKeyStore = request.app.state.api_keys
+    if not store.enabled:
+        return None
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
+        )
+    found = store.match(token.strip())
+    if found is None:
+        raise AuthenticationError("Incorrect API key provided.")
+    ctx = request_context.get()
+    if ctx:
+        ctx.key_id = found
+    return found
+
+
+ApiKeyDep = Annotated[str | None, Depends(require_api_key)]

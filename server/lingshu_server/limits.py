@@ -1,0 +1,155 @@
+"""Limits that keep the server standing: body size, admission to the engine, per-key rates."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lingshu_server import request_context
+from lingshu_server.errors import APIError, error_body
+
+
+class OverloadedError(APIError):
+    status = 503
+    type = "server_error"
+    code = "server_overloaded"
+    rejection = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class RateLimitedError(APIError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    rejection = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over the limit, decided from Content-Length or while the body streams
+    in, before anything parses it. The body read here is handed on to the app unchanged."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left while sending
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
+                await self._reject(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # later calls wait for the client's disconnect
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send: Send) -> None:
+        ctx = request_context.get()
+        if ctx:
+            ctx.rejection = "too_large"
+        body = (
+            error_body(
+                f"request body is larger than the {self.max_bytes} bytes this server accepts",
+                "invalid_request_error",
+                None,
+                "request_too_large",
+            )
+            .model_dump_json()
+            .encode()
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class AdmissionController:
+    """At most `max_active` requests generate at once and `max_waiting` wait for a slot;
+    beyond that a request is refused at once (503, Retry-After), not after a long queue."""
+
+    def __init__(self, max_active: int, max_waiting: int):
+        self.max_active = max_active
+        self.max_waiting = max_waiting
+        self.active = 0
+        self.waiting = 0
+        self._slots = asyncio.Semaphore(max_active)
+
+    async def acquire(self) -> None:
+        """Take a generation slot, waiting in line if there is room in the line."""
+        if self.active >= self.max_active and self.waiting >= self.max_waiting:
+            raise OverloadedError(
+                f"the server is at capacity ({self.active} requests generating, "
+                f"{self.waiting} waiting); retry shortly"
+            )
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.active += 1
+
+    def release(self) -> None:
+        self.active -= 1
+        self._slots.release()
+
+
+class RateLimiter:
+    """A token bucket per API key: `per_minute` requests a minute, bursts up to that many."""
+
+    def __init__(self, per_minute: float):
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, per_minute)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def check(self, key: str) -> None:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            wait = math.ceil((1.0 - tokens) / self.rate)
+            raise RateLimitedError(
+                f"rate limit of {self.capacity:g} requests per minute reached for this key",
+                retry_after_s=wait,
+            )
+        self._buckets[key] = (tokens - 1.0, now)

@@ -1,0 +1,52 @@
+"""Per-request facts gathered along the way, for the access log, the audit log and metrics."""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass
+class ImageRecord:
+    sha256: str
+    format: str
+    encoded_bytes: int
+    width: int
+    height: int
+    tokens: int
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    method: str
+    route: str = "other"
+    key_id: str | None = None
+    status: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    images: list[ImageRecord] = field(default_factory=list)
+    client_disconnected: bool = False
+    rejection: str | None = None  # why the server turned the request away, if it did
+
+
+current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "lingshu_request", default=None
+)
+
+
+def request_id_from(header: str | None) -> str:
+    """The client's X-Request-Id if it is a sane token, else a new one (never echo junk)."""
+    if header and _REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def get() -> RequestContext | None:
+    return current.get()
