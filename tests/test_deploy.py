@@ -51,9 +51,6 @@ RELEASE, NAMESPACE = "lingshu", "medical-ai"
 KUBE_VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
 CASES = ["default", *sorted(p.stem for p in EXAMPLES.glob("*.yaml"))]
 SETTINGS_FIELDS = set(Settings.model_fields)
-# Routes the deploy files point at; /ready and /metrics land in the router with the observability
-# work. Until a route exists its check is skipped (naming the route), never silently passed.
-PENDING_ROUTES = {"/ready", "/metrics"}
 LITERAL_KEY = "lsk-literal-test-key-7f3a9c21d4e8b605"
 SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|SECRET|API_KEYS?)$")  # HF_TOKEN, LINGSHU_API_KEYS, ...
 
@@ -166,6 +163,37 @@ def test_schema_rejects_typos(typo: dict[str, Any]) -> None:
         jsonschema.Draft202012Validator(values_schema()).validate(merged)
     with pytest.raises(helm_python.HelmValuesError):
         _chart().validate_schema(typo)
+
+
+# Settings the chart sets itself (model, parallelism, listen address, key file), not `settings`.
+CHART_OWNED_SETTINGS = {
+    "model", "served_model_name", "tensor_parallel_size", "pipeline_parallel_size",
+    "distributed_executor_backend", "host", "port", "api_keys", "api_key_file",
+}  # fmt: skip
+
+
+def snake_to_camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def test_schema_offers_every_server_setting() -> None:
+    schema_settings = values_schema()["properties"]["settings"]["properties"]
+    missing = sorted(
+        SETTINGS_FIELDS - CHART_OWNED_SETTINGS - set(map(camel_to_snake, schema_settings))
+    )
+    if missing:
+        server_schema = Settings.model_json_schema()["properties"]
+        suggestion = {
+            snake_to_camel(name): {
+                "anyOf": [{"type": server_schema[name].get("type", "string")}, {"type": "null"}]
+            }
+            for name in missing
+        }
+        pytest.fail(
+            "server settings the chart's values.schema.json does not offer under `settings`; add:\n"
+            + json.dumps(suggestion, indent=2)
+        )
 
 
 def test_schema_settings_are_server_settings() -> None:
@@ -447,6 +475,9 @@ def test_multinode_leader_runs_ray_head_and_server_workers_join_it() -> None:
     assert leader_script.rstrip().endswith("exec lingshu-server serve")
     assert f'--address="${{LWS_LEADER_ADDRESS}}:{port}"' in worker_script
     assert "--block" in worker_script
+    for script in (leader_script, worker_script):
+        syntax = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
+        assert syntax.returncode == 0, syntax.stderr
     assert "readinessProbe" in leader and "readinessProbe" not in worker
     (service,) = of_kind(docs, "Service")
     assert service["spec"]["selector"]["lingshu-server/role"] == "leader"
@@ -497,10 +528,7 @@ def test_probes_use_health_for_startup_and_liveness_and_ready_for_readiness() ->
 def test_deploy_http_paths_exist_in_the_app(path: str) -> None:
     used_by = sorted(deploy_http_paths().get(path, set()))
     assert used_by, f"{path} is not used by any deploy file"
-    if path not in router_paths():
-        if path in PENDING_ROUTES:
-            pytest.skip(f"route {path} is not in lingshu_server.routes yet (used by {used_by[:3]})")
-        pytest.fail(f"{path} is used by {used_by} but is no route of the app")
+    assert path in router_paths(), f"{path} is used by {used_by} but is no route of the app"
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -623,6 +651,17 @@ def test_download_init_container_is_opt_in_and_takes_the_token_from_a_secret() -
     (token,) = [v for v in init["env"] if v["name"] == "HF_TOKEN"]
     assert token["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token"}
     assert not [m for m in init["volumeMounts"] if m.get("readOnly")], "it writes the weights"
+
+
+@pytest.mark.parametrize(("claim", "downloaders"), [("shared-rox", 1), ("", 2)])
+def test_multinode_download_runs_once_per_shared_claim(claim: str, downloaders: int) -> None:
+    values = values_for("multinode")
+    values["model"] |= {"existingClaim": claim, "download": {"enabled": True}}
+    (lws,) = of_kind(manifests(render(values)), "LeaderWorkerSet")
+    lwt = lws["spec"]["leaderWorkerTemplate"]
+    roles = [lwt[role]["spec"] for role in ("leaderTemplate", "workerTemplate")]
+    assert sum(len(spec.get("initContainers", [])) for spec in roles) == downloaders
+    assert roles[0]["initContainers"][0]["name"] == "download-model"
 
 
 # ---------- settings and flags used by the deploy files ----------

@@ -25,7 +25,7 @@ def engine_core_processes(pid: int) -> list[psutil.Process]:
     ]
 
 
-def test_health_turns_503_when_engine_core_is_killed(doomed_server):
+def test_engine_core_death_fails_health_and_exits_non_zero(doomed_server):
     base = doomed_server.base_url
     assert httpx.get(f"{base}/health").status_code == 200
     cores = engine_core_processes(doomed_server.process.pid)
@@ -50,3 +50,5 @@ def test_health_turns_503_when_engine_core_is_killed(doomed_server):
         )
         assert response.status_code == 503
         assert response.json()["error"]["type"] == "server_error"
+    # ...and the process exits non-zero, so Kubernetes restarts it.
+    assert doomed_server.process.wait(60) != 0

@@ -62,6 +62,8 @@ CONTRACT = {
     "lingshu_requests_in_flight": ("gauge", ()),
     "lingshu_client_disconnects": ("counter", ()),
     "lingshu_engine_healthy": ("gauge", ()),
+    "lingshu_engine_loading": ("gauge", ()),
+    "lingshu_requests_queued": ("gauge", ()),
     "lingshu_build_info": ("gauge", ("version", "vllm_version", "model", "tensor_parallel_size")),
 }
 

@@ -88,16 +88,19 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         settings.max_images_per_request,
         app.state.image_fetcher,
     )
+    admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)
+    app.state.metrics.queued.set_function(lambda: admission.waiting)
     app.state.chat_service = ChatService(
         engine,
         prompts,
         settings.served_model_names,
         settings.max_tokens_cap,
-        AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests),
+        admission,
         app.state.metrics,
         settings.request_timeout,
     )
     lifecycle.enter(Stage.READY)
+    app.state.metrics.engine_loading.set(0)
     app.state.metrics.engine_healthy.set(1)
     logger.info(
         "ready",
@@ -110,6 +113,7 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
 
     def fatal() -> None:
         app.state.metrics.engine_healthy.set(0)
+        app.state.metrics.engine_loading.set(0)
         if on_fatal is not None:
             on_fatal()
 
@@ -156,6 +160,7 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
         str(settings.tensor_parallel_size),
     ).set(1)
     app.state.metrics.engine_healthy.set(0)
+    app.state.metrics.engine_loading.set(1)
     app.state.api_keys = ApiKeyStore(settings.api_keys, settings.api_key_file)
     app.state.rate_limiter = (
         RateLimiter(settings.rate_limit_per_key) if settings.rate_limit_per_key else None

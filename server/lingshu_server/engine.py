@@ -54,6 +54,8 @@ class SamplingOptions:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     repetition_penalty: float | None = None
+    ignore_eos: bool = False
+    min_tokens: int = 0
     logprobs: int | None = None  # number of top alternatives; None = no logprobs
     json_schema: dict[str, Any] | None = None
     json_object: bool = False
@@ -142,6 +144,8 @@ def _sampling_params(options: SamplingOptions, defaults: dict[str, Any]) -> Any:
         "presence_penalty": options.presence_penalty,
         "frequency_penalty": options.frequency_penalty,
         "logprobs": options.logprobs,
+        "ignore_eos": options.ignore_eos,
+        "min_tokens": options.min_tokens,
         "structured_outputs": structured,
         "output_kind": RequestOutputKind.DELTA,
     }

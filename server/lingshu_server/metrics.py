@@ -92,6 +92,16 @@ class Metrics:
             "1 while the engine is loaded and alive; 0 while loading, draining out or dead.",
             registry=r,
         )
+        self.engine_loading = Gauge(
+            "lingshu_engine_loading",
+            "1 while the model is loading (so alerts can tell loading from dead).",
+            registry=r,
+        )
+        self.queued = Gauge(
+            "lingshu_requests_queued",
+            "Requests waiting in the front end for a generation slot (admission queue).",
+            registry=r,
+        )
         self.build_info = Gauge(
             "lingshu_build_info",
             "Build and deployment facts (value 1).",

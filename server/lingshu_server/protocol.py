@@ -135,6 +135,8 @@ class ChatCompletionRequest(WireModel):
     top_k: int | None = Field(default=None, ge=-1)
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
+    ignore_eos: bool = False
+    min_tokens: int = Field(default=0, ge=0)
     # Extension: seconds this request may generate (at most the server's --request-timeout)
     request_timeout: float | None = Field(default=None, gt=0.0)
 

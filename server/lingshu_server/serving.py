@@ -66,6 +66,8 @@ def sampling_options(request: ChatCompletionRequest, max_tokens_cap: int) -> Sam
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
         repetition_penalty=request.repetition_penalty,
+        ignore_eos=request.ignore_eos,
+        min_tokens=request.min_tokens,
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         json_schema=json_schema,
         json_object=fmt is not None and fmt.type == "json_object",

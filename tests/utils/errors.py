@@ -12,7 +12,7 @@ def assert_openai_error(response, status: int, param: str | None = None, code: s
     assert error["message"]
     assert "Traceback" not in error["message"]
     if status < 500:
-        assert error["type"] in {"invalid_request_error", "not_found_error"}
+        assert error["type"] in {"invalid_request_error", "not_found_error", "rate_limit_error"}
     if param is not None:
         assert error["param"] == param
     if code is not None:

@@ -101,6 +101,8 @@ lingshu-server/role: leader
 {{- define "lingshu-server.podSpecCommon" -}}
 serviceAccountName: {{ include "lingshu-server.serviceAccountName" . }}
 automountServiceAccountToken: {{ .Values.serviceAccount.automountToken }}
+{{- /* No service-link variables: a Service named "lingshu" would inject LINGSHU_PORT=tcp://...
+       and override the server's port setting. */}}
 enableServiceLinks: false
 terminationGracePeriodSeconds: {{ include "lingshu-server.terminationGracePeriodSeconds" . }}
 securityContext:
