@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -16,6 +17,22 @@ def doomed_server(tmp_path_factory):
     server = start_demo_server(tmp_path_factory.mktemp("doomed") / "server.log")
     yield server
     server.stop()
+
+
+def test_health_reports_loading_stages_while_the_model_loads(doomed_server):
+    statuses = doomed_server.startup_statuses
+    assert {"status": "loading_engine", "stage": "loading_engine"} in statuses
+    assert statuses[-1] == {"status": "ok", "stage": "ready"}
+    stages = [
+        json.loads(line)
+        for line in doomed_server.log_text().splitlines()
+        if line.startswith("{") and '"lingshu_server.lifecycle"' in line
+    ]
+    seen = [entry["stage"] for entry in stages]
+    assert seen[:4] == ["checking_model", "loading_engine", "preparing_chat_template", "ready"]
+    assert all(isinstance(entry["elapsed_s"], float) for entry in stages)
+    loading = next(entry for entry in stages if entry["stage"] == "preparing_chat_template")
+    assert loading["previous"] == "loading_engine" and loading["previous_s"] > 1
 
 
 def engine_core_processes(pid: int) -> list[psutil.Process]:

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -28,6 +28,8 @@ class RunningServer:
     port: int
     log_path: Path
     model: str
+    # every distinct /health body seen while the server started (the loading stages)
+    startup_statuses: list[dict] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -60,10 +62,14 @@ def start_demo_server(log_path: Path, *extra_args: str, env: dict | None = None)
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_text()}")
         try:
-            if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
+            response = httpx.get(f"{server.base_url}/health", timeout=2)
+            status = {k: v for k, v in response.json().items() if k != "elapsed_s"}
+            if status not in server.startup_statuses:
+                server.startup_statuses.append(status)
+            if response.status_code == 200:
                 return server
         except httpx.HTTPError:
             pass
-        time.sleep(1)
+        time.sleep(0.5)
     server.stop()
     raise RuntimeError(f"server did not become healthy:\n{server.log_text()[-5000:]}")
