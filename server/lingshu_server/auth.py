@@ -113,7 +113,7 @@ def insecure_listen_reason(settings: Settings) -> str | None:
     )
 
 
-def require_api_key(request: Request) -> str | None:
+async def require_api_key(request: Request) -> str | None:
     """FastAPI dependency for /v1: the caller's key id, or a 401 in OpenAI's shape."""
     store: ApiKeyStore = request.app.state.api_keys
     if not store.enabled:

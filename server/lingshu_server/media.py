@@ -259,7 +259,10 @@ def prepare_image(
     new_size = target_size(width, height, budget)
     rgb = to_rgb(image)
     if rgb.size != new_size:
-        rgb = rgb.resize(new_size, Image.Resampling.BICUBIC)
+        # reducing_gap: a large downscale first shrinks by a whole factor (box filter, cheap),
+        # then resamples bicubically; at 3.0 PIL documents it as indistinguishable from a
+        # plain bicubic resize, at a fraction of the cost for 2048² inputs.
+        rgb = rgb.resize(new_size, Image.Resampling.BICUBIC, reducing_gap=3.0)
     return PreparedImage(
         image=rgb,
         source_format=source_format,
