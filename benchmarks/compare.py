@@ -203,6 +203,9 @@ def plan_from_args(args: argparse.Namespace, model_dir: str | None = None) -> Pl
             images=case.images,
             max_tokens=args.max_tokens,
             ignore_eos=True,
+            # A seed per case: no image repeats across cases, so no case is served from the
+            # multimodal and prefix caches that an earlier case filled.
+            seed=list(CASES).index(name) + 1,
             warmup=SMOKE_WARMUP if args.smoke else args.warmup,
         )
         cases.append((name, spec))

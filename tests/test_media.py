@@ -63,7 +63,7 @@ def test_decode_data_url_refuses_oversize_before_decoding():
 def test_formats_decode_to_rgb_at_budget(fmt):
     prepared = prepare(encode(gradient_image(300, 200), fmt))
     assert prepared.image.mode == "RGB"
-    assert prepared.image.size == (308, 196)  # smart_resize rounds to multiples of 28
+    assert prepared.size == (308, 196)  # smart_resize rounds to multiples of 28
     assert prepared.source_format == fmt
     assert prepared.num_tokens == (308 // 28) * (196 // 28)
 
@@ -89,7 +89,7 @@ def test_16bit_tiff_first_page_keeps_contrast():
     buffer = io.BytesIO()
     first.save(buffer, "TIFF", save_all=True, append_images=[second])
     prepared = prepare(buffer.getvalue())
-    assert prepared.image.size == (140, 140)
+    assert prepared.size == (140, 140)
     row = np.asarray(prepared.image.convert("L"))[70]
     assert row[0] < 20 and row[-1] > 235
 
@@ -128,14 +128,16 @@ def test_exif_orientation_applied():
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     prepared = prepare(encode(image, "JPEG", exif=exif))
-    width, height = prepared.image.size
+    width, height = prepared.size
     assert height > width
+    assert prepared.image.height > prepared.image.width
 
 
 def test_large_image_shrinks_to_max_pixels():
     budget = PixelBudget(QWEN_MIN_PIXELS, 1280 * 28 * 28)
     prepared = prepare(encode(gradient_image(1955, 1841), "PNG"), budget)
-    width, height = prepared.image.size
+    assert prepared.image.size == prepared.size  # resized here: the engine's budget is larger
+    width, height = prepared.size
     assert width % 28 == 0 and height % 28 == 0
     assert width * height <= 1280 * 28 * 28
     assert prepared.num_tokens <= 1280
@@ -154,7 +156,7 @@ def test_large_jpeg_reduced_decode_gives_same_size_and_content():
 
 def test_tiny_image_is_upscaled_not_rejected():
     prepared = prepare(encode(gradient_image(10, 10), "PNG"))
-    assert prepared.image.size == (56, 56)  # min 4 tokens of 28x28
+    assert prepared.size == (56, 56)  # min 4 tokens of 28x28
     one_pixel = prepare(encode(Image.new("RGB", (1, 1)), "PNG"))
     assert one_pixel.num_tokens == 4
 
@@ -215,3 +217,15 @@ def test_budget_clamped_to_a_smaller_server_cap():
     assert limits.budget(None, None, 10**9).max_pixels == 200 * 28 * 28
     assert limits.budget("low", None, None).max_pixels == 200 * 28 * 28
     assert limits.budget(None, 10**9, None) == PixelBudget(200 * 28 * 28, 200 * 28 * 28)
+
+
+def test_resized_once_by_whoever_must():
+    """At the engine's own budget the engine's processor does the (same) resize; at a smaller
+    budget it is done here, to a size the engine's processor then keeps."""
+    png = encode(gradient_image(1000, 700), "PNG")
+    as_engine = prepare(png)
+    assert as_engine.size == (1008, 700)
+    assert as_engine.image.size == (1000, 700)  # untouched: no second resize
+    smaller = prepare(png, PixelBudget(QWEN_MIN_PIXELS, 200 * 28 * 28))
+    assert smaller.image.size == smaller.size
+    assert target_size(*smaller.size, DEFAULT) == smaller.size

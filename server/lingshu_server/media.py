@@ -82,7 +82,8 @@ class EncodedImage:
 
 @dataclass
 class PreparedImage:
-    image: Image.Image  # RGB, both sides multiples of 28, within the budget
+    image: Image.Image  # RGB; the engine's processor brings it to `size` if it is not already
+    size: tuple[int, int]  # (width, height) the model sees: multiples of 28, within the budget
     source_format: str  # "PNG", "JPEG", "DICOM", ...
     encoded_bytes: int
     source_size: tuple[int, int]  # (width, height) as sent, upright
@@ -92,7 +93,7 @@ class PreparedImage:
     @property
     def num_tokens(self) -> int:
         """Visual tokens the model sees for this image (one per 28x28 pixels)."""
-        width, height = self.image.size
+        width, height = self.size
         return (width // IMAGE_FACTOR) * (height // IMAGE_FACTOR)
 
 
@@ -252,19 +253,27 @@ def prepare_image(
     dicom: DicomOptions,
     param: str,
 ) -> PreparedImage:
-    """Decode, orient, convert to RGB and resize once, straight to the pixel budget."""
+    """Decode, orient and convert to RGB; resize at most once, straight to the budget.
+
+    The engine's own image processor resizes every image to the server-wide budget (the same
+    qwen-vl-utils rule). When this request's budget lands on that same size, resizing here too
+    would only do the work twice, so the image goes on as decoded; otherwise (a smaller budget,
+    a JPEG decoded at reduced scale) it is resized here to a size the engine keeps as it is.
+    """
     started = time.perf_counter()
     image, source_format, (width, height) = decode_image(encoded, limits, budget, dicom, param)
     check_aspect_ratio(width, height, param)
     new_size = target_size(width, height, budget)
     rgb = to_rgb(image)
-    if rgb.size != new_size:
+    engine_budget = PixelBudget(limits.min_pixels, limits.max_pixels)
+    if rgb.size != new_size and target_size(*rgb.size, engine_budget) != new_size:
         # reducing_gap: a large downscale first shrinks by a whole factor (box filter, cheap),
         # then resamples bicubically; at 3.0 PIL documents it as indistinguishable from a
         # plain bicubic resize, at a fraction of the cost for 2048² inputs.
         rgb = rgb.resize(new_size, Image.Resampling.BICUBIC, reducing_gap=3.0)
     return PreparedImage(
         image=rgb,
+        size=new_size,
         source_format=source_format,
         encoded_bytes=len(encoded.data),
         source_size=(width, height),
