@@ -164,13 +164,14 @@ def open_image(
             raise _too_large(width, height, param)
         check_aspect_ratio(width, height, param)
         source_format = image.format or "UNKNOWN"
-        rotated = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
-        full_size = (height, width) if rotated else (width, height)
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+        full_size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
         if source_format == "JPEG" and budget is not None:
             image.draft(image.mode, target_size(width, height, budget))
         image.seek(0)  # GIF, TIFF, animated WebP: the first frame or page
         image.load()
-        image = ImageOps.exif_transpose(image)
+        if orientation != 1:
+            image = ImageOps.exif_transpose(image)  # a copy, so only when it turns something
     except InvalidRequestError:
         raise
     except Image.DecompressionBombError:
