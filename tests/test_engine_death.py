@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import httpx
@@ -45,10 +46,33 @@ def engine_core_processes(pid: int) -> list[psutil.Process]:
 def test_engine_core_death_fails_health_and_exits_non_zero(doomed_server):
     base = doomed_server.base_url
     assert httpx.get(f"{base}/health").status_code == 200
+    stream_lines: list[str] = []
+
+    def stream() -> None:
+        body = {
+            "messages": [{"role": "user", "content": "A long report."}],
+            "max_tokens": 4000, "ignore_eos": True, "stream": True,
+        }
+        try:
+            with httpx.stream("POST", f"{base}/v1/chat/completions", json=body,
+                              timeout=60) as response:
+                stream_lines.extend(line for line in response.iter_lines() if line)
+        except httpx.HTTPError:
+            stream_lines.append("<connection lost>")
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    while len(stream_lines) < 3 and reader.is_alive():  # wait until tokens are flowing
+        time.sleep(0.05)
     cores = engine_core_processes(doomed_server.process.pid)
     assert cores, "expected vLLM's engine core to run in a child process"
     for core in cores:
         core.kill()
+    reader.join(60)
+    # A mid-stream failure arrives as an SSE error event, then [DONE].
+    assert stream_lines[-1] == "data: [DONE]", stream_lines[-3:]
+    error = json.loads(stream_lines[-2].removeprefix("data: "))["error"]
+    assert error["type"] == "server_error" and error["message"]
 
     deadline = time.monotonic() + 30
     status = 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from http import HTTPStatus
 from typing import Any
 
@@ -133,6 +134,11 @@ _HTTP_TYPES = {
 }
 
 
+def stack_without_message(exc: BaseException) -> str:
+    """Where an exception came from, without its message (which may quote patient data)."""
+    return "".join(traceback.format_tb(exc.__traceback__))
+
+
 def _note_rejection(reason: str | None) -> None:
     ctx = request_context.get()
     if ctx is not None and reason is not None and ctx.rejection is None:
@@ -161,7 +167,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # Log the exception type and traceback only; never the request content.
-        logger.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+        # The type and the stack only: an exception's message may quote request content.
+        logger.error("unhandled error: %s\n%s", type(exc).__name__, stack_without_message(exc))
         err = InternalServerError("internal server error")
         return _json(err.status, err.body())

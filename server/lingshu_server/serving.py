@@ -17,6 +17,7 @@ from lingshu_server.errors import (
     InternalServerError,
     InvalidRequestError,
     ModelNotFoundError,
+    stack_without_message,
 )
 from lingshu_server.generation import EngineRun, deadline_after, elapsed_since
 from lingshu_server.limits import AdmissionController
@@ -317,7 +318,7 @@ class ChatService:
             _note_disconnect()
             raise
         except Exception as exc:  # a bug: tell the client, log the type only
-            logger.error("stream failed: %s", type(exc).__name__, exc_info=exc)
+            logger.error("stream failed: %s\n%s", type(exc).__name__, stack_without_message(exc))
             yield sse(InternalServerError("internal server error").body().model_dump_json())
         finally:
             await run.close()
