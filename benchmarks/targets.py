@@ -93,14 +93,9 @@ def _eager_flag(config: EngineConfig) -> str:
     return "--enforce-eager" if config.enforce_eager else "--no-enforce-eager"
 
 
-def ours_command(
-    config: EngineConfig, port: int, extra: list[str] | None = None, python: str | None = None
-) -> list[str]:
-    cmd = [
-        python or sys.executable,
-        "-m",
-        "lingshu_server",
-        "serve",
+def _common_flags(config: EngineConfig, port: int) -> list[str]:
+    """Flags both servers spell the same way, so the two command lines cannot drift apart."""
+    return [
         "--model",
         config.model,
         "--served-model-name",
@@ -116,6 +111,18 @@ def ours_command(
         "--tensor-parallel-size",
         str(config.tensor_parallel_size),
         _eager_flag(config),
+    ]
+
+
+def ours_command(
+    config: EngineConfig, port: int, extra: list[str] | None = None, python: str | None = None
+) -> list[str]:
+    cmd = [
+        python or sys.executable,
+        "-m",
+        "lingshu_server",
+        "serve",
+        *_common_flags(config, port),
         "--max-images-per-request",
         str(config.max_images),
         "--min-pixels",
@@ -136,23 +143,9 @@ def vllm_command(
         python or sys.executable,
         "-m",
         "vllm.entrypoints.openai.api_server",
-        "--model",
-        config.model,
-        "--served-model-name",
-        config.served_model_name,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        config.dtype,
-        "--gpu-memory-utilization",
-        str(config.gpu_memory_utilization),
-        "--tensor-parallel-size",
-        str(config.tensor_parallel_size),
+        *_common_flags(config, port),
         "--pipeline-parallel-size",
         "1",
-        _eager_flag(config),
         "--limit-mm-per-prompt",
         json.dumps(kwargs["limit_mm_per_prompt"]),
         "--mm-processor-kwargs",

@@ -51,11 +51,14 @@ def test_engine_core_death_fails_health_and_exits_non_zero(doomed_server):
     def stream() -> None:
         body = {
             "messages": [{"role": "user", "content": "A long report."}],
-            "max_tokens": 4000, "ignore_eos": True, "stream": True,
+            "max_tokens": 4000,
+            "ignore_eos": True,
+            "stream": True,
         }
         try:
-            with httpx.stream("POST", f"{base}/v1/chat/completions", json=body,
-                              timeout=60) as response:
+            with httpx.stream(
+                "POST", f"{base}/v1/chat/completions", json=body, timeout=60
+            ) as response:
                 stream_lines.extend(line for line in response.iter_lines() if line)
         except httpx.HTTPError:
             stream_lines.append("<connection lost>")

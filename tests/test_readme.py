@@ -40,33 +40,30 @@ def test_readme_has_the_promised_examples():
     assert len(fenced_blocks("python")) == 1
 
 
-def test_curl_example_with_png(server, workdir):
-    script = on_test_server(curl_examples()[0], server.port)
+def run_bash(script: str, cwd: Path) -> str:
+    """Run a README block exactly as a user would paste it; its standard output."""
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
-        cwd=workdir,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    body = json.loads(result.stdout)
+    return result.stdout
+
+
+def test_curl_example_with_png(server, workdir):
+    stdout = run_bash(on_test_server(curl_examples()[0], server.port), workdir)
+    body = json.loads(stdout)
     assert body["object"] == "chat.completion"
     # 512x448 is 18x16 visual tokens: the image reached the engine
     assert body["usage"]["prompt_tokens"] > 18 * 16
 
 
 def test_curl_streaming_example(server, workdir):
-    script = on_test_server(curl_examples()[1], server.port)
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    events = [line[len("data: ") :] for line in result.stdout.splitlines() if line]
+    stdout = run_bash(on_test_server(curl_examples()[1], server.port), workdir)
+    events = [line[len("data: ") :] for line in stdout.splitlines() if line]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
