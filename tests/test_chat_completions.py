@@ -47,6 +47,15 @@ def test_text_only_completion(client):
         temperature=0,
     )
     assert body["object"] == "chat.completion"
+    assert list(body) == [
+        "id",
+        "object",
+        "created",
+        "model",
+        "system_fingerprint",
+        "choices",
+        "usage",
+    ]  # OpenAI's field order, for clients that diff raw responses
     assert body["id"].startswith("chatcmpl-")
     assert body["model"] == "lingshu-demo"
     (choice,) = body["choices"]

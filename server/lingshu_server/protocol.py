@@ -207,6 +207,7 @@ class CompletionHeader(ResponseModel):
     """Fields shared by a completion and every chunk of its stream."""
 
     id: str
+    object: str  # each subclass pins it; declared here to keep OpenAI's field order
     created: int
     model: str
     system_fingerprint: str | None = None
