@@ -15,6 +15,7 @@ from lingshu_server.media import (
     EncodedImage,
     ImageLimits,
     PixelBudget,
+    data_url_decoded_size,
     decode_data_url,
     prepare_image,
     target_size,
@@ -50,6 +51,13 @@ def test_decode_data_url_rejects(url, code):
         decode_data_url(url, "messages[0].content[0].image_url")
     assert info.value.code == code
     assert info.value.param == "messages[0].content[0].image_url"
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 1000, 1001, 1002])
+def test_decoded_size_is_known_without_decoding(size):
+    url = data_url(bytes(range(256)) * 4 + b"x" * size)
+    assert data_url_decoded_size(url) == 1024 + size
+    assert data_url_decoded_size(url + "\n") == 1024 + size
 
 
 def test_decode_data_url_refuses_oversize_before_decoding():

@@ -17,7 +17,7 @@ from lingshu_server.media import (
     EncodedImage,
     ImageLimits,
     PreparedImage,
-    base64_decoded_size,
+    data_url_decoded_size,
     decode_data_url,
     prepare_image,
 )
@@ -116,7 +116,7 @@ class ChatPromptBuilder:
                 code="too_many_images",
             )
         inline = sum(
-            base64_decoded_size(part.image_url.url.partition(",")[2])
+            data_url_decoded_size(part.image_url.url)
             for _, part in parts
             if part.image_url.url.startswith("data:")
         )

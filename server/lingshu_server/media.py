@@ -97,30 +97,33 @@ class PreparedImage:
         return (width // IMAGE_FACTOR) * (height // IMAGE_FACTOR)
 
 
-def base64_decoded_size(payload: str) -> int:
-    """Bytes a base64 payload decodes to, computed without decoding it."""
-    stripped = payload.rstrip("=")
-    return len(stripped) * 3 // 4
+def data_url_decoded_size(url: str) -> int:
+    """Bytes a base64 data: URL decodes to, without decoding or copying its payload."""
+    start = url.find(",", 0, 512) + 1
+    end = len(url)
+    while end > start and url[end - 1] in "= \n\r\t":
+        end -= 1
+    return (end - start) * 3 // 4
 
 
 def decode_data_url(url: str, param: str, max_bytes: int | None = None) -> EncodedImage:
     """Bytes of a base64 `data:` URL; anything malformed is a 400 naming `param`."""
-    header, sep, payload = url.partition(",")
-    if not header.startswith("data:") or not sep or not header.endswith(";base64"):
+    comma = url.find(",", 0, 512)  # the header is short; never scan (or copy) the payload
+    header = url[:comma] if comma >= 0 else ""
+    if not header.startswith("data:") or not header.endswith(";base64"):
         raise InvalidRequestError(
             "image data: URL must be base64-encoded (data:<mime>;base64,<data>)",
             param=param,
             code="invalid_image_url",
         )
-    payload = payload.strip()
-    if max_bytes is not None and base64_decoded_size(payload) > max_bytes:
+    if max_bytes is not None and data_url_decoded_size(url) > max_bytes:
         raise InvalidRequestError(
             f"image is larger than the server accepts ({max_bytes} bytes per image)",
             param=param,
             code="image_too_large",
         )
     try:
-        data = pybase64.b64decode(payload, validate=True)
+        data = pybase64.b64decode(url[comma + 1 :].strip(), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequestError(
             "image data: URL does not hold valid base64", param=param, code="invalid_base64"
