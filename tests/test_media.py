@@ -237,3 +237,13 @@ def test_resized_once_by_whoever_must():
     smaller = prepare(png, PixelBudget(QWEN_MIN_PIXELS, 200 * 28 * 28))
     assert smaller.image.size == smaller.size
     assert target_size(*smaller.size, DEFAULT) == smaller.size
+
+
+def test_images_are_hashed_only_for_the_audit_log(tmp_path):
+    import hashlib
+
+    png = encode(gradient_image(56, 56), "PNG")
+    assert prepare(png).sha256 is None  # no audit log: no hashing work
+    audited = ImageLimits.from_settings(Settings(audit_log_file=tmp_path / "audit.jsonl"))
+    prepared = prepare_image(EncodedImage(png, None), audited, DEFAULT, DicomOptions(), "p")
+    assert prepared.sha256 == hashlib.sha256(png).hexdigest()

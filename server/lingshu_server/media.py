@@ -48,6 +48,7 @@ class ImageLimits:
     max_request_image_bytes: int
     max_image_pixels: int
     default_ct_window: str
+    hash_images: bool = False  # SHA-256 of each image's bytes, only for the audit log
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageLimits:
@@ -59,6 +60,7 @@ class ImageLimits:
             max_request_image_bytes=settings.max_request_image_bytes,
             max_image_pixels=settings.max_image_pixels,
             default_ct_window=settings.dicom_default_ct_window,
+            hash_images=settings.audit_log_file is not None,
         )
 
     def budget(
@@ -87,7 +89,7 @@ class PreparedImage:
     source_format: str  # "PNG", "JPEG", "DICOM", ...
     encoded_bytes: int
     source_size: tuple[int, int]  # (width, height) as sent, upright
-    sha256: str  # of the encoded bytes, for audit trails
+    sha256: str | None  # of the encoded bytes, when an audit log records it
     seconds: float  # decode + resize time
 
     @property
@@ -281,6 +283,6 @@ def prepare_image(
         source_format=source_format,
         encoded_bytes=len(encoded.data),
         source_size=(width, height),
-        sha256=hashlib.sha256(encoded.data).hexdigest(),
+        sha256=hashlib.sha256(encoded.data).hexdigest() if limits.hash_images else None,
         seconds=time.perf_counter() - started,
     )

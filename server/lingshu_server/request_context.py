@@ -13,7 +13,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 @dataclass
 class ImageRecord:
-    sha256: str
+    sha256: str | None  # None unless an audit log is configured
     format: str
     encoded_bytes: int
     width: int
