@@ -10,19 +10,19 @@ import httpx
 import pytest
 import skimage
 from pydicom.data import get_testdata_file
-from qwen_vl_utils.vision_process import smart_resize
 
-from lingshu_server.settings import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS
 from tests.utils.errors import assert_openai_error
-from tests.utils.images import data_url, encode, gradient_image, image_part, png_bomb
+from tests.utils.images import (
+    data_url,
+    encode,
+    gradient_image,
+    image_part,
+    png_bomb,
+    tokens_for,
+)
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 QUESTION = "Describe the findings."
-
-
-def tokens_for(width: int, height: int, max_pixels: int = QWEN_MAX_PIXELS) -> int:
-    h, w = smart_resize(height, width, 28, min_pixels=QWEN_MIN_PIXELS, max_pixels=max_pixels)
-    return (h // 28) * (w // 28)
 
 
 def ask(client: httpx.Client, part: dict) -> httpx.Response:

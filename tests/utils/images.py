@@ -9,6 +9,9 @@ import zlib
 
 import numpy as np
 from PIL import Image
+from qwen_vl_utils.vision_process import smart_resize
+
+from lingshu_server.settings import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS
 
 
 def gradient_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
@@ -43,9 +46,10 @@ def image_part(url: str, **extra) -> dict:
     return {"type": "image_url", "image_url": {"url": url, **extra}}
 
 
-def tokens_for(width: int, height: int) -> int:
-    """Image tokens for a size that is already a multiple of 28 within the default budget."""
-    return (width // 28) * (height // 28)
+def tokens_for(width: int, height: int, max_pixels: int = QWEN_MAX_PIXELS) -> int:
+    """Image tokens the model sees for an image of this size (qwen-vl-utils' resize rule)."""
+    h, w = smart_resize(height, width, 28, min_pixels=QWEN_MIN_PIXELS, max_pixels=max_pixels)
+    return (h // 28) * (w // 28)
 
 
 def png_bomb(width: int, height: int) -> bytes:
