@@ -2,9 +2,10 @@
 
 The model card prepares each image with qwen-vl-utils' `fetch_image` (smart_resize within the
 message's `min_pixels`/`max_pixels`, by default 4 to 16384 visual tokens), and the checkpoint's
-image processor then applies its own limits (`preprocessor_config.json`). The server computes the
-size both steps lead to from the image's header and resizes once, straight to it, so the engine's
-processor finds nothing left to do and the token count is known before any pixel is decoded.
+image processor then applies its own limits (`preprocessor_config.json`). The server computes
+where both steps lead from the image's header, so the token count is known, and checked against
+the context, before any pixel is decoded. The server performs the first step; the engine's
+processor, the same class the model card loads, performs the second where there is one.
 """
 
 from __future__ import annotations

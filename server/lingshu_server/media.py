@@ -93,8 +93,8 @@ class ProbedImage:
 
 @dataclass
 class PreparedImage:
-    image: Image.Image  # RGB, already at the size the model sees
-    size: tuple[int, int]  # (width, height) the model sees: multiples of 28, within the budget
+    image: Image.Image  # RGB, as qwen-vl-utils' fetch_image makes it
+    size: tuple[int, int]  # (width, height) the model sees, after the processor's budget
     source_format: str
     encoded_bytes: int
     source_size: tuple[int, int]
@@ -215,15 +215,10 @@ def probe_image(
     return ProbedImage(encoded, source_format, (width, height), size)
 
 
-def open_image(data: bytes, param: str, max_pixels: int, draft_to: tuple[int, int] | None = None):
-    """The decoded, upright image (the first frame of an animation, the first page of a TIFF).
-
-    With `draft_to`, a large JPEG is decoded at reduced scale (DCT scaling), never below it.
-    """
-    image, source_format, orientation = _header(data, param, max_pixels)
+def open_image(data: bytes, param: str, max_pixels: int) -> Image.Image:
+    """The decoded, upright image (the first frame of an animation, the first page of a TIFF)."""
+    image, _, orientation = _header(data, param, max_pixels)
     try:
-        if source_format == "JPEG" and draft_to is not None:
-            image.draft(image.mode, draft_to)
         image.seek(0)  # GIF, TIFF, animated WebP: the first frame or page
         image.load()
         if orientation != 1:
@@ -264,12 +259,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def decode_image(
     probed: ProbedImage, limits: ImageLimits, dicom: DicomOptions, param: str
 ) -> PreparedImage:
-    """Decode, orient and convert to RGB, then resize once, straight to the size the model sees.
+    """Decode, orient and convert to RGB, then resize as qwen-vl-utils' fetch_image does.
 
-    Where the model card's pipeline resizes once (the image fits the processor's budget after
-    qwen-vl-utils' resize) this is its resize, pixel for pixel: full decode, then PIL's bicubic.
-    Where that pipeline would resize twice, one resize to the same final size stands in for
-    both, and a large JPEG may be decoded at reduced scale first.
+    The result is the recipe's image, pixel for pixel. Where it already fits the processor's
+    budget (always, with Lingshu's own limits), the engine's processor keeps it as it is;
+    where the model card's pipeline resizes a second time, the engine's processor does that
+    second resize, as the model card's processor does: one resize straight to the final size
+    changes the model's answers (tests/parity shows it).
     """
     started = time.perf_counter()
     encoded, size = probed.encoded, probed.size
@@ -278,15 +274,10 @@ def decode_image(
             encoded.data, dicom, limits.default_ct_window, param, limits.max_image_pixels
         )
     else:
-        draft_to = size.final if size.resized_twice else None
-        image = open_image(encoded.data, param, limits.max_image_pixels, draft_to)
+        image = open_image(encoded.data, param, limits.max_image_pixels)
     rgb = to_rgb(image)
-    if rgb.size != size.final:
-        # reducing_gap only where pixels are approximate anyway: it shrinks by whole factors
-        # first (PIL calls the result indistinguishable from plain bicubic) at a fraction of
-        # the cost for 2048² inputs.
-        gap = 3.0 if size.resized_twice else None
-        rgb = rgb.resize(size.final, Image.Resampling.BICUBIC, reducing_gap=gap)
+    if rgb.size != size.recipe:
+        rgb = rgb.resize(size.recipe, Image.Resampling.BICUBIC)
     return PreparedImage(
         image=rgb,
         size=size.final,
