@@ -124,12 +124,35 @@ def _engine_args(settings: Settings, image_budget: PixelBudget) -> Any:
 MODEL_DEFAULT_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 
 
-def _sampling_params(options: SamplingOptions, defaults: dict[str, Any]) -> Any:
+def _special_token_ids(tokenizer: Any, stop_ids: set[int]) -> list[int]:
+    """Special tokens (chat markers, vision pads) other than the ones that end an answer.
+
+    A grammar is matched against each token's text, and xgrammar does not see every special
+    token as special (transformers 5 keeps them in `extra_special_tokens`): `<|im_start|>` can
+    then pass as twelve characters of a JSON string, and the detokenizer drops it from the
+    answer, leaving JSON that breaks its schema. Structured output bans them outright.
+    """
+    ids = set(getattr(tokenizer, "all_special_ids", None) or ())
+    for token_id, token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(token, "special", False):
+            ids.add(int(token_id))
+    return sorted(ids - stop_ids)
+
+
+# A bias that no sampled token overcomes, while the grammar still allows other tokens.
+BANNED = -100.0
+
+
+def _sampling_params(
+    options: SamplingOptions, defaults: dict[str, Any], special_ids: list[int] = ()
+) -> Any:
     from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
     structured = None
+    logit_bias = None
     if options.grammar is not None:
         structured = StructuredOutputsParams(grammar=options.grammar)
+        logit_bias = dict.fromkeys(special_ids, BANNED) or None
     kwargs: dict[str, Any] = {
         "n": options.n,
         "max_tokens": options.max_tokens,
@@ -141,6 +164,7 @@ def _sampling_params(options: SamplingOptions, defaults: dict[str, Any]) -> Any:
         "ignore_eos": options.ignore_eos,
         "min_tokens": options.min_tokens,
         "structured_outputs": structured,
+        "logit_bias": logit_bias,
         "output_kind": RequestOutputKind.DELTA,
     }
     optional = {
@@ -224,6 +248,15 @@ class Engine:
         self.tokenizer = self._llm.get_tokenizer()
         model_defaults = self._llm.model_config.get_diff_sampling_param()
         self._defaults = {k: v for k, v in model_defaults.items() if k in MODEL_DEFAULT_FIELDS}
+        self._special_ids = _special_token_ids(self.tokenizer, self._stop_ids())
+
+    def _stop_ids(self) -> set[int]:
+        """Tokens that end an answer: the tokenizer's EOS and generation_config's."""
+        generation = self._llm.model_config.try_get_generation_config() or {}
+        eos = generation.get("eos_token_id")
+        ids = set(eos) if isinstance(eos, list) else {eos}
+        ids.add(self.tokenizer.eos_token_id)
+        return {int(i) for i in ids if i is not None}
 
     async def generate(
         self,
@@ -241,7 +274,7 @@ class Engine:
         if images:
             engine_prompt["multi_modal_data"] = {"image": images}
         try:
-            params = _sampling_params(options, self._defaults)
+            params = _sampling_params(options, self._defaults, self._special_ids)
         except ValueError as exc:
             raise InvalidRequestError(str(exc)) from None
         num_top = options.logprobs or 0

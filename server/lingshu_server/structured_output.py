@@ -71,9 +71,29 @@ ANNOTATIONS = frozenset(
         "discriminator",  # OpenAPI's hint; the union it annotates is checked on its own
     }
 )
-FORMATS = frozenset(
-    {"date", "time", "date-time", "duration", "email", "uuid", "ipv4", "ipv6", "hostname", "uri"}
+# Formats xgrammar's own grammar gets exactly right.
+NATIVE_FORMATS = frozenset({"email", "uuid", "hostname"})
+# Formats it gets approximately right (a 31st of November, 01.2.3.4), written here as exact
+# regular expressions instead: the calendar, leap years included, and octets without zeros.
+_YEAR = r"(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"
+_LEAP_YEAR = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_DATE = (
+    rf"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    rf"|{_LEAP_YEAR}-02-29)"
 )
+_TIME = (
+    r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+FORMAT_PATTERNS = {
+    "date": f"^{_DATE}$",
+    "time": f"^{_TIME}$",
+    "date-time": f"^{_DATE}T{_TIME}$",
+    "ipv4": rf"^{_OCTET}(?:\.{_OCTET}){{3}}$",
+}
+FORMATS = NATIVE_FORMATS | FORMAT_PATTERNS.keys()
 # Keywords whose value is a schema, a list of schemas or a map of name -> schema.
 _SCHEMA_VALUED = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
 _SCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
@@ -135,6 +155,10 @@ def _check_node(node: dict[str, Any], path: str, root: dict[str, Any]) -> None:
             f"the JSON schema keyword '{keyword}' at {path} cannot be enforced by this "
             f"server's grammar engine{hint}; remove it or describe it in the prompt"
         )
+    if "format" in node and node["format"] in FORMAT_PATTERNS and "pattern" in node:
+        raise _bad(
+            f"the JSON schema at {path} has both a pattern and the format '{node['format']}'"
+        )
     if "format" in node and node["format"] not in FORMATS:
         raise _bad(
             f"the JSON schema format '{node['format']}' at {path} cannot be enforced; "
@@ -163,6 +187,18 @@ def _resolve(ref: str, root: dict[str, Any], path: str) -> None:
         if not isinstance(target, dict) or part not in target:
             raise _bad(f"the $ref '{ref}' at {path} does not resolve within the schema")
         target = target[part]
+
+
+def formats_as_patterns(schema: Any) -> Any:
+    """A copy of `schema` with the FORMAT_PATTERNS formats written as patterns."""
+    if isinstance(schema, list):
+        return [formats_as_patterns(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    copy = {key: formats_as_patterns(value) for key, value in schema.items()}
+    if copy.get("format") in FORMAT_PATTERNS and copy.get("type") == "string":
+        copy["pattern"] = FORMAT_PATTERNS[copy.pop("format")]
+    return copy
 
 
 def _build_grammar(schema_json: str, any_whitespace: bool) -> str:
@@ -196,7 +232,7 @@ class GrammarCache:
                 self._grammars.move_to_end(key)
                 return self._grammars[key]
         check_schema(schema)
-        grammar = _build_grammar(key[0], any_whitespace)
+        grammar = _build_grammar(json.dumps(formats_as_patterns(schema)), any_whitespace)
         with self._lock:
             self.builds += 1
             self._grammars[key] = grammar
