@@ -25,6 +25,7 @@ from lingshu_server.chat import (
     template_renderer,
     tokenizer_encoder,
 )
+from lingshu_server.dicomweb import FORWARD_HEADER, DicomWebSource, ForwardedCredentialMiddleware
 from lingshu_server.engine import Engine, vllm_version
 from lingshu_server.errors import install_error_handlers
 from lingshu_server.image_sources import ImageFetcher, ImageSourcePolicy
@@ -87,6 +88,7 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         ImageLimits.from_settings(settings),
         settings.max_images_per_request,
         app.state.image_fetcher,
+        app.state.dicomweb,
     )
     admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)
     app.state.metrics.queued.set_function(lambda: admission.waiting)
@@ -143,6 +145,7 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
             for task in background:
                 task.cancel()
             await app.state.image_fetcher.aclose()
+            await app.state.dicomweb.aclose()
             app.state.image_pool.shutdown(wait=False, cancel_futures=True)
             engine = getattr(app.state, "engine", None)
             if engine is not None:
@@ -167,6 +170,9 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
     )
     app.state.image_pool = ThreadPoolExecutor(settings.image_workers, thread_name_prefix="image")
     app.state.image_fetcher = ImageFetcher(ImageSourcePolicy.from_settings(settings))
+    app.state.dicomweb = DicomWebSource.from_settings(
+        settings, app.state.image_pool, app.state.metrics.registry
+    )
     audit = AuditLog(settings.audit_log_file) if settings.audit_log_file else None
 
     install_error_handlers(app)
@@ -177,10 +183,12 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id", FORWARD_HEADER],
             expose_headers=["X-Request-Id", "Retry-After"],
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if app.state.dicomweb.forwards_credentials:
+        app.add_middleware(ForwardedCredentialMiddleware)
     app.add_middleware(
         TelemetryMiddleware, metrics=app.state.metrics, lifecycle=app.state.lifecycle, audit=audit
     )

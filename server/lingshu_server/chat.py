@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lingshu_server.dicom import DicomOptions
+from lingshu_server.dicomweb import DicomWebSource
 from lingshu_server.errors import InvalidRequestError
 from lingshu_server.image_sources import ImageFetcher
 from lingshu_server.media import (
@@ -61,19 +63,28 @@ def load_chat_template(model_dir: str, tokenizer: Any) -> str:
     return template
 
 
-def _template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+def _template_messages(
+    messages: list[ChatMessage], images_per_part: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    """`images_per_part` (by param): a DICOMweb series part stands for several images."""
     rendered = []
-    for message in messages:
+    for i, message in enumerate(messages):
         role = "system" if message.role == "developer" else message.role
         if message.content is None or isinstance(message.content, str):
             content: str | list[dict[str, Any]] = message.content or ""
         else:
-            content = [
-                {"type": "text", "text": part.text} if isinstance(part, TextPart) else IMAGE_PART
-                for part in message.content
-            ]
+            content = []
+            for j, part in enumerate(message.content):
+                if isinstance(part, TextPart):
+                    content.append({"type": "text", "text": part.text})
+                else:
+                    content.extend([IMAGE_PART] * images_per_part.get(_image_param(i, j), 1))
         rendered.append({"role": role, "content": content})
     return rendered
+
+
+def _image_param(message: int, part: int) -> str:
+    return f"messages[{message}].content[{part}].image_url"
 
 
 def image_parts(messages: list[ChatMessage]) -> list[tuple[str, ImagePart]]:
@@ -83,7 +94,7 @@ def image_parts(messages: list[ChatMessage]) -> list[tuple[str, ImagePart]]:
         if isinstance(message.content, list):
             for j, part in enumerate(message.content):
                 if isinstance(part, ImagePart):
-                    found.append((f"messages[{i}].content[{j}].image_url", part))
+                    found.append((_image_param(i, j), part))
     return found
 
 
@@ -98,6 +109,7 @@ class ChatPromptBuilder:
         limits: ImageLimits,
         max_images: int,
         fetcher: ImageFetcher,
+        dicomweb: DicomWebSource,
     ):
         self._render = render
         self._tokenize = tokenize
@@ -105,16 +117,14 @@ class ChatPromptBuilder:
         self._limits = limits
         self._max_images = max_images
         self._fetcher = fetcher
+        self._dicomweb = dicomweb
 
     async def build(self, messages: list[ChatMessage]) -> ChatPrompt:
         parts = image_parts(messages)
-        if len(parts) > self._max_images:
-            raise InvalidRequestError(
-                f"this request has {len(parts)} images; the server accepts at most "
-                f"{self._max_images} per request",
-                param="messages",
-                code="too_many_images",
-            )
+        self._check_image_count(len(parts))
+        # DICOMweb series -> one part per slice (metadata only), counted before any fetch
+        parts = await self._dicomweb.expand_parts(parts, self._max_images)
+        self._check_image_count(len(parts))
         inline = sum(
             data_url_decoded_size(part.image_url.url)
             for _, part in parts
@@ -130,8 +140,19 @@ class ChatPromptBuilder:
                 for data, (param, part) in zip(encoded, parts, strict=True)
             )
         )
-        text = self._render(_template_messages(messages))
+        for image, (_, part) in zip(images, parts, strict=True):
+            image.source = self._dicomweb.audit_record(part.image_url.url)
+        text = self._render(_template_messages(messages, Counter(param for param, _ in parts)))
         return ChatPrompt(text=text, token_ids=self._tokenize(text), images=list(images))
+
+    def _check_image_count(self, count: int) -> None:
+        if count > self._max_images:
+            raise InvalidRequestError(
+                f"this request has {count} images (a DICOMweb series counts each slice); "
+                f"the server accepts at most {self._max_images} per request",
+                param="messages",
+                code="too_many_images",
+            )
 
     def _check_request_bytes(self, total: int) -> None:
         if total > self._limits.max_request_image_bytes:
@@ -150,6 +171,9 @@ class ChatPromptBuilder:
             return await loop.run_in_executor(
                 self._pool, decode_data_url, url, param, self._limits.max_image_bytes
             )
+        from_pacs = await self._dicomweb.fetch(url, param)
+        if from_pacs is not None:
+            return EncodedImage(data=from_pacs, declared_type="application/dicom")
         return EncodedImage(data=await self._fetcher.fetch(url, param), declared_type=None)
 
     def _prepare(self, encoded: EncodedImage, part: ImagePart, param: str) -> PreparedImage:

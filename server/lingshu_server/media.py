@@ -91,6 +91,7 @@ class PreparedImage:
     source_size: tuple[int, int]  # (width, height) as sent, upright
     sha256: str | None  # of the encoded bytes, when an audit log records it
     seconds: float  # decode + resize time
+    source: dict[str, str] | None = None  # DICOMweb: PACS host and UIDs, for the audit log only
 
     @property
     def num_tokens(self) -> int:
