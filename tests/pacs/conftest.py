@@ -162,6 +162,6 @@ def sdk_client(server: RunningServer, api_key: str = API_KEYS[0], **headers: str
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def sdk(pacs_server: RunningServer) -> openai.OpenAI:
     return sdk_client(pacs_server)
