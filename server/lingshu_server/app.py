@@ -25,7 +25,7 @@ from lingshu_server.chat import (
     template_renderer,
     tokenizer_encoder,
 )
-from lingshu_server.dicomweb import FORWARD_HEADER, DicomWebSource, ForwardedCredentialMiddleware
+from lingshu_server.dicomweb import DicomWebSource
 from lingshu_server.engine import Engine, vllm_version
 from lingshu_server.errors import install_error_handlers
 from lingshu_server.image_sources import ImageFetcher, ImageSourcePolicy
@@ -35,6 +35,7 @@ from lingshu_server.logs import AuditLog
 from lingshu_server.media import ImageLimits
 from lingshu_server.metrics import Metrics
 from lingshu_server.model_check import check_supported_model
+from lingshu_server.pacs_auth import FORWARD_HEADER, ForwardedCredentialMiddleware
 from lingshu_server.routes import public, v1
 from lingshu_server.serving import ChatService
 from lingshu_server.settings import Settings
