@@ -169,6 +169,7 @@ def test_schema_rejects_typos(typo: dict[str, Any]) -> None:
 CHART_OWNED_SETTINGS = {
     "model", "served_model_name", "tensor_parallel_size", "pipeline_parallel_size",
     "distributed_executor_backend", "host", "port", "api_keys", "api_key_file",
+    "dicomweb_urls", "dicomweb_auth",
 }  # fmt: skip
 
 

@@ -171,8 +171,6 @@ class Settings(BaseSettings):
                     f"dicomweb_auth entry {entry!r} must be none, forward, basic:FILE or "
                     "bearer:FILE"
                 )
-            if not Path(path).is_file():
-                raise ValueError(f"dicomweb_auth: the credentials file {path} is not a file")
         return self
 
     max_tokens_cap: int = Field(

@@ -179,13 +179,14 @@ def test_caller_identity_separates_forwarded_credentials_only_when_forwarding(tm
     secret.unlink()  # a Secret briefly gone while it is swapped: the last value stays
     assert auth.header() == "Basic " + base64.b64encode(b"lingshu:rotated-password").decode()
     assert PacsAuth.parse("none").header() is None
+    with pytest.raises(FileNotFoundError):  # at start-up, not at the first request
+        PacsAuth.parse(f"bearer:{tmp_path / 'missing'}")
 
 
 @pytest.mark.parametrize(
     ("urls", "auth"),
     [
         (["https://pacs/dicom-web"], ["basic"]),  # no file
-        (["https://pacs/dicom-web"], ["basic:/nonexistent/file"]),
         (["https://pacs/dicom-web"], ["kerberos"]),
         (["https://a/dicom-web", "https://b/dicom-web"], ["none", "none", "none"]),
         (["ftp://pacs/dicom-web"], ["none"]),
