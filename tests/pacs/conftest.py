@@ -30,6 +30,7 @@ SERVER_USER = ("lingshu", "server-secret")
 USERS = {"alice": "alice-secret", "bob": "bob-secret"}
 BEARER_TOKEN = "token-4f1c"
 API_KEYS = ("key-ward-a", "key-ward-b")
+BENCHMARK_KEYS = tuple(f"key-benchmark-{i}" for i in range(4))
 TIMEOUT_S = 4
 SLOW_S = 7
 # pydicom's and pydicom-data's files the PACS holds (name -> what it shows)
@@ -145,7 +146,7 @@ def pacs_server(pacs_server_dir: Path, audit_log: Path, pacs: Pacs) -> Iterator[
         "--dicomweb-timeout",
         str(TIMEOUT_S),
         "--api-keys",
-        ",".join(API_KEYS),
+        ",".join(API_KEYS + BENCHMARK_KEYS),
         "--audit-log-file",
         str(audit_log),
     )

@@ -9,7 +9,8 @@ import httpx
 import openai
 import pytest
 
-from tests.pacs.conftest import API_KEYS, BEARER_TOKEN, USERS, basic, sdk_client
+from benchmarks import pacs_latency
+from tests.pacs.conftest import API_KEYS, BEARER_TOKEN, BENCHMARK_KEYS, USERS, basic, sdk_client
 from tests.utils.images import tokens_for
 from tests.utils.pacs_chat import ask, audit_record, image
 
@@ -110,3 +111,22 @@ def test_audit_log_names_pacs_and_uids_and_ordinary_logs_never_do(
     uids |= {uid for i in pacs.files.values() for uid in (i.study, i.series, i.sop)}
     assert [uid for uid in uids if uid in log] == []
     assert BEARER_TOKEN not in log and all(pw not in log for pw in USERS.values())
+
+
+def test_latency_benchmark_runs_against_a_real_pacs(pacs_server, pacs):
+    """benchmarks/pacs_latency.py cannot rot: its measurements, once, on this session's PACS."""
+    report = pacs_latency.measure(
+        pacs_server, pacs.basic_url, pacs.ct, list(BENCHMARK_KEYS), repeats=1, warmup=1
+    )
+    assert set(report["results"]) == {
+        "ct_instance_base64",
+        "ct_instance_pacs",
+        "ct_instance_pacs_cached",
+        "ct_series_4_pacs",
+        "ct_series_4_pacs_cached",
+    }
+    for result in report["results"].values():
+        assert 0 < result["ttft_min_ms"] <= result["ttft_p50_ms"]
+        assert result["api_cpu_ms_per_image"] >= 0
+    table = pacs_latency.render(report)
+    assert table.count("\n| ct_") == 5

@@ -31,6 +31,7 @@ class CtSlice:
     sop_uid: str
     hu: int  # the disk's Hounsfield value
     instance_number: int
+    size: int  # rows = columns
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def synthetic_ct_series(
             ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
             ds.ImagePositionPatient = [-80.0, -80.0, -100.0 + SLICE_SPACING_MM * k]
             ds.SliceLocation = -100.0 + SLICE_SPACING_MM * k
-        slices.append(CtSlice(_file_bytes(ds), sop_uid, hu, number))
+        slices.append(CtSlice(_file_bytes(ds), sop_uid, hu, number, size))
     return CtSeries(study_uid, series_uid, slices)
 
 
