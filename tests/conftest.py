@@ -60,6 +60,9 @@ def server(
         image_sources.http_origin.removeprefix("http://"),
         "--local-image-dir",
         str(image_sources.local_dir),
+        # float32, as the model card's reference runs in tests/parity: greedy tokens comparable
+        "--dtype",
+        "float32",
     )
     yield running
     running.stop()

@@ -28,6 +28,7 @@ from lingshu_server.chat import (
 from lingshu_server.dicomweb import DicomWebSource
 from lingshu_server.engine import Engine, vllm_version
 from lingshu_server.errors import install_error_handlers
+from lingshu_server.image_budget import checkpoint_budget, server_budget
 from lingshu_server.image_sources import ImageFetcher, ImageSourcePolicy
 from lingshu_server.lifecycle import Lifecycle, Stage, watch_engine
 from lingshu_server.limits import AdmissionController, BodySizeLimitMiddleware, RateLimiter
@@ -77,8 +78,22 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
     lifecycle: Lifecycle = app.state.lifecycle
     lifecycle.enter(Stage.CHECKING_MODEL)
     await asyncio.to_thread(check_supported_model, settings.model)
+    checkpoint = await asyncio.to_thread(checkpoint_budget, settings.model)
+    budget, source = server_budget(settings.min_pixels, settings.max_pixels, checkpoint)
+    low, high = budget.tokens
+    logger.info(
+        "image budget",
+        extra={
+            "fields": {
+                "min_pixels": budget.min_pixels,
+                "max_pixels": budget.max_pixels,
+                "image_tokens": f"{low}..{high}",
+                "source": source,
+            }
+        },
+    )
     lifecycle.enter(Stage.LOADING_ENGINE)
-    engine = await in_daemon_thread(Engine, settings)
+    engine = await in_daemon_thread(Engine, settings, budget)
     app.state.engine = engine
     lifecycle.enter(Stage.PREPARING)
     template = load_chat_template(settings.model, engine.tokenizer)
@@ -86,9 +101,10 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         template_renderer(engine.tokenizer, template),
         tokenizer_encoder(engine.tokenizer),
         app.state.image_pool,
-        ImageLimits.from_settings(settings),
+        ImageLimits.from_settings(settings, budget),
         settings.max_images_per_request,
         app.state.image_fetcher,
+        engine.max_model_len,
         app.state.dicomweb,
     )
     admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from lingshu_server.errors import (
     InternalServerError,
     InvalidRequestError,
 )
+from lingshu_server.image_budget import PixelBudget
 from lingshu_server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class TokenLogprob:
 class ChoiceDelta:
     index: int
     text: str
-    num_tokens: int
+    token_ids: list[int]
     logprobs: list[TokenLogprob] | None
     finish_reason: str | None
 
@@ -85,9 +86,10 @@ class EngineStep:
     prompt_tokens: int
     choices: list[ChoiceDelta]
     finished: bool
+    prompt_token_ids: Sequence[int] = ()  # as the engine saw them: image tokens expanded
 
 
-def _engine_args(settings: Settings) -> Any:
+def _engine_args(settings: Settings, image_budget: PixelBudget) -> Any:
     from vllm import AsyncEngineArgs
 
     kwargs: dict[str, Any] = {
@@ -99,14 +101,17 @@ def _engine_args(settings: Settings) -> Any:
         "gpu_memory_utilization": settings.gpu_memory_utilization,
         "enforce_eager": settings.enforce_eager,
         "limit_mm_per_prompt": {"image": settings.max_images_per_request, "video": 0},
-        # The engine's processor gets the same budget we resize to, so it never resizes again.
         # Structured output is compact JSON: vLLM's default grammar allows unbounded whitespace,
         # and a weak model then emits whitespace until max_tokens.
         # (vLLM allows that switch only with an explicit xgrammar or guidance backend.)
         "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+        # The processor's budget in the form current transformers reads (`size`); images
+        # arrive already at the size it computes, so it does not resize them again.
         "mm_processor_kwargs": {
-            "min_pixels": settings.min_pixels,
-            "max_pixels": settings.max_pixels,
+            "size": {
+                "shortest_edge": image_budget.min_pixels,
+                "longest_edge": image_budget.max_pixels,
+            }
         },
     }
     optional = {
@@ -212,10 +217,10 @@ def _translate_error(exc: BaseException) -> Exception:
 class Engine:
     """AsyncLLM started once for the app's lifetime."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, image_budget: PixelBudget):
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self._llm = AsyncLLM.from_engine_args(_engine_args(settings))
+        self._llm = AsyncLLM.from_engine_args(_engine_args(settings, image_budget))
         self.max_model_len: int = self._llm.model_config.max_model_len
         self.tokenizer = self._llm.get_tokenizer()
         model_defaults = self._llm.model_config.get_diff_sampling_param()
@@ -248,7 +253,7 @@ class Engine:
                     ChoiceDelta(
                         index=c.index,
                         text=c.text,
-                        num_tokens=len(c.token_ids),
+                        token_ids=list(c.token_ids),
                         logprobs=_logprobs(c, num_top) if options.logprobs is not None else None,
                         finish_reason=c.finish_reason,
                     )
@@ -256,6 +261,7 @@ class Engine:
                 ]
                 yield EngineStep(
                     prompt_tokens=len(output.prompt_token_ids or ()),
+                    prompt_token_ids=output.prompt_token_ids or (),
                     choices=choices,
                     finished=output.finished,
                 )

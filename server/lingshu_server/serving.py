@@ -13,7 +13,6 @@ from lingshu_server.chat import ChatPrompt, ChatPromptBuilder
 from lingshu_server.engine import Engine, EngineStep, SamplingOptions, TokenLogprob
 from lingshu_server.errors import (
     APIError,
-    ContextLengthExceededError,
     InternalServerError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -95,7 +94,7 @@ def wire_logprobs(tokens: list[TokenLogprob]) -> list[WireTokenLogprob]:
 class _ChoiceState:
     text: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
-    tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
 
 
@@ -131,23 +130,6 @@ class ChatService:
                 param="model",
             )
         return requested
-
-    def _check_context(self, prompt: ChatPrompt) -> None:
-        """Refuse before the engine sees it a prompt that images push past the context."""
-        limit = self._engine.max_model_len
-        if prompt.num_tokens < limit:
-            return
-        images = (
-            f", {prompt.image_tokens} of them for {len(prompt.images)} image(s); send smaller "
-            "images (image_url.detail 'low' or max_pixels)"
-            if prompt.images
-            else ""
-        )
-        raise ContextLengthExceededError(
-            f"This model's maximum context length is {limit} tokens. However, the prompt has "
-            f"{prompt.num_tokens} tokens{images}, and at least one more is needed to answer.",
-            param="messages",
-        )
 
     def _timeout(self, request: ChatCompletionRequest) -> float | None:
         limits = [t for t in (request.request_timeout, self._request_timeout) if t is not None]
@@ -189,7 +171,6 @@ class ChatService:
             started = time.perf_counter()
             prompt = await self._prompts.build(request.messages)
             self._record_prompt(prompt, started)
-            self._check_context(prompt)
             request_id = completion_id()
             steps = self._engine.generate(
                 prompt.token_ids, [img.image for img in prompt.images], options, request_id
@@ -216,7 +197,7 @@ class ChatService:
                 for delta in step.choices:
                     state = states[delta.index]
                     state.text.append(delta.text)
-                    state.tokens += delta.num_tokens
+                    state.token_ids.extend(delta.token_ids)
                     if delta.logprobs:
                         state.logprobs.extend(delta.logprobs)
                     state.finish_reason = delta.finish_reason or state.finish_reason
@@ -228,7 +209,7 @@ class ChatService:
             await run.close()
         for state in states:
             state.finish_reason = state.finish_reason or "length"  # cut off by the deadline
-        completion_tokens = sum(s.tokens for s in states)
+        completion_tokens = sum(len(s.token_ids) for s in states)
         _note_usage(completion_tokens)
         return ChatCompletion(
             id=run.request_id,
@@ -242,9 +223,11 @@ class ChatService:
                     if request.logprobs
                     else None,
                     finish_reason=s.finish_reason,
+                    token_ids=s.token_ids if request.return_token_ids else None,
                 )
                 for i, s in enumerate(states)
             ],
+            prompt_token_ids=list(first.prompt_token_ids) if request.return_token_ids else None,
             usage=Usage(
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
@@ -269,11 +252,15 @@ class ChatService:
         exclude = None if include_usage else {"usage"}
         header = {"id": run.request_id, "created": now(), "model": model}
 
+        ids = request.return_token_ids
+
         def chunk(
             index: int,
             delta: Delta,
             finish: str | None = None,
             logprobs: list[TokenLogprob] | None = None,
+            token_ids: list[int] | None = None,
+            prompt_token_ids: list[int] | None = None,
         ) -> str:
             choice = ChunkChoice(
                 index=index,
@@ -282,23 +269,31 @@ class ChatService:
                 if logprobs is not None
                 else None,
                 finish_reason=finish,
+                token_ids=token_ids,
             )
-            body = ChatCompletionChunk(**header, choices=[choice])
+            body = ChatCompletionChunk(
+                **header, choices=[choice], prompt_token_ids=prompt_token_ids
+            )
             return sse(body.model_dump_json(exclude=exclude))
 
         completion_tokens = 0
         prompt_tokens = first.prompt_tokens
         unfinished = set(range(request.n))
         try:
+            prompt_ids = list(first.prompt_token_ids) if ids else None
             for index in range(request.n):
-                yield chunk(index, Delta(role="assistant", content=""))
+                yield chunk(index, Delta(role="assistant", content=""), prompt_token_ids=prompt_ids)
+                prompt_ids = None  # once, on the first chunk
             step: EngineStep | None = first
             while step is not None:
                 for delta in step.choices:
-                    completion_tokens += delta.num_tokens
-                    if delta.text or delta.logprobs:
+                    completion_tokens += len(delta.token_ids)
+                    if delta.text or delta.logprobs or (ids and delta.token_ids):
                         logprobs = delta.logprobs if request.logprobs else None
-                        yield chunk(delta.index, Delta(content=delta.text), None, logprobs)
+                        token_ids = delta.token_ids if ids else None
+                        yield chunk(
+                            delta.index, Delta(content=delta.text), None, logprobs, token_ids
+                        )
                     if delta.finish_reason is not None:
                         unfinished.discard(delta.index)
                         yield chunk(delta.index, Delta(), delta.finish_reason)
