@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import psutil
 
+from benchmarks.compare import emit, progress
 from tests.utils.ct_series import CtSeries, synthetic_ct_series
 from tests.utils.orthanc import start_orthanc
 from tests.utils.server import RunningServer, start_demo_server
@@ -40,17 +41,6 @@ from tests.utils.server import RunningServer, start_demo_server
 USER, PASSWORD = "lingshu", "benchmark-secret"
 WARMUP = 4
 QUESTION = "Describe the findings."
-
-
-def emit(text: str) -> None:
-    """The one place this CLI writes its results."""
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-def progress(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
 
 
 def body(image_url: dict[str, Any]) -> dict[str, Any]:
