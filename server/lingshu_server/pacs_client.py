@@ -332,7 +332,9 @@ class PacsClient:
         if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
             self.metrics.errors.labels("unauthorized").inc()
             whose = "the credentials this server is configured with"
-            if pacs.auth.mode == "forward":
+            if pacs.auth.mode == "none":
+                whose = "no credentials (this server is configured to send none to it)"
+            elif pacs.auth.mode == "forward":
                 whose = (
                     f"no credentials: send your PACS credentials in the {FORWARD_HEADER} header"
                     if forwarded_credential() is None
