@@ -30,7 +30,8 @@ TARGETS = (OURS, VLLM, ENGINE)
 TARGET_LABELS = {OURS: "lingshu-server", VLLM: "vLLM server", ENGINE: "engine alone"}
 READY_PATHS = {OURS: "/ready", VLLM: "/health"}
 
-# Our server's structured-output setting (compact JSON); mirrored so the engines match exactly.
+# vLLM's server: its engine-wide compact-JSON switch, the counterpart of the compact grammar our
+# server hands the engine per request (lingshu_server.structured_output).
 STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
@@ -75,7 +76,10 @@ def engine_kwargs(config: EngineConfig) -> dict[str, Any]:
         "enforce_eager": config.enforce_eager,
         "limit_mm_per_prompt": {"image": config.max_images, "video": 0},
         "structured_outputs_config": dict(STRUCTURED_OUTPUTS),
-        "mm_processor_kwargs": {"min_pixels": config.min_pixels, "max_pixels": config.max_pixels},
+        # the processor's budget in the form current transformers reads
+        "mm_processor_kwargs": {
+            "size": {"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels}
+        },
     }
     if config.max_model_len is not None:
         kwargs["max_model_len"] = config.max_model_len

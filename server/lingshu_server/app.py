@@ -40,6 +40,7 @@ from lingshu_server.pacs_auth import FORWARD_HEADER, ForwardedCredentialMiddlewa
 from lingshu_server.routes import public, v1
 from lingshu_server.serving import ChatService
 from lingshu_server.settings import Settings
+from lingshu_server.structured_output import StructuredOutput
 from lingshu_server.telemetry import TelemetryMiddleware
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         settings.max_tokens_cap,
         admission,
         app.state.metrics,
+        StructuredOutput(app.state.image_pool),
         settings.request_timeout,
     )
     lifecycle.enter(Stage.READY)

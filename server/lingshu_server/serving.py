@@ -37,11 +37,14 @@ from lingshu_server.protocol import (
 from lingshu_server.protocol import TokenLogprob as WireTokenLogprob
 from lingshu_server.protocol import TopLogprob as WireTopLogprob
 from lingshu_server.request_context import ImageRecord
+from lingshu_server.structured_output import StructuredOutput
 
 logger = logging.getLogger(__name__)
 
 
-def sampling_options(request: ChatCompletionRequest, max_tokens_cap: int) -> SamplingOptions:
+def sampling_options(
+    request: ChatCompletionRequest, max_tokens_cap: int, grammar: str | None = None
+) -> SamplingOptions:
     requested = request.requested_max_tokens
     if requested is not None and requested > max_tokens_cap:
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
@@ -50,10 +53,6 @@ def sampling_options(request: ChatCompletionRequest, max_tokens_cap: int) -> Sam
             f"{max_tokens_cap} completion tokens.",
             param=param,
         )
-    fmt = request.response_format
-    json_schema = None
-    if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:
-        json_schema = fmt.json_schema.schema_ or {"type": "object"}
     return SamplingOptions(
         max_tokens=requested or max_tokens_cap,
         n=request.n,
@@ -69,9 +68,7 @@ def sampling_options(request: ChatCompletionRequest, max_tokens_cap: int) -> Sam
         ignore_eos=request.ignore_eos,
         min_tokens=request.min_tokens,
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
-        json_schema=json_schema,
-        json_object=fmt is not None and fmt.type == "json_object",
-        compact_json=not (fmt is not None and fmt.allow_whitespace),
+        grammar=grammar,
     )
 
 
@@ -111,6 +108,7 @@ class ChatService:
         max_tokens_cap: int,
         admission: AdmissionController,
         metrics: Metrics,
+        structured: StructuredOutput,
         request_timeout: float | None = None,
     ):
         self._engine = engine
@@ -119,6 +117,7 @@ class ChatService:
         self._max_tokens_cap = max_tokens_cap
         self._admission = admission
         self._metrics = metrics
+        self._structured = structured
         self._request_timeout = request_timeout
 
     def resolve_model(self, requested: str | None) -> str:
@@ -163,7 +162,8 @@ class ChatService:
     async def _start(self, request: ChatCompletionRequest) -> tuple[str, EngineRun, EngineStep]:
         """Validate everything and wait for the engine's first step, so errors stay 4xx JSON."""
         model = self.resolve_model(request.model)
-        options = sampling_options(request, self._max_tokens_cap)
+        grammar = await self._structured.grammar(request.response_format)
+        options = sampling_options(request, self._max_tokens_cap, grammar)
         deadline = deadline_after(self._timeout(request))
         await self._admission.acquire()
         run: EngineRun | None = None

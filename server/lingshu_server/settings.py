@@ -196,7 +196,10 @@ class Settings(BaseSettings):
         description="Most completion tokens one choice may ask for; larger `max_tokens` get a 400.",
     )
     image_workers: int = Field(
-        default=2, ge=1, description="Threads decoding and resizing images off the event loop."
+        default=2,
+        ge=1,
+        description="Threads for a request's CPU work, off the event loop: image decoding and "
+        "resizing, chat template and tokenization, structured-output grammars.",
     )
     api_keys: str | None = Field(
         default=None,
