@@ -25,6 +25,7 @@ from lingshu_server.chat import (
     template_renderer,
     tokenizer_encoder,
 )
+from lingshu_server.dicomweb import DicomWebSource
 from lingshu_server.engine import Engine, vllm_version
 from lingshu_server.errors import install_error_handlers
 from lingshu_server.image_budget import checkpoint_budget, server_budget
@@ -35,6 +36,7 @@ from lingshu_server.logs import AuditLog
 from lingshu_server.media import ImageLimits
 from lingshu_server.metrics import Metrics
 from lingshu_server.model_check import check_supported_model
+from lingshu_server.pacs_auth import FORWARD_HEADER, ForwardedCredentialMiddleware
 from lingshu_server.routes import public, v1
 from lingshu_server.serving import ChatService
 from lingshu_server.settings import Settings
@@ -104,6 +106,7 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         settings.max_images_per_request,
         app.state.image_fetcher,
         engine.max_model_len,
+        app.state.dicomweb,
     )
     admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)
     app.state.metrics.queued.set_function(lambda: admission.waiting)
@@ -161,6 +164,7 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
             for task in background:
                 task.cancel()
             await app.state.image_fetcher.aclose()
+            await app.state.dicomweb.aclose()
             app.state.image_pool.shutdown(wait=False, cancel_futures=True)
             engine = getattr(app.state, "engine", None)
             if engine is not None:
@@ -185,6 +189,9 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
     )
     app.state.image_pool = ThreadPoolExecutor(settings.image_workers, thread_name_prefix="image")
     app.state.image_fetcher = ImageFetcher(ImageSourcePolicy.from_settings(settings))
+    app.state.dicomweb = DicomWebSource.from_settings(
+        settings, app.state.image_pool, app.state.metrics.registry
+    )
     audit = AuditLog(settings.audit_log_file) if settings.audit_log_file else None
 
     install_error_handlers(app)
@@ -195,10 +202,12 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id", FORWARD_HEADER],
             expose_headers=["X-Request-Id", "Retry-After"],
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if app.state.dicomweb.forwards_credentials:
+        app.add_middleware(ForwardedCredentialMiddleware)
     app.add_middleware(
         TelemetryMiddleware, metrics=app.state.metrics, lifecycle=app.state.lifecycle, audit=audit
     )

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lingshu_server.dicom import DicomOptions
+from lingshu_server.dicomweb import DicomWebSource
 from lingshu_server.errors import ContextLengthExceededError, InvalidRequestError
 from lingshu_server.image_budget import PixelBudget
 from lingshu_server.image_sources import ImageFetcher
@@ -65,19 +67,28 @@ def load_chat_template(model_dir: str, tokenizer: Any) -> str:
     return template
 
 
-def _template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+def _template_messages(
+    messages: list[ChatMessage], images_per_part: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    """`images_per_part` (by param): a DICOMweb series part stands for several images."""
     rendered = []
-    for message in messages:
+    for i, message in enumerate(messages):
         role = "system" if message.role == "developer" else message.role
         if message.content is None or isinstance(message.content, str):
             content: str | list[dict[str, Any]] = message.content or ""
         else:
-            content = [
-                {"type": "text", "text": part.text} if isinstance(part, TextPart) else IMAGE_PART
-                for part in message.content
-            ]
+            content = []
+            for j, part in enumerate(message.content):
+                if isinstance(part, TextPart):
+                    content.append({"type": "text", "text": part.text})
+                else:
+                    content.extend([IMAGE_PART] * images_per_part.get(_image_param(i, j), 1))
         rendered.append({"role": role, "content": content})
     return rendered
+
+
+def _image_param(message: int, part: int) -> str:
+    return f"messages[{message}].content[{part}].image_url"
 
 
 def image_parts(messages: list[ChatMessage]) -> list[tuple[str, ImagePart]]:
@@ -87,7 +98,7 @@ def image_parts(messages: list[ChatMessage]) -> list[tuple[str, ImagePart]]:
         if isinstance(message.content, list):
             for j, part in enumerate(message.content):
                 if isinstance(part, ImagePart):
-                    found.append((f"messages[{i}].content[{j}].image_url", part))
+                    found.append((_image_param(i, j), part))
     return found
 
 
@@ -156,6 +167,7 @@ class ChatPromptBuilder:
         max_images: int,
         fetcher: ImageFetcher,
         max_model_len: int,
+        dicomweb: DicomWebSource,
     ):
         self._render = render
         self._tokenize = tokenize
@@ -164,24 +176,23 @@ class ChatPromptBuilder:
         self._max_images = max_images
         self._fetcher = fetcher
         self._max_model_len = max_model_len
+        self._dicomweb = dicomweb
 
     async def build(self, messages: list[ChatMessage]) -> ChatPrompt:
         parts = image_parts(messages)
-        if len(parts) > self._max_images:
-            raise InvalidRequestError(
-                f"this request has {len(parts)} images; the server accepts at most "
-                f"{self._max_images} per request",
-                param="messages",
-                code="too_many_images",
-            )
+        self._check_image_count(len(parts))
         inline = sum(
             data_url_decoded_size(part.image_url.url)
             for _, part in parts
             if part.image_url.url.startswith("data:")
         )
         self._check_request_bytes(inline)
+        # DICOMweb series -> one part per slice (metadata only), counted before any fetch
+        parts = await self._dicomweb.expand_parts(parts, self._max_images)
+        self._check_image_count(len(parts))
+        images_per_part = Counter(param for param, _ in parts)
         (text, token_ids), encoded = await asyncio.gather(
-            self._in_pool(self._text_tokens, messages),
+            self._in_pool(self._text_tokens, messages, images_per_part),
             asyncio.gather(*(self._fetch(part, param) for param, part in parts)),
         )
         self._check_request_bytes(sum(len(e.data) for e in encoded))
@@ -199,12 +210,25 @@ class ChatPromptBuilder:
                 for image, (param, part) in zip(probed, parts, strict=True)
             )
         )
+        for image, (_, part) in zip(images, parts, strict=True):
+            image.source = self._dicomweb.audit_record(part.image_url.url)
         return ChatPrompt(text=text, token_ids=token_ids, images=list(images))
+
+    def _check_image_count(self, count: int) -> None:
+        if count > self._max_images:
+            raise InvalidRequestError(
+                f"this request has {count} images (a DICOMweb series counts each slice); "
+                f"the server accepts at most {self._max_images} per request",
+                param="messages",
+                code="too_many_images",
+            )
 
     async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def _text_tokens(self, messages: list[ChatMessage]) -> tuple[str, list[int]]:
+    def _text_tokens(
+        self, messages: list[ChatMessage], images_per_part: Mapping[str, int]
+    ) -> tuple[str, list[int]]:
         """The rendered prompt and its tokens, refusing early a text that cannot fit."""
         chars = text_length(messages)
         if chars > self._max_model_len:  # only then can the text alone overflow the context
@@ -212,7 +236,7 @@ class ChatPromptBuilder:
             if at_least >= self._max_model_len:
                 release_memory()
                 raise self._too_long(f"more than {at_least} tokens of text")
-        text = self._render(_template_messages(messages))
+        text = self._render(_template_messages(messages, images_per_part))
         token_ids = self._tokenize(text)
         if chars > TRIM_AFTER_CHARS:
             release_memory()
@@ -251,6 +275,9 @@ class ChatPromptBuilder:
         if url.startswith("data:"):
             # base64 decoding of big images is CPU work: keep it off the event loop
             return await self._in_pool(decode_data_url, url, param, self._limits.max_image_bytes)
+        from_pacs = await self._dicomweb.fetch(url, param)
+        if from_pacs is not None:
+            return EncodedImage(data=from_pacs, declared_type="application/dicom")
         return EncodedImage(data=await self._fetcher.fetch(url, param), declared_type=None)
 
     def _budget(self, part: ImagePart) -> PixelBudget:

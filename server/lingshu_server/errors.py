@@ -72,6 +72,33 @@ class DrainingError(EngineUnavailableError):
     rejection = "draining"
 
 
+class PacsUnavailableError(APIError):
+    """The PACS behind a DICOMweb image URL could not be reached or failed (502)."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    type = "server_error"
+    code = "dicomweb_unavailable"
+    rejection = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: int = 10,
+    ):
+        super().__init__(message, param=param, code=code)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class PacsTimeoutError(PacsUnavailableError):
+    """The PACS did not answer a DICOMweb request in time (504)."""
+
+    status = HTTPStatus.GATEWAY_TIMEOUT
+    code = "dicomweb_timeout"
+
+
 class InternalServerError(APIError):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
     type = "server_error"

@@ -1,7 +1,8 @@
 """Structured logs: JSON lines carrying the request id; the access log and the audit log.
 
 Nothing here ever receives prompt text, image bytes or DICOM headers: the access and audit
-records are built from RequestContext, which holds counts, hashes and ids only.
+records are built from RequestContext, which holds counts, hashes and ids only. The audit log
+alone also records where a DICOMweb image came from (PACS host, Study/Series/SOP UIDs).
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def configure_logging(level: str, fmt: str) -> None:
         logger.propagate = True
     # Our access log replaces uvicorn's, which would log the raw request line.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every request's full URL at INFO: image URLs carry DICOM UIDs and tokens.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def request_record(ctx: RequestContext, latency_s: float) -> dict[str, Any]:
@@ -143,6 +146,7 @@ class AuditLog:
                     "width": image.width,
                     "height": image.height,
                     "tokens": image.tokens,
+                    **({"dicomweb": image.source} if image.source else {}),
                 }
                 for image in ctx.images
             ],

@@ -101,6 +101,7 @@ class PreparedImage:
     sha256: str | None  # of the encoded bytes, when an audit log records it
     seconds: float  # probe + decode + resize time
     num_tokens: int  # visual tokens the model sees (one per 28x28 pixels)
+    source: dict[str, str] | None = None  # DICOMweb: PACS host and UIDs, for the audit log only
 
 
 def data_url_decoded_size(url: str) -> int:

@@ -29,6 +29,8 @@ class DicomWindow(WireModel):
     center: float | None = None
     width: float | None = Field(default=None, gt=0)
     frame: int | None = Field(default=None, ge=0)
+    # DICOMweb series URLs: how many evenly spaced slices to send (default 1, the middle one)
+    slices: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _center_with_width(self) -> DicomWindow:

@@ -19,6 +19,7 @@ class ImageRecord:
     width: int
     height: int
     tokens: int
+    source: dict[str, str] | None = None  # DICOMweb: PACS host and UIDs (audit log only)
 
 
 @dataclass

@@ -147,6 +147,7 @@ class ChatService:
                     width=image.source_size[0],
                     height=image.source_size[1],
                     tokens=image.num_tokens,
+                    source=image.source,
                 )
                 for image in prompt.images
             ]

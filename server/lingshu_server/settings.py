@@ -6,6 +6,7 @@ import json
 import typing
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -133,6 +134,62 @@ class Settings(BaseSettings):
         description="Directory that file:// image URLs may read from (nothing outside it). "
         "Unset: file:// URLs are refused.",
     )
+    # ---- DICOMweb (PACS) image sources
+    dicomweb_urls: list[str] = Field(
+        default_factory=list,
+        description="DICOMweb base URLs (e.g. https://pacs.example/dicom-web) whose WADO-RS "
+        "series and instance URLs may be sent as image URLs. Empty: DICOMweb is off.",
+    )
+    dicomweb_auth: list[str] = Field(
+        default_factory=lambda: ["none"],
+        description="How to sign in to the PACS: one entry for all --dicomweb-urls, or one per "
+        "URL in the same order. 'none'; 'basic:FILE' (FILE holds user:password); 'bearer:FILE' "
+        "(FILE holds a token); 'forward' (the caller's X-DICOMweb-Authorization header is sent "
+        "as Authorization, so the PACS decides what each user may see). Files are re-read "
+        "when they change.",
+    )
+    dicomweb_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds allowed for one PACS request (metadata or image)."
+    )
+    dicomweb_connect_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds allowed to connect to the PACS."
+    )
+    dicomweb_cache_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=0,
+        description="Bytes of fetched DICOM instances and series metadata kept in memory, so "
+        "follow-up questions do not refetch (per caller: API key and forwarded credential). "
+        "0: no cache.",
+    )
+    dicomweb_cache_entries: int = Field(
+        default=2048, ge=0, description="Most entries in the DICOMweb cache."
+    )
+    dicomweb_cache_ttl: float = Field(
+        default=600.0, gt=0, description="Seconds a DICOMweb cache entry is served."
+    )
+
+    @model_validator(mode="after")
+    def _dicomweb_checked(self) -> Settings:
+        for url in self.dicomweb_urls:
+            parts = urlsplit(url.strip())
+            if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+                raise ValueError(f"dicomweb_urls entry {url!r} must be http(s)://host[:port]/path")
+            if parts.query or parts.fragment:
+                raise ValueError(f"dicomweb_urls entry {url!r} must not have a query")
+        entries = self.dicomweb_auth
+        if len(entries) != 1 and len(entries) != len(self.dicomweb_urls):
+            raise ValueError("dicomweb_auth needs one entry, or one per dicomweb_urls entry")
+        for entry in entries:
+            mode, _, path = entry.partition(":")
+            if mode in ("none", "forward") and not path:
+                continue
+            if mode not in ("basic", "bearer") or not path:
+                raise ValueError(
+                    f"dicomweb_auth entry {entry!r} must be none, forward, basic:FILE or "
+                    "bearer:FILE"
+                )
+        return self
+
     max_tokens_cap: int = Field(
         default=4096,
         ge=1,

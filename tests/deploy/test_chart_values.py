@@ -64,10 +64,12 @@ def test_schema_rejects_typos(typo: dict[str, Any]) -> None:
         _chart().validate_schema(typo)
 
 
-# Settings the chart sets itself (model, parallelism, listen address, key file), not `settings`.
+# Settings the chart sets itself (model, parallelism, listen address, key file, PACS list with
+# its credentials files), not `settings`.
 CHART_OWNED_SETTINGS = {
     "model", "served_model_name", "tensor_parallel_size", "pipeline_parallel_size",
     "distributed_executor_backend", "host", "port", "api_keys", "api_key_file",
+    "dicomweb_urls", "dicomweb_auth",
 }  # fmt: skip
 
 

@@ -299,6 +299,9 @@ readinessProbe:
     {{- if $root.Values.apiKeys.enabled }}
     {{- include "lingshu-server.apiKeysVolumeMount" $root | nindent 4 }}
     {{- end }}
+    {{- if $root.Values.dicomweb.pacs }}
+    {{- include "lingshu-server.dicomwebVolumeMounts" $root | trim | nindent 4 }}
+    {{- end }}
 {{- end }}
 
 {{- define "lingshu-server.scaleTargetRef" -}}
@@ -344,6 +347,60 @@ name: {{ include "lingshu-server.fullname" . }}
 {{- $previous | b64dec }}
 {{- else }}
 {{- printf "lsk-%s" (randAlphaNum 40) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* ---------- DICOMweb (PACS) ---------- */}}
+
+{{- define "lingshu-server.dicomwebDir" -}}/etc/lingshu/dicomweb{{- end }}
+
+{{- define "lingshu-server.dicomwebUrls" -}}
+{{- $urls := list }}
+{{- range .Values.dicomweb.pacs }}
+{{- $urls = append $urls .url }}
+{{- end }}
+{{- toJson $urls }}
+{{- end }}
+
+{{/* One entry per PACS: none, forward, or basic:/bearer: with the mounted credentials file. */}}
+{{- define "lingshu-server.dicomwebAuth" -}}
+{{- $root := . }}
+{{- $auth := list }}
+{{- range $i, $pacs := .Values.dicomweb.pacs }}
+{{- if has $pacs.auth (list "basic" "bearer") }}
+{{- $file := printf "%s/%d/%s" (include "lingshu-server.dicomwebDir" $root) $i (default "credentials" $pacs.existingSecretKey) }}
+{{- $auth = append $auth (printf "%s:%s" $pacs.auth $file) }}
+{{- else }}
+{{- $auth = append $auth $pacs.auth }}
+{{- end }}
+{{- end }}
+{{- toJson $auth }}
+{{- end }}
+
+{{/* A directory mount per PACS credential (not a subPath), so a rotated Secret reaches the
+     running server, which re-reads the file when it changes. Only the server container. */}}
+{{- define "lingshu-server.dicomwebVolumes" -}}
+{{- range $i, $pacs := .Values.dicomweb.pacs }}
+{{- if has $pacs.auth (list "basic" "bearer") }}
+- name: dicomweb-{{ $i }}
+  secret:
+    secretName: {{ $pacs.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ default "credentials" $pacs.existingSecretKey }}
+        path: {{ default "credentials" $pacs.existingSecretKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "lingshu-server.dicomwebVolumeMounts" -}}
+{{- $root := . }}
+{{- range $i, $pacs := .Values.dicomweb.pacs }}
+{{- if has $pacs.auth (list "basic" "bearer") }}
+- name: dicomweb-{{ $i }}
+  mountPath: {{ include "lingshu-server.dicomwebDir" $root }}/{{ $i }}
+  readOnly: true
 {{- end }}
 {{- end }}
 {{- end }}

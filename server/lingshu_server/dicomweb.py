@@ -1,0 +1,194 @@
+"""DICOMweb image sources: WADO-RS series and instance URLs under the configured PACS base URLs.
+
+`{base}/studies/{study}/series/{series}/instances/{sop}` is one image;
+`{base}/studies/{study}/series/{series}` is up to `dicom.slices` images, evenly spaced in
+anatomical order, chosen from the series metadata before any instance is fetched. Instances
+arrive as DICOM files (pacs_client), so they take the same path as a base64 DICOM: our
+windowing, per-image options, budgets and caps. A URL outside the configured bases is not
+ours; nothing connects anywhere for it here.
+
+Fetched instances and series metadata are cached per caller (API key id, and the forwarded
+PACS credential where the PACS decides), so follow-up questions do not refetch and one
+caller's images are never served to another.
+
+Privacy: Study/Series/SOP Instance UIDs identify a patient's examinations. They leave this
+module only through `audit_record`, for the audit log; httpx's request log, which would print
+whole URLs, is kept quiet (logs.configure_logging).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import replace
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from lingshu_server.dicom_series import (
+    UID_PATTERN,
+    SeriesSlice,
+    anatomical_order,
+    evenly_spaced,
+    parse_series_metadata,
+)
+from lingshu_server.errors import InvalidRequestError
+from lingshu_server.fetch_cache import FetchCache
+from lingshu_server.pacs_auth import PacsAuth
+from lingshu_server.pacs_client import DicomWebMetrics, DicomWebRef, Pacs, PacsClient
+from lingshu_server.protocol import ImagePart
+from lingshu_server.settings import Settings
+
+_RESOURCE = re.compile(
+    rf"studies/({UID_PATTERN})/series/({UID_PATTERN})(?:/instances/({UID_PATTERN}))?/?"
+)
+
+ImageParts = list[tuple[str, ImagePart]]  # (request param, part), in prompt order
+
+
+class DicomWebSource:
+    """Turns DICOMweb image URLs into instance URLs (series) and instance URLs into bytes."""
+
+    def __init__(self, pacs: Sequence[Pacs], client: PacsClient, cache: FetchCache, pool: Executor):
+        self._pacs = tuple(pacs)
+        self._client = client
+        self._metrics = client.metrics
+        self._cache = cache
+        self._pool = pool
+        self._metrics.cache_bytes.set_function(lambda: cache.bytes)
+        self._metrics.cache_entries.set_function(lambda: len(cache))
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, pool: Executor, registry: CollectorRegistry
+    ) -> DicomWebSource:
+        auths = [PacsAuth.parse(entry) for entry in settings.dicomweb_auth]
+        if len(auths) == 1:
+            auths *= len(settings.dicomweb_urls)
+        pacs = [
+            Pacs(httpx.URL(url.strip()), auth)
+            for url, auth in zip(settings.dicomweb_urls, auths, strict=True)
+        ]
+        client = PacsClient(
+            pool,
+            DicomWebMetrics(registry),
+            settings.max_image_bytes,
+            settings.dicomweb_timeout,
+            settings.dicomweb_connect_timeout,
+        )
+        cache = FetchCache(
+            settings.dicomweb_cache_bytes,
+            settings.dicomweb_cache_entries,
+            settings.dicomweb_cache_ttl,
+        )
+        return cls(pacs, client, cache, pool)
+
+    @property
+    def forwards_credentials(self) -> bool:
+        return any(p.auth.mode == "forward" for p in self._pacs)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def match(self, url: str, param: str) -> DicomWebRef | None:
+        """The series or instance a URL under a configured base names; None for other URLs."""
+        if not self._pacs or not url.startswith(("http://", "https://")):
+            return None
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            return None
+        pacs = next((p for p in self._pacs if p.contains(parsed)), None)
+        if pacs is None:
+            return None
+        found = _RESOURCE.fullmatch(parsed.path[len(pacs.prefix) + 1 :])
+        if found is None or parsed.query or parsed.fragment or parsed.userinfo:
+            raise InvalidRequestError(
+                "a DICOMweb image URL names a series ({base}/studies/{study}/series/{series}) "
+                "or an instance (.../series/{series}/instances/{sop}), without a query",
+                param=param,
+                code="invalid_image_url",
+            )
+        return DicomWebRef(pacs, *found.groups())
+
+    def audit_record(self, url: str) -> dict[str, str] | None:
+        """The PACS host and UIDs of a DICOMweb instance URL, for the audit log only."""
+        ref = self.match(url, "")
+        return ref.audit() if ref is not None else None
+
+    async def expand_parts(self, parts: ImageParts, max_images: int) -> ImageParts:
+        """Each series part becomes one part per chosen instance (same options, same param);
+        every other part stays as it is. Only series metadata is fetched here."""
+        expanded = await asyncio.gather(
+            *(self._expand(param, part, max_images) for param, part in parts)
+        )
+        return [item for items in expanded for item in items]
+
+    async def fetch(self, url: str, param: str) -> bytes | None:
+        """The DICOM file of a DICOMweb instance URL; None for any other URL."""
+        ref = self.match(url, param)
+        if ref is None:
+            return None
+        if ref.instance is None:  # expand_parts turns series into instances first
+            raise InvalidRequestError("a DICOMweb series URL was not expanded", param=param)
+        key = ("instance", ref.url, ref.pacs.auth.caller())
+        data = self._cache.get(key)
+        if data is not None:
+            self._metrics.cache_hits.labels("instance").inc()
+            return data  # type: ignore[return-value]
+        data = await self._client.instance(ref, param)
+        self._cache.put(key, data, len(data))
+        return data
+
+    async def _expand(self, param: str, part: ImagePart, max_images: int) -> ImageParts:
+        spec = part.image_url
+        slices = spec.dicom.slices if spec.dicom is not None else None
+        ref = self.match(spec.url, param)
+        is_series = ref is not None and ref.instance is None
+        if slices is not None and slices > 1 and not is_series:
+            raise InvalidRequestError(
+                "dicom.slices applies to DICOMweb series URLs only",
+                param=f"{param}.dicom.slices",
+                code="invalid_dicom_options",
+            )
+        if slices is not None and slices > max_images:
+            raise InvalidRequestError(
+                f"dicom.slices is {slices}; the server accepts at most {max_images} images "
+                "per request",
+                param=f"{param}.dicom.slices",
+                code="too_many_images",
+            )
+        if ref is None or not is_series:
+            return [(param, part)]
+        chosen = evenly_spaced(await self._series_images(ref, param), slices or 1)
+        return [
+            (param, part.model_copy(update={"image_url": spec.model_copy(update={"url": url})}))
+            for url in (replace(ref, instance=s.sop_uid).url for s in chosen)
+        ]
+
+    async def _series_images(self, ref: DicomWebRef, param: str) -> list[SeriesSlice]:
+        """The series' image instances in anatomical order (cached per caller)."""
+        key = ("metadata", ref.url, ref.pacs.auth.caller())
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._metrics.cache_hits.labels("metadata").inc()
+            return cached  # type: ignore[return-value]
+        body = await self._client.series_metadata(ref, param)
+        loop = asyncio.get_running_loop()
+        try:
+            slices = await loop.run_in_executor(self._pool, parse_series_metadata, body)
+        except (ValueError, RecursionError):
+            raise self._client.bad_response(ref, "series metadata that is not DICOM JSON") from None
+        images = anatomical_order([s for s in slices if s.has_pixels])
+        if not images:
+            self._metrics.errors.labels("no_image").inc()
+            raise InvalidRequestError(
+                f"the series holds no images: none of its {len(slices)} instance(s) has pixel "
+                "data (structured reports, presentation states or other non-image objects)",
+                param=param,
+                code="dicom_no_image",
+            )
+        self._cache.put(key, images, len(body))
+        return images

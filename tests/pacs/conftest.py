@@ -1,0 +1,168 @@
+"""A real PACS (Orthanc + DICOMweb, basic auth on) and one lingshu-server configured for it.
+
+The one server process covers every auth mode with one PACS base URL each:
+  basic    Orthanc itself, with this server's user from a credentials file
+  bearer   Orthanc behind a proxy that checks a bearer token (from a token file)
+  forward  Orthanc behind a transparent proxy: each caller's X-DICOMweb-Authorization decides
+  none     a second, open Orthanc that a test starts and stops (an outage mid-run)
+plus a slow route (a PACS that answers too late) and a port nobody listens on.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from tests.utils.ct_series import CtSeries, synthetic_ct_series
+from tests.utils.orthanc import Orthanc, start_orthanc
+from tests.utils.pacs_proxy import pacs_proxy
+from tests.utils.server import RunningServer, free_port, start_demo_server
+
+SERVER_USER = ("lingshu", "server-secret")
+USERS = {"alice": "alice-secret", "bob": "bob-secret"}
+BEARER_TOKEN = "token-4f1c"
+API_KEYS = ("key-ward-a", "key-ward-b")
+BENCHMARK_KEYS = tuple(f"key-benchmark-{i}" for i in range(4))
+TIMEOUT_S = 4
+SLOW_S = 7
+# pydicom's and pydicom-data's files the PACS holds (name -> what it shows)
+SAMPLE_FILES = (
+    "CT_small.dcm",  # CT, 128x128
+    "emri_small.dcm",  # multi-frame MR, 10 frames of 64x64
+    "JPGLosslessP14SV1_1s_1f_8b.dcm",  # JPEG lossless, 1024x768, stored compressed
+    "RG1_UNCR.dcm",  # pydicom-data's CR chest, MONOCHROME1, 1841x1955
+    "test-SR.dcm",  # a structured report: no pixels
+)
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@dataclass(frozen=True)
+class Instance:
+    study: str
+    series: str
+    sop: str
+    data: bytes
+
+
+@dataclass
+class Pacs:
+    orthanc: Orthanc
+    basic_url: str  # the DICOMweb base URLs the server is configured with, one per auth mode
+    bearer_url: str
+    forward_url: str
+    slow_url: str
+    open_url: str  # an Orthanc without auth, started by the test that needs it
+    open_port: int
+    dead_url: str
+    token_file: Path
+    files: dict[str, Instance]
+    ct: CtSeries  # positions and InstanceNumbers that disagree
+    ct_unpositioned: CtSeries  # InstanceNumber only
+
+    def instance_path(self, instance: Instance) -> str:
+        return f"/studies/{instance.study}/series/{instance.series}/instances/{instance.sop}"
+
+    def series_path(self, series: CtSeries) -> str:
+        return f"/studies/{series.study_uid}/series/{series.series_uid}"
+
+
+def _instance(data: bytes) -> Instance:
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    return Instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, data)
+
+
+@pytest.fixture(scope="session")
+def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
+    root = tmp_path_factory.mktemp("pacs")
+    orthanc = start_orthanc(root / "orthanc", {SERVER_USER[0]: SERVER_USER[1], **USERS})
+    files = {name: _instance(Path(get_testdata_file(name)).read_bytes()) for name in SAMPLE_FILES}
+    ct = synthetic_ct_series(24, name="ct-positioned")
+    ct_unpositioned = synthetic_ct_series(8, with_position=False, name="ct-numbered")
+    orthanc.upload([i.data for i in files.values()])
+    orthanc.upload(ct.shuffled() + ct_unpositioned.shuffled())
+    token_file = root / "pacs-token"
+    token_file.write_text(BEARER_TOKEN + "\n")
+    open_port = free_port()
+    try:
+        with pacs_proxy(orthanc, BEARER_TOKEN, SLOW_S) as proxy:
+            yield Pacs(
+                orthanc=orthanc,
+                basic_url=orthanc.dicomweb_url,
+                bearer_url=f"{proxy}/bearer/dicom-web",
+                forward_url=f"{proxy}/forward/dicom-web",
+                slow_url=f"{proxy}/slow/dicom-web",
+                open_url=f"http://127.0.0.1:{open_port}/dicom-web",
+                open_port=open_port,
+                dead_url=f"http://127.0.0.1:{free_port()}/dicom-web",
+                token_file=token_file,
+                files=files,
+                ct=ct,
+                ct_unpositioned=ct_unpositioned,
+            )
+    finally:
+        orthanc.stop()
+
+
+@pytest.fixture(scope="session")
+def pacs_server_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pacs-server")
+
+
+@pytest.fixture(scope="session")
+def audit_log(pacs_server_dir: Path) -> Path:
+    return pacs_server_dir / "audit.jsonl"
+
+
+@pytest.fixture(scope="session")
+def pacs_server(pacs_server_dir: Path, audit_log: Path, pacs: Pacs) -> Iterator[RunningServer]:
+    root = pacs_server_dir
+    credentials = root / "pacs-credentials"
+    credentials.write_text(f"{SERVER_USER[0]}:{SERVER_USER[1]}\n")
+    routes = [
+        (pacs.basic_url, f"basic:{credentials}"),
+        (pacs.bearer_url, f"bearer:{pacs.token_file}"),
+        (pacs.forward_url, "forward"),
+        (pacs.slow_url, f"bearer:{pacs.token_file}"),
+        (pacs.open_url, "none"),
+        (pacs.dead_url, "none"),
+    ]
+    running = start_demo_server(
+        root / "server.log",
+        "--dicomweb-urls",
+        *(url for url, _ in routes),
+        "--dicomweb-auth",
+        *(auth for _, auth in routes),
+        "--dicomweb-timeout",
+        str(TIMEOUT_S),
+        "--api-keys",
+        ",".join(API_KEYS + BENCHMARK_KEYS),
+        "--audit-log-file",
+        str(audit_log),
+    )
+    yield running
+    running.stop()
+
+
+def sdk_client(server: RunningServer, api_key: str = API_KEYS[0], **headers: str) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{server.base_url}/v1",
+        api_key=api_key,
+        max_retries=0,
+        default_headers=headers or None,
+    )
+
+
+@pytest.fixture(scope="session")
+def sdk(pacs_server: RunningServer) -> openai.OpenAI:
+    return sdk_client(pacs_server)

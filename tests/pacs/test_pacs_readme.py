@@ -1,0 +1,81 @@
+"""The README's PACS examples, run as written against the session's server and PACS."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.pacs.conftest import API_KEYS, USERS
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+USER = "alice"
+
+
+def pacs_section() -> str:
+    text = README.read_text()
+    start = text.index("## Ask about a study in the PACS (DICOMweb)")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
+
+
+def block(language: str) -> str:
+    (found,) = re.findall(rf"```{language}\n(.*?)```", pacs_section(), flags=re.DOTALL)
+    return found
+
+
+def run(command: list[str], env: dict[str, str], cwd: Path) -> str:
+    """Run an example as a user would, with their environment; its standard output."""
+    result = subprocess.run(
+        command,
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def on_test_setup(text: str, server, pacs) -> str:
+    """The example's server and PACS addresses -> this session's (the example uses forward)."""
+    assert "localhost:8000" in text and "http://localhost:8042/dicom-web" in text
+    text = text.replace("http://localhost:8042/dicom-web", pacs.forward_url)
+    return text.replace("localhost:8000", f"127.0.0.1:{server.port}")
+
+
+def user_env() -> dict[str, str]:
+    return {
+        "LINGSHU_API_KEY": API_KEYS[0],
+        "PACS_USER": USER,
+        "PACS_PASSWORD": USERS[USER],
+    }
+
+
+def test_curl_example_asks_about_four_slices_of_a_series(pacs_server, pacs, tmp_path):
+    script = on_test_setup(block("shell"), pacs_server, pacs)
+    script = re.sub(r"(?m)^STUDY=\S+", f"STUDY={pacs.ct.study_uid}", script)
+    script = re.sub(r"(?m)^SERIES=\S+", f"SERIES={pacs.ct.series_uid}", script)
+    body = json.loads(run(["bash", "-euo", "pipefail", "-c", script], user_env(), tmp_path))
+    assert body["object"] == "chat.completion"
+    single = json.loads(
+        run(
+            ["bash", "-euo", "pipefail", "-c", script.replace('"slices": 4', '"slices": 1')],
+            user_env(),
+            tmp_path,
+        )
+    )
+    slice_tokens = body["usage"]["prompt_tokens"] - single["usage"]["prompt_tokens"]
+    assert slice_tokens > 0 and slice_tokens % 3 == 0  # three more slices, same size each
+
+
+def test_python_example_asks_about_one_instance(pacs_server, pacs, tmp_path):
+    code = on_test_setup(block("py"), pacs_server, pacs)
+    ct = pacs.files["CT_small.dcm"]
+    env = {**user_env(), "STUDY": ct.study, "SERIES": ct.series, "SOP": ct.sop}
+    answer = run([sys.executable, "-c", code], env, tmp_path)
+    assert answer.strip()
