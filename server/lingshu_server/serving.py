@@ -95,8 +95,14 @@ class _ChoiceState:
     finish_reason: str | None = None
 
 
+# JSON leaves these unescaped, but Python's str.splitlines (which some SSE clients, httpx's
+# iter_lines among them, use to split events into lines) breaks lines at them: escaped, an event
+# is one line for every client. (Control characters below U+0020 are escaped by JSON already.)
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def sse(data: str) -> str:
-    return f"data: {data}\n\n"
+    return f"data: {data.translate(_LINE_BREAKS)}\n\n"
 
 
 class ChatService:
