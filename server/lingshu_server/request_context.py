@@ -34,6 +34,7 @@ class RequestContext:
     images: list[ImageRecord] = field(default_factory=list)
     client_disconnected: bool = False
     rejection: str | None = None  # why the server turned the request away, if it did
+    stream_error: str | None = None  # a stream that failed after its 200: the error's code
 
 
 current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
