@@ -150,7 +150,8 @@ class ChatCompletionRequest(WireModel):
 
     messages: list[ChatMessage] = Field(min_length=1)
     model: Text | None = None
-    stream: bool = False
+    # OpenAI's spec lets these five be null, meaning the default (see _null_is_default)
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
@@ -158,10 +159,10 @@ class ChatCompletionRequest(WireModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: Text | list[Text] | None = None
     seed: int | None = Field(default=None, ge=INT64_MIN, le=UINT64_MAX)
-    n: int = Field(default=1, ge=1, le=16)
-    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    logprobs: bool = False
+    n: int | None = Field(default=1, ge=1, le=16)
+    presence_penalty: float | None = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=0.0, ge=-2.0, le=2.0)
+    logprobs: bool | None = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
     user: Text | None = None
@@ -173,6 +174,11 @@ class ChatCompletionRequest(WireModel):
     min_tokens: int = Field(default=0, ge=0)
     # Extension: seconds this request may generate (at most the server's --request-timeout)
     request_timeout: float | None = Field(default=None, gt=0.0)
+
+    @field_validator("stream", "n", "presence_penalty", "frequency_penalty", "logprobs")
+    @classmethod
+    def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        return cls.model_fields[info.field_name].default if value is None else value
 
     @field_validator("stop")
     @classmethod
