@@ -5,6 +5,7 @@ answered in OpenAI's error shape (503). They act before the app, so they cost no
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -12,6 +13,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from lingshu_server.errors import (
     APIError,
     HeadersTooLargeError,
+    InvalidRequestError,
     error_response_bytes,
     send_api_error,
 )
@@ -79,15 +81,18 @@ def guarded_http_protocol(
                 self._arm_head_timer()
 
         def send_400_response(self, msg: str) -> None:
-            if not self._head_too_large:
-                super().send_400_response(msg)
-                return
-            error: APIError = HeadersTooLargeError(
-                f"the request line and headers are larger than the {max_header_bytes} bytes "
-                "this server accepts"
+            """uvicorn's answer to a request it cannot parse, in OpenAI's error shape."""
+            error: APIError = (
+                HeadersTooLargeError(
+                    f"the request line and headers are larger than the {max_header_bytes} "
+                    "bytes this server accepts"
+                )
+                if self._head_too_large
+                else InvalidRequestError("the request is not valid HTTP/1.1", code="invalid_http")
             )
             headers, body = error_response_bytes(error, close=True)
-            head = b"HTTP/1.1 431 Request Header Fields Too Large\r\n" + b"".join(
+            status = HTTPStatus(error.status)
+            head = f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() + b"".join(
                 name + b": " + value + b"\r\n" for name, value in headers
             )
             self.transport.write(head + b"\r\n" + body)
