@@ -29,15 +29,6 @@ from tests.utils.server import RunningServer, start_demo_server
 LAST = "engine_death"
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--reliability-long",
-        action="store_true",
-        default=False,
-        help="reliability suite at the issue's full sizes (50 MB prompts, 180 s soak, 8 clients)",
-    )
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{LAST}: kills the reliability server; runs last")
     config.stash[REPORT_KEY] = ReliabilityReport()
