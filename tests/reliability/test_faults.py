@@ -200,3 +200,11 @@ def test_engine_core_killed_mid_stream(rel_server: RunningServer, target: Target
     assert errors, "no stream in flight got an error event"
     assert health_503 is not None and health_503 < DEATH_HEALTH_BOUND_S
     assert code != 0
+    # The streams cut short are logged with their real outcome, not as the 200 they began as.
+    access = [
+        json.loads(line)
+        for line in rel_server.log_text().splitlines()
+        if line.startswith("{") and '"lingshu_server.access"' in line
+    ]
+    failed = [line for line in access if line.get("stream_error")]
+    assert failed and all(line["status"] >= 500 for line in failed)
