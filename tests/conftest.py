@@ -71,6 +71,9 @@ def server(
         image_sources.http_origin.removeprefix("http://"),
         "--local-image-dir",
         str(image_sources.local_dir),
+        # float32, as the model card's reference runs in tests/parity: greedy tokens comparable
+        "--dtype",
+        "float32",
     )
     yield running
     running.stop()
@@ -80,3 +83,60 @@ def server(
 def client(server: RunningServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, timeout=120) as http:
         yield http
+
+
+# The "secured" server: configured as a hospital would run it (keys, limits, audit, CORS).
+INLINE_KEY = "sk-inline-7f3a9c"
+FILE_KEYS = [f"sk-file-{i:02d}-b81d" for i in range(40)]
+ALLOWED_ORIGIN = "https://viewer.hospital.example"
+MAX_BODY = 1_000_000
+
+
+def _start_secured(root: Path) -> RunningServer:
+    key_file = root / "keys"
+    key_file.write_text("# rotated by the platform team\n" + "\n".join(FILE_KEYS) + "\n")
+    audit_path = root / "audit.jsonl"
+    audit_path.unlink(missing_ok=True)
+    server = start_demo_server(
+        root / "server.log",
+        "--api-keys",
+        INLINE_KEY,
+        "--api-key-file",
+        str(key_file),
+        "--max-request-bytes",
+        str(MAX_BODY),
+        "--max-concurrent-requests",
+        "2",
+        "--max-queued-requests",
+        "2",
+        "--rate-limit-per-key",
+        "6",
+        "--audit-log-file",
+        str(audit_path),
+        "--cors-origins",
+        ALLOWED_ORIGIN,
+        "--drain-timeout",
+        "60",
+    )
+    server.key_file = key_file
+    server.audit_path = audit_path
+    return server
+
+
+@pytest.fixture(scope="session")
+def _secured_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunningServer]]:
+    started: list[RunningServer] = []
+    yield started
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def secured(
+    _secured_servers: list[RunningServer], tmp_path_factory: pytest.TempPathFactory
+) -> RunningServer:
+    """One secured server for the session, started again only if a test ended it (the SIGTERM
+    drain test does), so no test depends on running before or after another."""
+    if not _secured_servers or _secured_servers[-1].process.poll() is not None:
+        _secured_servers.append(_start_secured(tmp_path_factory.mktemp("secured")))
+    return _secured_servers[-1]

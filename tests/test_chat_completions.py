@@ -4,38 +4,11 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import jsonschema
 import pytest
 
+from tests.utils.chat import chat, stream_events, user
 from tests.utils.images import image_data_url, image_part, tokens_for
-
-
-def chat(client: httpx.Client, messages: list, **params) -> dict:
-    response = client.post("/v1/chat/completions", json={"messages": messages, **params})
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def stream_events(client: httpx.Client, messages: list, **params) -> list:
-    """Every SSE `data:` payload in order; '[DONE]' stays a string."""
-    body = {"messages": messages, "stream": True, **params}
-    events = []
-    with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if not line:
-                continue
-            assert line.startswith("data: "), line
-            payload = line[len("data: ") :]
-            events.append(payload if payload == "[DONE]" else json.loads(payload))
-    return events
-
-
-def user(*parts) -> dict:
-    content = [p if isinstance(p, dict) else {"type": "text", "text": p} for p in parts]
-    return {"role": "user", "content": content}
 
 
 def test_text_only_completion(client):

@@ -106,3 +106,33 @@ def test_console_script_installed():
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert result.stdout.startswith("lingshu-server ")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Lingshu-7B", ["Lingshu-7B"]),  # how a Kubernetes manifest writes one value
+        ("Lingshu-7B, lingshu", ["Lingshu-7B", "lingshu"]),
+        ('["Lingshu-7B", "lingshu"]', ["Lingshu-7B", "lingshu"]),
+    ],
+)
+def test_list_settings_from_the_environment(monkeypatch, value, expected):
+    monkeypatch.setenv("LINGSHU_SERVED_MODEL_NAME", value)
+    monkeypatch.setenv("LINGSHU_CORS_ORIGINS", value)
+    settings = Settings()
+    assert settings.served_model_name == expected
+    assert settings.cors_origins == expected
+
+
+def test_image_budget_defaults_to_the_checkpoint_and_may_only_tighten(tmp_path):
+    from lingshu_server.demo_model import derive_demo_model
+    from lingshu_server.image_budget import PixelBudget, checkpoint_budget, server_budget
+
+    model = derive_demo_model(tmp_path / "ckpt", min_pixels=3136, max_pixels=401408)
+    checkpoint = checkpoint_budget(str(model))
+    assert checkpoint.budget == PixelBudget(3136, 401408)
+    assert "size.shortest_edge/longest_edge" in checkpoint.source
+    assert server_budget(None, None, checkpoint)[0] == PixelBudget(3136, 401408)
+    assert server_budget(None, 200704, checkpoint)[0] == PixelBudget(3136, 200704)
+    with pytest.raises(ValueError, match="above this checkpoint's limit of 401408"):
+        server_budget(None, 12845056, checkpoint)

@@ -13,49 +13,14 @@ import time
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import ALLOWED_ORIGIN, FILE_KEYS, INLINE_KEY, MAX_BODY
 from tests.utils.errors import assert_openai_error
 from tests.utils.images import data_url, encode, gradient_image, image_part
-from tests.utils.server import RunningServer, start_demo_server
+from tests.utils.metrics import metric
+from tests.utils.server import RunningServer
 
-INLINE_KEY = "sk-inline-7f3a9c"
-FILE_KEYS = [f"sk-file-{i:02d}-b81d" for i in range(40)]
 SECRET_PHRASE = "PATIENT-SECRET-PHRASE-8841 Jane Roe DOB 1950-01-01"
-ALLOWED_ORIGIN = "https://viewer.hospital.example"
-MAX_BODY = 1_000_000
-
-
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory) -> RunningServer:
-    root = tmp_path_factory.mktemp("secured")
-    key_file = root / "keys"
-    key_file.write_text("# rotated by the platform team\n" + "\n".join(FILE_KEYS) + "\n")
-    server = start_demo_server(
-        root / "server.log",
-        "--api-keys",
-        INLINE_KEY,
-        "--api-key-file",
-        str(key_file),
-        "--max-request-bytes",
-        str(MAX_BODY),
-        "--max-concurrent-requests",
-        "2",
-        "--max-queued-requests",
-        "2",
-        "--rate-limit-per-key",
-        "6",
-        "--audit-log-file",
-        str(root / "audit.jsonl"),
-        "--cors-origins",
-        ALLOWED_ORIGIN,
-        "--drain-timeout",
-        "60",
-    )
-    server.key_file = key_file
-    server.audit_path = root / "audit.jsonl"
-    yield server
-    server.stop()
 
 
 def auth(key: str) -> dict[str, str]:
@@ -74,18 +39,8 @@ def post(server: RunningServer, key: str | None, body: dict, **kwargs) -> httpx.
     )
 
 
-def scrape(server: RunningServer) -> dict[str, float]:
-    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
-
-
 def running_requests(server: RunningServer) -> float:
-    return sum(v for k, v in scrape(server).items() if k.startswith("vllm:num_requests_running"))
+    return metric(server.base_url, "vllm:num_requests_running")
 
 
 # ------------------------------------------------------------------------------- API keys
@@ -126,6 +81,9 @@ def test_key_file_rotation_without_restart(secured):
     keys = [k for k in FILE_KEYS if k != old] + [new]
     time.sleep(0.05)  # a new mtime even on coarse filesystems
     secured.key_file.write_text("\n".join(keys) + "\n")
+    deadline = time.monotonic() + 5  # the file is looked at once a second
+    while post(secured, new, chat_body()).status_code == 401 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert post(secured, new, chat_body()).status_code == 200
     assert_openai_error(post(secured, old, chat_body()), 401, code="invalid_api_key")
 
@@ -219,7 +177,8 @@ def test_burst_beyond_admission_gets_fast_503s(secured):
         assert seconds < 2.0, "refusals must be immediate, not after waiting in a queue"
     for _, _, response in ok:
         assert response.json()["usage"]["completion_tokens"] == 48
-    assert scrape(secured)["lingshu_rejected_requests_total{reason=overloaded}"] >= len(refused)
+    rejected = metric(secured.base_url, "lingshu_rejected_requests_total", reason="overloaded")
+    assert rejected >= len(refused)
 
 
 def test_per_key_rate_limit_is_429_with_retry_after(secured):
@@ -243,7 +202,7 @@ def test_max_tokens_above_cap_is_400(secured):
 
 def test_stream_disconnect_aborts_engine_request(secured):
     body = chat_body(max_tokens=4000, ignore_eos=True, stream=True)
-    before = scrape(secured).get("lingshu_client_disconnects_total", 0)
+    before = metric(secured.base_url, "lingshu_client_disconnects_total")
     with httpx.Client(timeout=60) as http:
         with http.stream(
             "POST", f"{secured.base_url}/v1/chat/completions", json=body, headers=auth(FILE_KEYS[5])
@@ -257,7 +216,7 @@ def test_stream_disconnect_aborts_engine_request(secured):
         time.sleep(0.05)
     assert running_requests(secured) == 0
     time.sleep(0.2)
-    assert scrape(secured)["lingshu_client_disconnects_total"] >= before + 1
+    assert metric(secured.base_url, "lingshu_client_disconnects_total") >= before + 1
 
 
 def test_non_streaming_disconnect_aborts_engine_request(secured):
@@ -433,3 +392,4 @@ def test_sigterm_lets_the_stream_finish_then_exits_0(secured):
     finish = [json.loads(x[6:])["choices"][0]["finish_reason"] for x in lines[1:-1]]
     assert finish[-1] == "length"
     assert secured.process.wait(60) == 0
+    assert "Traceback" not in secured.log_text()  # a clean exit, nothing on stderr

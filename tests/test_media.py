@@ -11,20 +11,25 @@ from PIL import Image
 
 from lingshu_server.dicom import DicomOptions
 from lingshu_server.errors import InvalidRequestError
+from lingshu_server.image_budget import (
+    QWEN_MAX_PIXELS,
+    QWEN_MIN_PIXELS,
+    PixelBudget,
+    model_size,
+    resized,
+)
 from lingshu_server.media import (
     EncodedImage,
     ImageLimits,
-    PixelBudget,
     data_url_decoded_size,
     decode_data_url,
     prepare_image,
-    target_size,
 )
-from lingshu_server.settings import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, Settings
+from lingshu_server.settings import Settings
 from tests.utils.images import data_url, encode, gradient_image, png_bomb
 
-LIMITS = ImageLimits.from_settings(Settings())
 DEFAULT = PixelBudget(QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)
+LIMITS = ImageLimits.from_settings(Settings(), DEFAULT)
 
 
 def prepare(data: bytes, budget: PixelBudget = DEFAULT, declared: str | None = None):
@@ -152,16 +157,6 @@ def test_large_image_shrinks_to_max_pixels():
     assert abs(width / height - 1955 / 1841) < 0.05
 
 
-def test_large_jpeg_reduced_decode_gives_same_size_and_content():
-    jpeg = encode(gradient_image(2048, 2048), "JPEG", quality=90)
-    budget = PixelBudget(QWEN_MIN_PIXELS, 256 * 28 * 28)
-    fast = prepare(jpeg, budget).image
-    full = Image.open(io.BytesIO(jpeg)).convert("RGB").resize(fast.size, Image.Resampling.BICUBIC)
-    assert fast.size == (448, 448)
-    diff = np.abs(np.asarray(fast, dtype=int) - np.asarray(full, dtype=int)).mean()
-    assert diff < 12
-
-
 def test_tiny_image_is_upscaled_not_rejected():
     prepared = prepare(encode(gradient_image(10, 10), "PNG"))
     assert prepared.size == (56, 56)  # min 4 tokens of 28x28
@@ -169,9 +164,19 @@ def test_tiny_image_is_upscaled_not_rejected():
     assert one_pixel.num_tokens == 4
 
 
-def test_target_size_matches_qwen_rules():
-    assert target_size(224, 224, DEFAULT) == (224, 224)
-    assert target_size(1000, 700, DEFAULT) == (1008, 700)
+def test_resized_matches_qwen_rules():
+    assert resized(224, 224, DEFAULT) == (224, 224)
+    assert resized(1000, 700, DEFAULT) == (1008, 700)
+
+
+def test_model_size_is_the_recipe_resize_then_the_processor_resize():
+    """1400x1100 under a 512-token processor: qwen-vl-utils makes it 1400x1092, which the
+    processor then takes to 700x532 -- not the 700x560 one resize with 512 tokens gives."""
+    processor = PixelBudget(QWEN_MIN_PIXELS, 512 * 28 * 28)
+    size = model_size(1400, 1100, DEFAULT, processor)
+    assert size.recipe == (1400, 1092)
+    assert size.final == (700, 532) != resized(1400, 1100, processor)
+    assert size.resized_twice and size.tokens == 25 * 19
 
 
 def test_extreme_aspect_ratio_is_400():
@@ -212,31 +217,31 @@ def test_decompression_bomb_refused_from_header():
         ("low", None, None, PixelBudget(QWEN_MIN_PIXELS, 256 * 28 * 28)),
         ("low", None, 100 * 28 * 28, PixelBudget(QWEN_MIN_PIXELS, 100 * 28 * 28)),
         (None, 8 * 28 * 28, 64 * 28 * 28, PixelBudget(8 * 28 * 28, 64 * 28 * 28)),
-        # explicit values beyond the server's caps are clamped to them
-        (None, 1, 10**12, PixelBudget(QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)),
+        # as a model card message's min/max pixels: the processor's limits apply afterwards
+        (None, 1, 10**12, PixelBudget(1, 10**12)),
     ],
 )
 def test_budget_from_detail_and_explicit_pixels(detail, min_pixels, max_pixels, expected):
     assert LIMITS.budget(detail, min_pixels, max_pixels) == expected
 
 
-def test_budget_clamped_to_a_smaller_server_cap():
-    limits = ImageLimits.from_settings(Settings(max_pixels=200 * 28 * 28))
-    assert limits.budget(None, None, 10**9).max_pixels == 200 * 28 * 28
-    assert limits.budget("low", None, None).max_pixels == 200 * 28 * 28
-    assert limits.budget(None, 10**9, None) == PixelBudget(200 * 28 * 28, 200 * 28 * 28)
+def test_no_request_budget_passes_the_processor_budget():
+    small = PixelBudget(QWEN_MIN_PIXELS, 200 * 28 * 28)
+    limits = ImageLimits.from_settings(Settings(), small)
+    png = encode(gradient_image(1955, 1841), "PNG")
+    for budget in (limits.budget(None, None, 10**9), limits.budget(None, 10**9, None)):
+        prepared = prepare_image(EncodedImage(png, None), limits, budget, DicomOptions(), "p")
+        assert prepared.num_tokens <= 200
+        assert prepared.size == resized(*prepared.image.size, small)  # the processor's step
 
 
-def test_resized_once_by_whoever_must():
-    """At the engine's own budget the engine's processor does the (same) resize; at a smaller
-    budget it is done here, to a size the engine's processor then keeps."""
+def test_the_server_resizes_as_the_recipe_and_leaves_the_processor_nothing_to_do():
     png = encode(gradient_image(1000, 700), "PNG")
     as_engine = prepare(png)
-    assert as_engine.size == (1008, 700)
-    assert as_engine.image.size == (1000, 700)  # untouched: no second resize
+    assert as_engine.size == as_engine.image.size == (1008, 700)
     smaller = prepare(png, PixelBudget(QWEN_MIN_PIXELS, 200 * 28 * 28))
     assert smaller.image.size == smaller.size
-    assert target_size(*smaller.size, DEFAULT) == smaller.size
+    assert resized(*smaller.size, DEFAULT) == smaller.size
 
 
 def test_images_are_hashed_only_for_the_audit_log(tmp_path):
@@ -244,6 +249,6 @@ def test_images_are_hashed_only_for_the_audit_log(tmp_path):
 
     png = encode(gradient_image(56, 56), "PNG")
     assert prepare(png).sha256 is None  # no audit log: no hashing work
-    audited = ImageLimits.from_settings(Settings(audit_log_file=tmp_path / "audit.jsonl"))
+    audited = ImageLimits.from_settings(Settings(audit_log_file=tmp_path / "audit.jsonl"), DEFAULT)
     prepared = prepare_image(EncodedImage(png, None), audited, DEFAULT, DicomOptions(), "p")
     assert prepared.sha256 == hashlib.sha256(png).hexdigest()

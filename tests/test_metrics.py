@@ -6,33 +6,13 @@ import time
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from pydicom.data import get_testdata_file
 
 from lingshu_server import __version__
 from tests.utils.images import data_url, encode, gradient_image, image_part
+from tests.utils.metrics import scrape, value
 
 CHAT = "/v1/chat/completions"
-
-
-def scrape(client: httpx.Client) -> dict[tuple[str, tuple], float]:
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    return sum(
-        v
-        for (sample_name, sample_labels), v in samples.items()
-        if sample_name == name and set(labels.items()) <= set(sample_labels)
-    )
 
 
 def chat(client: httpx.Client, content, **params) -> httpx.Response:

@@ -27,6 +27,7 @@ from lingshu_server.chat import (
 )
 from lingshu_server.engine import Engine, vllm_version
 from lingshu_server.errors import install_error_handlers
+from lingshu_server.image_budget import checkpoint_budget, server_budget
 from lingshu_server.image_sources import ImageFetcher, ImageSourcePolicy
 from lingshu_server.lifecycle import Lifecycle, Stage, watch_engine
 from lingshu_server.limits import AdmissionController, BodySizeLimitMiddleware, RateLimiter
@@ -38,6 +39,7 @@ from lingshu_server.openapi import install_openapi
 from lingshu_server.routes import public, v1
 from lingshu_server.serving import ChatService
 from lingshu_server.settings import Settings
+from lingshu_server.structured_output import StructuredOutput
 from lingshu_server.telemetry import TelemetryMiddleware
 
 logger = logging.getLogger(__name__)
@@ -76,8 +78,22 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
     lifecycle: Lifecycle = app.state.lifecycle
     lifecycle.enter(Stage.CHECKING_MODEL)
     await asyncio.to_thread(check_supported_model, settings.model)
+    checkpoint = await asyncio.to_thread(checkpoint_budget, settings.model)
+    budget, source = server_budget(settings.min_pixels, settings.max_pixels, checkpoint)
+    low, high = budget.tokens
+    logger.info(
+        "image budget",
+        extra={
+            "fields": {
+                "min_pixels": budget.min_pixels,
+                "max_pixels": budget.max_pixels,
+                "image_tokens": f"{low}..{high}",
+                "source": source,
+            }
+        },
+    )
     lifecycle.enter(Stage.LOADING_ENGINE)
-    engine = await in_daemon_thread(Engine, settings)
+    engine = await in_daemon_thread(Engine, settings, budget)
     app.state.engine = engine
     lifecycle.enter(Stage.PREPARING)
     template = load_chat_template(settings.model, engine.tokenizer)
@@ -85,9 +101,10 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         template_renderer(engine.tokenizer, template),
         tokenizer_encoder(engine.tokenizer),
         app.state.image_pool,
-        ImageLimits.from_settings(settings),
+        ImageLimits.from_settings(settings, budget),
         settings.max_images_per_request,
         app.state.image_fetcher,
+        engine.max_model_len,
     )
     admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)
     app.state.metrics.queued.set_function(lambda: admission.waiting)
@@ -98,6 +115,7 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         settings.max_tokens_cap,
         admission,
         app.state.metrics,
+        StructuredOutput(app.state.image_pool),
         settings.request_timeout,
     )
     lifecycle.enter(Stage.READY)

@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -44,15 +45,27 @@ def _parse_keys(text: str, separator: str | None) -> list[str]:
     return keys
 
 
-class ApiKeyStore:
-    """The accepted keys; the file is re-read whenever its mtime or size changes."""
+# The key file is looked at (a stat) at most this often: not on every request's event loop turn.
+KEY_FILE_CHECK_INTERVAL_S = 1.0
 
-    def __init__(self, inline: str | None, path: Path | None):
+
+class ApiKeyStore:
+    """The accepted keys; the file is re-read when its mtime or size changes (seen within
+    KEY_FILE_CHECK_INTERVAL_S)."""
+
+    def __init__(
+        self,
+        inline: str | None,
+        path: Path | None,
+        check_interval: float = KEY_FILE_CHECK_INTERVAL_S,
+    ):
         self._inline = _parse_keys(inline, ",") if inline else []
         self._path = path
         self._file_keys: list[str] = []
         self._stamp: tuple[float, int] | None = None
         self._lock = threading.Lock()
+        self._check_interval = check_interval
+        self._checked_at = time.monotonic()
         self._refresh()
 
     @property
@@ -81,7 +94,10 @@ class ApiKeyStore:
         logger.info("API key file loaded", extra={"fields": {"keys": len(keys)}})
 
     def keys(self) -> list[str]:
-        self._refresh()
+        now = time.monotonic()
+        if now - self._checked_at >= self._check_interval:
+            self._checked_at = now
+            self._refresh()
         return self._inline + self._file_keys
 
     def match(self, presented: str) -> str | None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lingshu_server.dicom import DicomOptions
-from lingshu_server.errors import InvalidRequestError
+from lingshu_server.errors import ContextLengthExceededError, InvalidRequestError
+from lingshu_server.image_budget import PixelBudget
 from lingshu_server.image_sources import ImageFetcher
 from lingshu_server.media import (
     EncodedImage,
@@ -19,13 +21,15 @@ from lingshu_server.media import (
     PreparedImage,
     data_url_decoded_size,
     decode_data_url,
-    prepare_image,
+    decode_image,
+    probe_image,
 )
 from lingshu_server.protocol import ChatMessage, ImagePart, TextPart
 
 # The template expands each image part to <|vision_start|><|image_pad|><|vision_end|>;
 # vLLM then expands the single <|image_pad|> to one token per 28x28 pixels.
 IMAGE_PART = {"type": "image"}
+T = TypeVar("T")
 
 
 @dataclass
@@ -87,8 +91,61 @@ def image_parts(messages: list[ChatMessage]) -> list[tuple[str, ImagePart]]:
     return found
 
 
+def text_length(messages: list[ChatMessage]) -> int:
+    """Characters of text in the messages (the template adds a few dozen more)."""
+    total = 0
+    for message in messages:
+        if isinstance(message.content, str):
+            total += len(message.content)
+        elif message.content is not None:
+            total += sum(len(part.text) for part in message.content if isinstance(part, TextPart))
+    return total
+
+
+def message_texts(messages: list[ChatMessage]) -> Iterator[str]:
+    for message in messages:
+        if isinstance(message.content, str):
+            yield message.content
+        elif message.content is not None:
+            yield from (part.text for part in message.content if isinstance(part, TextPart))
+
+
+# A long text is counted in pieces of this many characters, so that counting stops as soon as
+# the context is known to overflow, whatever the size of the text.
+COUNT_CHUNK_CHARS = 64 * 1024
+# malloc keeps freed memory for reuse; after tokenizing this much text, hand it back.
+TRIM_AFTER_CHARS = 1024 * 1024
+
+
+def tokens_at_least(texts: Iterable[str], tokenize: Callable[[str], list[int]], limit: int) -> int:
+    """A lower bound on the tokens of `texts`, counted piece by piece up to `limit` (and a
+    little past it). Cutting a text can only add a token at each cut, never remove one, so
+    the count minus one per cut is a lower bound."""
+    counted = cuts = 0
+    for text in texts:
+        for start in range(0, len(text), COUNT_CHUNK_CHARS):
+            counted += len(tokenize(text[start : start + COUNT_CHUNK_CHARS]))
+            cuts += 1
+            if counted - cuts > limit:
+                return counted - cuts
+    return max(0, counted - cuts)
+
+
+def release_memory() -> None:
+    """Return freed heap pages to the OS (glibc); a no-op elsewhere."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class ChatPromptBuilder:
-    """Renders messages with the model's template; fetches and decodes images in a worker pool."""
+    """Renders messages with the model's template; fetches, probes and decodes images.
+
+    All CPU work that grows with the request runs in the worker pool, cheapest first: the
+    text and the images' headers are sized before anything is decoded, so a prompt that
+    cannot fit the context is refused before it costs memory or time.
+    """
 
     def __init__(
         self,
@@ -98,6 +155,7 @@ class ChatPromptBuilder:
         limits: ImageLimits,
         max_images: int,
         fetcher: ImageFetcher,
+        max_model_len: int,
     ):
         self._render = render
         self._tokenize = tokenize
@@ -105,6 +163,7 @@ class ChatPromptBuilder:
         self._limits = limits
         self._max_images = max_images
         self._fetcher = fetcher
+        self._max_model_len = max_model_len
 
     async def build(self, messages: list[ChatMessage]) -> ChatPrompt:
         parts = image_parts(messages)
@@ -121,17 +180,62 @@ class ChatPromptBuilder:
             if part.image_url.url.startswith("data:")
         )
         self._check_request_bytes(inline)
-        encoded = await asyncio.gather(*(self._fetch(part, param) for param, part in parts))
+        (text, token_ids), encoded = await asyncio.gather(
+            self._in_pool(self._text_tokens, messages),
+            asyncio.gather(*(self._fetch(part, param) for param, part in parts)),
+        )
         self._check_request_bytes(sum(len(e.data) for e in encoded))
-        loop = asyncio.get_running_loop()
-        images = await asyncio.gather(
+        probed = await asyncio.gather(
             *(
-                loop.run_in_executor(self._pool, self._prepare, data, part, param)
+                self._in_pool(probe_image, data, self._limits, self._budget(part), param)
                 for data, (param, part) in zip(encoded, parts, strict=True)
             )
         )
+        image_tokens = sum(image.num_tokens for image in probed)
+        self._check_context(len(token_ids) - len(parts) + image_tokens, image_tokens, len(parts))
+        images = await asyncio.gather(
+            *(
+                self._in_pool(decode_image, image, self._limits, _dicom_options(part), param)
+                for image, (param, part) in zip(probed, parts, strict=True)
+            )
+        )
+        return ChatPrompt(text=text, token_ids=token_ids, images=list(images))
+
+    async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _text_tokens(self, messages: list[ChatMessage]) -> tuple[str, list[int]]:
+        """The rendered prompt and its tokens, refusing early a text that cannot fit."""
+        chars = text_length(messages)
+        if chars > self._max_model_len:  # only then can the text alone overflow the context
+            at_least = tokens_at_least(message_texts(messages), self._tokenize, self._max_model_len)
+            if at_least >= self._max_model_len:
+                release_memory()
+                raise self._too_long(f"more than {at_least} tokens of text")
         text = self._render(_template_messages(messages))
-        return ChatPrompt(text=text, token_ids=self._tokenize(text), images=list(images))
+        token_ids = self._tokenize(text)
+        if chars > TRIM_AFTER_CHARS:
+            release_memory()
+        return text, token_ids
+
+    def _check_context(self, total: int, image_tokens: int, images: int) -> None:
+        """Refuse, before any image is decoded, a prompt that leaves no room to answer."""
+        if total < self._max_model_len:
+            return
+        detail = (
+            f"{total} tokens, {image_tokens} of them for {images} image(s); send smaller "
+            "images (image_url.detail 'low' or max_pixels)"
+            if images
+            else f"{total} tokens"
+        )
+        raise self._too_long(detail)
+
+    def _too_long(self, detail: str) -> ContextLengthExceededError:
+        return ContextLengthExceededError(
+            f"This model's maximum context length is {self._max_model_len} tokens. However, "
+            f"the prompt has {detail}, and at least one more is needed to answer.",
+            param="messages",
+        )
 
     def _check_request_bytes(self, total: int) -> None:
         if total > self._limits.max_request_image_bytes:
@@ -146,22 +250,19 @@ class ChatPromptBuilder:
         url = part.image_url.url
         if url.startswith("data:"):
             # base64 decoding of big images is CPU work: keep it off the event loop
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._pool, decode_data_url, url, param, self._limits.max_image_bytes
-            )
+            return await self._in_pool(decode_data_url, url, param, self._limits.max_image_bytes)
         return EncodedImage(data=await self._fetcher.fetch(url, param), declared_type=None)
 
-    def _prepare(self, encoded: EncodedImage, part: ImagePart, param: str) -> PreparedImage:
+    def _budget(self, part: ImagePart) -> PixelBudget:
         spec = part.image_url
-        budget = self._limits.budget(spec.detail, spec.min_pixels, spec.max_pixels)
-        window = spec.dicom
-        dicom = (
-            DicomOptions(window.window, window.center, window.width, window.frame)
-            if window is not None
-            else DicomOptions()
-        )
-        return prepare_image(encoded, self._limits, budget, dicom, param)
+        return self._limits.budget(spec.detail, spec.min_pixels, spec.max_pixels)
+
+
+def _dicom_options(part: ImagePart) -> DicomOptions:
+    window = part.image_url.dicom
+    if window is None:
+        return DicomOptions()
+    return DicomOptions(window.window, window.center, window.width, window.frame)
 
 
 def tokenizer_encoder(tokenizer: Any) -> Callable[[str], list[int]]:

@@ -12,6 +12,7 @@ Public API:
 * :data:`DEMO_MODEL_VERSION` -- part of the cache key; bump it whenever the recipe changes.
 * :func:`build_demo_model` -- write a complete model directory to a given path.
 * :func:`ensure_demo_model` -- return the cached model directory, building it once if missing.
+* :func:`derive_demo_model` -- the same checkpoint with other image limits (`size` form).
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEMO_MODEL_VERSION", "build_demo_model", "default_cache_dir", "ensure_demo_model"]
+__all__ = [
+    "DEMO_MODEL_VERSION",
+    "build_demo_model",
+    "default_cache_dir",
+    "derive_demo_model",
+    "ensure_demo_model",
+]
 
 #: Part of the cache directory name: bump whenever the files written by the recipe change.
 DEMO_MODEL_VERSION = "2"
@@ -396,8 +403,31 @@ def _save_generation_config(target: Path, ids: dict[str, int]) -> None:
     )
 
 
-def _save_preprocessor_config(target: Path) -> None:
-    min_pixels, max_pixels = 4 * 28 * 28, 16384 * 28 * 28  # 3136, 12845056
+def derive_demo_model(target: Path, *, min_pixels: int, max_pixels: int) -> Path:
+    """The demo checkpoint with other image limits, written in current transformers' form
+    (`size.shortest_edge`/`size.longest_edge`, no `min_pixels`/`max_pixels` keys).
+
+    Every other file is a symlink to the cached demo model, so this costs nothing to make.
+    """
+    source = ensure_demo_model()
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.name != "preprocessor_config.json" and not (target / item.name).exists():
+            (target / item.name).symlink_to(item)
+    _save_preprocessor_config(target, min_pixels, max_pixels, size_form_only=True)
+    return target
+
+
+def _save_preprocessor_config(
+    target: Path,
+    min_pixels: int = 4 * 28 * 28,  # 3136
+    max_pixels: int = 16384 * 28 * 28,  # 12845056
+    size_form_only: bool = False,
+) -> None:
+    limits: dict[str, Any] = {"size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}}
+    if not size_form_only:  # the older form, as Qwen2.5-VL's own checkpoints ship it
+        limits = {"min_pixels": min_pixels, "max_pixels": max_pixels, **limits}
     _write_json(
         target / "preprocessor_config.json",
         {
@@ -411,9 +441,7 @@ def _save_preprocessor_config(target: Path) -> None:
             "image_mean": _IMAGE_MEAN,
             "image_std": _IMAGE_STD,
             "resample": 3,
-            "min_pixels": min_pixels,
-            "max_pixels": max_pixels,
-            "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
+            **limits,
             "patch_size": 14,
             "temporal_patch_size": 2,
             "merge_size": 2,

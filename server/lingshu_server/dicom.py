@@ -93,6 +93,28 @@ def dicom_to_image(
         raise _error("the DICOM file is truncated or corrupt", param, "invalid_dicom") from None
 
 
+def dicom_size(data: bytes, param: str, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) of a DICOM image from its header, without decoding a pixel."""
+    try:
+        ds = _read(data, param)
+        rows, columns = int(ds.Rows), int(ds.Columns)
+    except InvalidRequestError:
+        raise
+    except Exception:  # any parse failure of untrusted bytes
+        raise _error("the DICOM file is truncated or corrupt", param, "invalid_dicom") from None
+    _check_pixels(rows, columns, param, max_pixels)
+    return columns, rows
+
+
+def _check_pixels(rows: int, columns: int, param: str, max_pixels: int | None) -> None:
+    if max_pixels is not None and rows * columns > max_pixels:
+        raise _error(
+            f"DICOM image is {columns}x{rows} pixels, more than the server decodes",
+            param,
+            "image_too_large",
+        )
+
+
 def _error(message: str, param: str, code: str) -> InvalidRequestError:
     return InvalidRequestError(message, param=param, code=code)
 
@@ -115,13 +137,7 @@ def _render(
     data: bytes, options: DicomOptions, default_ct_window: str, param: str, max_pixels: int | None
 ) -> Image.Image:
     ds = _read(data, param)
-    rows, columns = int(ds.Rows), int(ds.Columns)
-    if max_pixels is not None and rows * columns > max_pixels:
-        raise _error(
-            f"DICOM image is {columns}x{rows} pixels, more than the server decodes",
-            param,
-            "image_too_large",
-        )
+    _check_pixels(int(ds.Rows), int(ds.Columns), param, max_pixels)
     frames = int(ds.get("NumberOfFrames") or 1)
     frame = frames // 2 if options.frame is None else options.frame
     if not 0 <= frame < frames:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from lingshu_server.errors import (
     InternalServerError,
     InvalidRequestError,
 )
+from lingshu_server.image_budget import PixelBudget
 from lingshu_server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -57,9 +58,7 @@ class SamplingOptions:
     ignore_eos: bool = False
     min_tokens: int = 0
     logprobs: int | None = None  # number of top alternatives; None = no logprobs
-    json_schema: dict[str, Any] | None = None
-    json_object: bool = False
-    compact_json: bool = True
+    grammar: str | None = None  # EBNF the output must follow (structured output)
 
 
 @dataclass
@@ -73,7 +72,7 @@ class TokenLogprob:
 class ChoiceDelta:
     index: int
     text: str
-    num_tokens: int
+    token_ids: list[int]
     logprobs: list[TokenLogprob] | None
     finish_reason: str | None
 
@@ -85,9 +84,10 @@ class EngineStep:
     prompt_tokens: int
     choices: list[ChoiceDelta]
     finished: bool
+    prompt_token_ids: Sequence[int] = ()  # as the engine saw them: image tokens expanded
 
 
-def _engine_args(settings: Settings) -> Any:
+def _engine_args(settings: Settings, image_budget: PixelBudget) -> Any:
     from vllm import AsyncEngineArgs
 
     kwargs: dict[str, Any] = {
@@ -99,14 +99,16 @@ def _engine_args(settings: Settings) -> Any:
         "gpu_memory_utilization": settings.gpu_memory_utilization,
         "enforce_eager": settings.enforce_eager,
         "limit_mm_per_prompt": {"image": settings.max_images_per_request, "video": 0},
-        # The engine's processor gets the same budget we resize to, so it never resizes again.
-        # Structured output is compact JSON: vLLM's default grammar allows unbounded whitespace,
-        # and a weak model then emits whitespace until max_tokens.
-        # (vLLM allows that switch only with an explicit xgrammar or guidance backend.)
-        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+        # Structured output arrives as EBNF built by structured_output.py (compact unless the
+        # client allows whitespace); xgrammar enforces it.
+        "structured_outputs_config": {"backend": "xgrammar"},
+        # The processor's budget in the form current transformers reads (`size`); images
+        # arrive already at the size it computes, so it does not resize them again.
         "mm_processor_kwargs": {
-            "min_pixels": settings.min_pixels,
-            "max_pixels": settings.max_pixels,
+            "size": {
+                "shortest_edge": image_budget.min_pixels,
+                "longest_edge": image_budget.max_pixels,
+            }
         },
     }
     optional = {
@@ -126,16 +128,8 @@ def _sampling_params(options: SamplingOptions, defaults: dict[str, Any]) -> Any:
     from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
     structured = None
-    schema = options.json_schema
-    if schema is None and options.json_object:
-        schema = {"type": "object"}
-    if schema is not None and options.compact_json:
-        # The engine is started with disable_any_whitespace (see _engine_args): compact JSON.
-        structured = StructuredOutputsParams(json=schema)
-    elif schema is not None:
-        # The client asked for whitespace: vLLM only sets that engine-wide, so hand xgrammar's
-        # own whitespace-tolerant grammar for this schema to the engine instead.
-        structured = StructuredOutputsParams(grammar=_whitespace_json_grammar(schema))
+    if options.grammar is not None:
+        structured = StructuredOutputsParams(grammar=options.grammar)
     kwargs: dict[str, Any] = {
         "n": options.n,
         "max_tokens": options.max_tokens,
@@ -162,17 +156,6 @@ def _sampling_params(options: SamplingOptions, defaults: dict[str, Any]) -> Any:
         elif name in defaults:
             kwargs[name] = defaults[name]
     return SamplingParams(**kwargs)
-
-
-def _whitespace_json_grammar(schema: dict[str, Any]) -> str:
-    import xgrammar
-
-    try:
-        return str(xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=True))
-    except Exception as exc:  # xgrammar raises RuntimeError for schemas it cannot compile
-        raise InvalidRequestError(
-            f"unsupported JSON schema: {exc}", param="response_format"
-        ) from None
 
 
 def _logprobs(completion: Any, num_top: int) -> list[TokenLogprob]:
@@ -209,13 +192,34 @@ def _translate_error(exc: BaseException) -> Exception:
     return InternalServerError("generation failed")
 
 
+def _async_llm_class() -> Any:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    class OnceShutAsyncLLM(AsyncLLM):
+        """AsyncLLM whose shutdown runs once. Its __del__ shuts down again, at interpreter
+        exit when vLLM's module globals are already gone, and prints a TypeError traceback."""
+
+        _shut_down = False
+
+        def __del__(self) -> None:
+            if sys.is_finalizing():  # too late to shut down cleanly; the engine core's own
+                return  # watch on this process ends it
+            self.shutdown()
+
+        def shutdown(self, timeout: float | None = None) -> None:
+            if self._shut_down:
+                return
+            self._shut_down = True
+            super().shutdown(timeout)
+
+    return OnceShutAsyncLLM
+
+
 class Engine:
     """AsyncLLM started once for the app's lifetime."""
 
-    def __init__(self, settings: Settings):
-        from vllm.v1.engine.async_llm import AsyncLLM
-
-        self._llm = AsyncLLM.from_engine_args(_engine_args(settings))
+    def __init__(self, settings: Settings, image_budget: PixelBudget):
+        self._llm = _async_llm_class().from_engine_args(_engine_args(settings, image_budget))
         self.max_model_len: int = self._llm.model_config.max_model_len
         self.tokenizer = self._llm.get_tokenizer()
         model_defaults = self._llm.model_config.get_diff_sampling_param()
@@ -250,7 +254,7 @@ class Engine:
                     ChoiceDelta(
                         index=c.index,
                         text=c.text,
-                        num_tokens=len(c.token_ids),
+                        token_ids=list(c.token_ids),
                         logprobs=_logprobs(c, num_top) if options.logprobs is not None else None,
                         finish_reason=c.finish_reason,
                     )
@@ -258,6 +262,7 @@ class Engine:
                 ]
                 yield EngineStep(
                     prompt_tokens=len(output.prompt_token_ids or ()),
+                    prompt_token_ids=output.prompt_token_ids or (),
                     choices=choices,
                     finished=output.finished,
                 )

@@ -234,9 +234,13 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return _json(exc.status_code, error_body(message, type_, None, code), exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # The type and the stack only: an exception's message may quote request content.
-        logger.error("unhandled error: %s\n%s", type(exc).__name__, stack_without_message(exc))
-        err = InternalServerError("internal server error")
-        return _json(err.status, err.body())
+
+def log_unexpected(exc: BaseException) -> None:
+    """The type and the stack only: an exception's message may quote request content."""
+    logger.error("unhandled error: %s\n%s", type(exc).__name__, stack_without_message(exc))
+
+
+def unexpected_error_response() -> JSONResponse:
+    """The 500 for a bug: OpenAI's shape, nothing about the cause (see TelemetryMiddleware)."""
+    err = InternalServerError("internal server error")
+    return _json(err.status, err.body())

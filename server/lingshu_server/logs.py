@@ -6,6 +6,7 @@ records are built from RequestContext, which holds counts, hashes and ids only.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -71,12 +72,20 @@ def _vllm_logging_config(level: str) -> dict[str, Any]:
     }
 
 
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """One handler on the root logger; uvicorn's and vLLM's loggers propagate to it."""
     if fmt == "json" and "VLLM_LOGGING_CONFIG_PATH" not in os.environ:
-        config = Path(tempfile.mkstemp(prefix="lingshu-vllm-logging-", suffix=".json")[1])
-        config.write_text(json.dumps(_vllm_logging_config(level.upper())))
-        os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config)
+        # vLLM's processes (the engine core is spawned later) read the file at start-up, so it
+        # lives as long as this process, and no longer.
+        fd, name = tempfile.mkstemp(prefix="lingshu-vllm-logging-", suffix=".json")
+        with os.fdopen(fd, "w") as config:
+            json.dump(_vllm_logging_config(level.upper()), config)
+        atexit.register(_remove, Path(name))
+        os.environ["VLLM_LOGGING_CONFIG_PATH"] = name
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     if fmt == "json":

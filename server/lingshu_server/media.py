@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import pybase64
 from PIL import Image, ImageOps, UnidentifiedImageError
-from qwen_vl_utils.vision_process import MAX_RATIO, smart_resize
+from qwen_vl_utils.vision_process import MAX_RATIO
 
-from lingshu_server.dicom import DicomOptions, dicom_to_image, is_dicom
+from lingshu_server.dicom import DicomOptions, dicom_size, dicom_to_image, is_dicom
 from lingshu_server.errors import InvalidRequestError
-from lingshu_server.settings import IMAGE_FACTOR, Settings
+from lingshu_server.image_budget import RECIPE_DEFAULT, ImageSize, PixelBudget, model_size
+from lingshu_server.settings import Settings
 
 # Our explicit pixel cap (checked from the header) replaces PIL's bomb warning. Set once here:
 # warnings.catch_warnings is not thread-safe, and images decode in a thread pool.
@@ -32,17 +33,10 @@ DICOM_MIME_TYPES = frozenset({"application/dicom", "application/dicom+file"})
 
 
 @dataclass(frozen=True)
-class PixelBudget:
-    min_pixels: int
-    max_pixels: int
-
-
-@dataclass(frozen=True)
 class ImageLimits:
-    """The server's image policy, from Settings."""
+    """The server's image policy: the processor's budget in force, and the safety caps."""
 
-    min_pixels: int
-    max_pixels: int
+    processor: PixelBudget  # what the engine's processor brings every image within
     low_detail_max_pixels: int
     max_image_bytes: int
     max_request_image_bytes: int
@@ -51,11 +45,10 @@ class ImageLimits:
     hash_images: bool = False  # SHA-256 of each image's bytes, only for the audit log
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ImageLimits:
+    def from_settings(cls, settings: Settings, processor: PixelBudget) -> ImageLimits:
         return cls(
-            min_pixels=settings.min_pixels,
-            max_pixels=settings.max_pixels,
-            low_detail_max_pixels=min(settings.low_detail_max_pixels, settings.max_pixels),
+            processor=processor,
+            low_detail_max_pixels=settings.low_detail_max_pixels,
             max_image_bytes=settings.max_image_bytes,
             max_request_image_bytes=settings.max_request_image_bytes,
             max_image_pixels=settings.max_image_pixels,
@@ -66,14 +59,16 @@ class ImageLimits:
     def budget(
         self, detail: str | None, min_pixels: int | None, max_pixels: int | None
     ) -> PixelBudget:
-        """`detail` picks a budget; explicit min/max pixels win but stay within the server caps."""
-        upper = self.low_detail_max_pixels if detail == "low" else self.max_pixels
-        if max_pixels is not None:
-            upper = max_pixels
-        lower = self.min_pixels if min_pixels is None else min_pixels
-        upper = min(max(upper, self.min_pixels), self.max_pixels)
-        lower = min(max(lower, self.min_pixels), upper)
-        return PixelBudget(lower, upper)
+        """The budget the model card's recipe would resize with (a message's min/max pixels).
+
+        `detail: low` stands for a max_pixels of --low-detail-max-pixels; explicit values win.
+        The processor's budget applies afterwards (see image_budget.model_size), so nothing
+        here can take an image past the server's limits.
+        """
+        upper = self.low_detail_max_pixels if detail == "low" else RECIPE_DEFAULT.max_pixels
+        upper = upper if max_pixels is None else max_pixels
+        lower = RECIPE_DEFAULT.min_pixels if min_pixels is None else min_pixels
+        return PixelBudget(min(lower, upper), upper)
 
 
 @dataclass
@@ -83,20 +78,29 @@ class EncodedImage:
 
 
 @dataclass
-class PreparedImage:
-    image: Image.Image  # RGB; the engine's processor brings it to `size` if it is not already
-    size: tuple[int, int]  # (width, height) the model sees: multiples of 28, within the budget
+class ProbedImage:
+    """An image whose header has been read, and nothing decoded: its size and token cost."""
+
+    encoded: EncodedImage
     source_format: str  # "PNG", "JPEG", "DICOM", ...
-    encoded_bytes: int
     source_size: tuple[int, int]  # (width, height) as sent, upright
-    sha256: str | None  # of the encoded bytes, when an audit log records it
-    seconds: float  # decode + resize time
+    size: ImageSize  # where the model card's recipe takes it
 
     @property
     def num_tokens(self) -> int:
-        """Visual tokens the model sees for this image (one per 28x28 pixels)."""
-        width, height = self.size
-        return (width // IMAGE_FACTOR) * (height // IMAGE_FACTOR)
+        return self.size.tokens
+
+
+@dataclass
+class PreparedImage:
+    image: Image.Image  # RGB, as qwen-vl-utils' fetch_image makes it
+    size: tuple[int, int]  # (width, height) the model sees, after the processor's budget
+    source_format: str
+    encoded_bytes: int
+    source_size: tuple[int, int]
+    sha256: str | None  # of the encoded bytes, when an audit log records it
+    seconds: float  # probe + decode + resize time
+    num_tokens: int  # visual tokens the model sees (one per 28x28 pixels)
 
 
 def data_url_decoded_size(url: str) -> int:
@@ -153,56 +157,82 @@ def _too_large(width: int, height: int, param: str) -> InvalidRequestError:
     )
 
 
-def open_image(
-    data: bytes, param: str, max_pixels: int, budget: PixelBudget | None = None
-) -> tuple[Image.Image, str, tuple[int, int]]:
-    """The decoded, upright image, its real format (sniffed) and its full upright size.
+def _not_an_image(param: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        "the data is not an image in a supported format (PNG, JPEG, WebP, BMP, GIF, TIFF or DICOM)",
+        param=param,
+        code="invalid_image",
+    )
 
-    The size in the header is checked before any pixel is decoded, so a small file that
-    declares a huge image (a decompression bomb) costs nothing. With a budget, a large JPEG
-    is decoded at reduced scale (DCT scaling), never below the size the budget resizes it to.
-    """
+
+def _corrupt(param: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        "the image is truncated or corrupt", param=param, code="invalid_image"
+    )
+
+
+# What PIL raises for bytes it cannot parse (untrusted input: all of it is a 400).
+_PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error)
+
+
+def _is_dicom(encoded: EncodedImage) -> bool:
+    return is_dicom(encoded.data) or encoded.declared_type in DICOM_MIME_TYPES
+
+
+def _header(data: bytes, param: str, max_pixels: int) -> tuple[Image.Image, str, int]:
+    """PIL's lazily opened image (header only), its format and its EXIF orientation."""
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > max_pixels:
             raise _too_large(width, height, param)
-        check_aspect_ratio(width, height, param)
-        source_format = image.format or "UNKNOWN"
-        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-        full_size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-        if source_format == "JPEG" and budget is not None:
-            image.draft(image.mode, target_size(width, height, budget))
+        return image, image.format or "UNKNOWN", image.getexif().get(EXIF_ORIENTATION, 1)
+    except InvalidRequestError:
+        raise
+    except Image.DecompressionBombError:
+        raise _too_large(0, 0, param) from None
+    except UnidentifiedImageError:
+        raise _not_an_image(param) from None
+    except _PIL_ERRORS:
+        raise _corrupt(param) from None
+
+
+def probe_image(
+    encoded: EncodedImage, limits: ImageLimits, budget: PixelBudget, param: str
+) -> ProbedImage:
+    """Size, format and token cost from the header alone: a decompression bomb or a request
+    over the context costs nothing to refuse."""
+    if _is_dicom(encoded):
+        width, height = dicom_size(encoded.data, param, limits.max_image_pixels)
+        source_format = "DICOM"
+    else:
+        image, source_format, orientation = _header(encoded.data, param, limits.max_image_pixels)
+        width, height = image.size
+        if orientation in (5, 6, 7, 8):  # EXIF turns it by 90 degrees
+            width, height = height, width
+    check_aspect_ratio(width, height, param)
+    size = model_size(width, height, budget, limits.processor)
+    return ProbedImage(encoded, source_format, (width, height), size)
+
+
+def open_image(data: bytes, param: str, max_pixels: int) -> Image.Image:
+    """The decoded, upright image (the first frame of an animation, the first page of a TIFF)."""
+    image, _, orientation = _header(data, param, max_pixels)
+    try:
         image.seek(0)  # GIF, TIFF, animated WebP: the first frame or page
         image.load()
         if orientation != 1:
             image = ImageOps.exif_transpose(image)  # a copy, so only when it turns something
-    except InvalidRequestError:
-        raise
-    except Image.DecompressionBombError:
-        raise InvalidRequestError(
-            "image declares more pixels than the server decodes",
-            param=param,
-            code="image_too_large",
-        ) from None
-    except UnidentifiedImageError:
-        raise InvalidRequestError(
-            "the data is not an image in a supported format "
-            "(PNG, JPEG, WebP, BMP, GIF, TIFF or DICOM)",
-            param=param,
-            code="invalid_image",
-        ) from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error):
-        raise InvalidRequestError(
-            "the image is truncated or corrupt", param=param, code="invalid_image"
-        ) from None
-    return image, source_format, full_size
+    except _PIL_ERRORS:
+        raise _corrupt(param) from None
+    return image
 
 
 def stretch_to_8bit(image: Image.Image) -> Image.Image:
     """16-bit, 32-bit and float grayscale -> 8 bit over the image's own range, keeping contrast.
 
-    (PIL's own conversion clips everything above 255 to white.)
+    (PIL's own conversion, which the model card's recipe uses, clips everything above 255 to
+    white: a 12-bit X-ray would arrive almost blank.)
     """
     pixels = np.asarray(image, dtype=np.float64)
     low, high = float(pixels.min()), float(pixels.max())
@@ -213,43 +243,51 @@ def stretch_to_8bit(image: Image.Image) -> Image.Image:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB; transparency is composited on white."""
+    """RGB exactly as qwen-vl-utils' to_rgb makes it (RGBA on white through its alpha; every
+    other mode by PIL's conversion), except high-bit-depth grayscale, which is stretched."""
     if image.mode == "RGB":
         return image
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         return stretch_to_8bit(image).convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
-    ):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode == "RGBA":
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.split()[3])
+        return background
     return image.convert("RGB")
 
 
-def target_size(width: int, height: int, budget: PixelBudget) -> tuple[int, int]:
-    """(width, height) after qwen-vl-utils' smart_resize for this budget."""
-    resized_height, resized_width = smart_resize(
-        height, width, IMAGE_FACTOR, min_pixels=budget.min_pixels, max_pixels=budget.max_pixels
-    )
-    return resized_width, resized_height
-
-
 def decode_image(
-    encoded: EncodedImage,
-    limits: ImageLimits,
-    budget: PixelBudget,
-    dicom: DicomOptions,
-    param: str,
-) -> tuple[Image.Image, str, tuple[int, int]]:
-    """The upright image, its format and full size (a JPEG may be decoded at reduced scale)."""
-    data = encoded.data
-    if is_dicom(data) or encoded.declared_type in DICOM_MIME_TYPES:
+    probed: ProbedImage, limits: ImageLimits, dicom: DicomOptions, param: str
+) -> PreparedImage:
+    """Decode, orient and convert to RGB, then resize as qwen-vl-utils' fetch_image does.
+
+    The result is the recipe's image, pixel for pixel. Where it already fits the processor's
+    budget (always, with Lingshu's own limits), the engine's processor keeps it as it is;
+    where the model card's pipeline resizes a second time, the engine's processor does that
+    second resize, as the model card's processor does: one resize straight to the final size
+    changes the model's answers (tests/parity shows it).
+    """
+    started = time.perf_counter()
+    encoded, size = probed.encoded, probed.size
+    if probed.source_format == "DICOM":
         image = dicom_to_image(
-            data, dicom, limits.default_ct_window, param, max_pixels=limits.max_image_pixels
+            encoded.data, dicom, limits.default_ct_window, param, limits.max_image_pixels
         )
-        return image, "DICOM", image.size
-    return open_image(data, param, limits.max_image_pixels, budget)
+    else:
+        image = open_image(encoded.data, param, limits.max_image_pixels)
+    rgb = to_rgb(image)
+    if rgb.size != size.recipe:
+        rgb = rgb.resize(size.recipe, Image.Resampling.BICUBIC)
+    return PreparedImage(
+        image=rgb,
+        size=size.final,
+        source_format=probed.source_format,
+        encoded_bytes=len(encoded.data),
+        source_size=probed.source_size,
+        sha256=hashlib.sha256(encoded.data).hexdigest() if limits.hash_images else None,
+        seconds=time.perf_counter() - started,
+        num_tokens=size.tokens,
+    )
 
 
 def prepare_image(
@@ -259,30 +297,8 @@ def prepare_image(
     dicom: DicomOptions,
     param: str,
 ) -> PreparedImage:
-    """Decode, orient and convert to RGB; resize at most once, straight to the budget.
-
-    The engine's own image processor resizes every image to the server-wide budget (the same
-    qwen-vl-utils rule). When this request's budget lands on that same size, resizing here too
-    would only do the work twice, so the image goes on as decoded; otherwise (a smaller budget,
-    a JPEG decoded at reduced scale) it is resized here to a size the engine keeps as it is.
-    """
+    """Probe then decode one image (the two steps a request's images take, for one image)."""
     started = time.perf_counter()
-    image, source_format, (width, height) = decode_image(encoded, limits, budget, dicom, param)
-    check_aspect_ratio(width, height, param)
-    new_size = target_size(width, height, budget)
-    rgb = to_rgb(image)
-    engine_budget = PixelBudget(limits.min_pixels, limits.max_pixels)
-    if rgb.size != new_size and target_size(*rgb.size, engine_budget) != new_size:
-        # reducing_gap: a large downscale first shrinks by a whole factor (box filter, cheap),
-        # then resamples bicubically; at 3.0 PIL documents it as indistinguishable from a
-        # plain bicubic resize, at a fraction of the cost for 2048² inputs.
-        rgb = rgb.resize(new_size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-    return PreparedImage(
-        image=rgb,
-        size=new_size,
-        source_format=source_format,
-        encoded_bytes=len(encoded.data),
-        source_size=(width, height),
-        sha256=hashlib.sha256(encoded.data).hexdigest() if limits.hash_images else None,
-        seconds=time.perf_counter() - started,
-    )
+    prepared = decode_image(probe_image(encoded, limits, budget, param), limits, dicom, param)
+    prepared.seconds = time.perf_counter() - started
+    return prepared

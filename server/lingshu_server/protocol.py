@@ -172,6 +172,8 @@ class ChatCompletionRequest(WireModel):
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     ignore_eos: bool = False
     min_tokens: int = Field(default=0, ge=0)
+    # vLLM's: the prompt's token ids (image tokens expanded) and each choice's generated ids
+    return_token_ids: bool = False
     # Extension: seconds this request may generate (at most the server's --request-timeout)
     request_timeout: float | None = Field(default=None, gt=0.0)
 
@@ -260,11 +262,24 @@ class AssistantMessage(ResponseModel):
     refusal: str | None = None
 
 
+def _without_unset_ids(data: dict[str, Any], *names: str) -> dict[str, Any]:
+    """Token id fields appear only when the request asked for them (return_token_ids)."""
+    for name in names:
+        if data.get(name) is None:
+            data.pop(name, None)
+    return data
+
+
 class Choice(ResponseModel):
     index: int
     message: AssistantMessage
     logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None
+    token_ids: list[int] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_ids(self, handler: Any) -> dict[str, Any]:
+        return _without_unset_ids(handler(self), "token_ids")
 
 
 class CompletionHeader(ResponseModel):
@@ -281,6 +296,11 @@ class ChatCompletion(CompletionHeader):
     object: Literal["chat.completion"] = "chat.completion"
     choices: list[Choice]
     usage: Usage
+    prompt_token_ids: list[int] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_ids(self, handler: Any) -> dict[str, Any]:
+        return _without_unset_ids(handler(self), "prompt_token_ids")
 
 
 class Delta(ResponseModel):
@@ -299,12 +319,22 @@ class ChunkChoice(ResponseModel):
     delta: Delta
     logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
+    token_ids: list[int] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_ids(self, handler: Any) -> dict[str, Any]:
+        return _without_unset_ids(handler(self), "token_ids")
 
 
 class ChatCompletionChunk(CompletionHeader):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     choices: list[ChunkChoice]
     usage: Usage | None = None
+    prompt_token_ids: list[int] | None = None  # on the first chunk, with return_token_ids
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_ids(self, handler: Any) -> dict[str, Any]:
+        return _without_unset_ids(handler(self), "prompt_token_ids")
 
 
 class ModelCard(ResponseModel):

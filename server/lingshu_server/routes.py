@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import Annotated, TypeVar
 
@@ -110,6 +111,9 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T | Respon
     if task.done():
         return task.result()
     task.cancel()
+    # Let its clean-up (engine abort, admission slot) finish before the response is logged.
+    with contextlib.suppress(BaseException):
+        await task
     ctx = request_context.get()
     if ctx is not None:
         ctx.client_disconnected = True
@@ -125,10 +129,14 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T | Respon
 async def create_chat_completion(
     request: Request, body: ChatCompletionRequest, chat: ChatServiceDep
 ) -> ChatCompletion | Response:
-    if body.stream:
-        events = await chat.stream(body)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return await until_disconnected(request, chat.complete(body))
+    if not body.stream:
+        return await until_disconnected(request, chat.complete(body))
+    # Until the first token the client can leave (queued, images loading, prefill): watch
+    # for it like a plain request; from then on StreamingResponse notices the disconnect.
+    events = await until_disconnected(request, chat.stream(body))
+    if isinstance(events, Response):
+        return events
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @v1.get("/models")

@@ -13,7 +13,6 @@ from lingshu_server.chat import ChatPrompt, ChatPromptBuilder
 from lingshu_server.engine import Engine, EngineStep, SamplingOptions, TokenLogprob
 from lingshu_server.errors import (
     APIError,
-    ContextLengthExceededError,
     InternalServerError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -38,11 +37,14 @@ from lingshu_server.protocol import (
 from lingshu_server.protocol import TokenLogprob as WireTokenLogprob
 from lingshu_server.protocol import TopLogprob as WireTopLogprob
 from lingshu_server.request_context import ImageRecord
+from lingshu_server.structured_output import StructuredOutput
 
 logger = logging.getLogger(__name__)
 
 
-def sampling_options(request: ChatCompletionRequest, max_tokens_cap: int) -> SamplingOptions:
+def sampling_options(
+    request: ChatCompletionRequest, max_tokens_cap: int, grammar: str | None = None
+) -> SamplingOptions:
     requested = request.requested_max_tokens
     if requested is not None and requested > max_tokens_cap:
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
@@ -57,10 +59,6 @@ def sampling_options(request: ChatCompletionRequest, max_tokens_cap: int) -> Sam
             f"{max_tokens_cap} when not given",
             param="min_tokens",
         )
-    fmt = request.response_format
-    json_schema = None
-    if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:
-        json_schema = fmt.json_schema.schema_ or {"type": "object"}
     return SamplingOptions(
         max_tokens=requested or max_tokens_cap,
         n=request.n,
@@ -76,9 +74,7 @@ def sampling_options(request: ChatCompletionRequest, max_tokens_cap: int) -> Sam
         ignore_eos=request.ignore_eos,
         min_tokens=request.min_tokens,
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
-        json_schema=json_schema,
-        json_object=fmt is not None and fmt.type == "json_object",
-        compact_json=not (fmt is not None and fmt.allow_whitespace),
+        grammar=grammar,
     )
 
 
@@ -101,7 +97,7 @@ def wire_logprobs(tokens: list[TokenLogprob]) -> list[WireTokenLogprob]:
 class _ChoiceState:
     text: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
-    tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
 
 
@@ -118,6 +114,7 @@ class ChatService:
         max_tokens_cap: int,
         admission: AdmissionController,
         metrics: Metrics,
+        structured: StructuredOutput,
         request_timeout: float | None = None,
     ):
         self._engine = engine
@@ -126,6 +123,7 @@ class ChatService:
         self._max_tokens_cap = max_tokens_cap
         self._admission = admission
         self._metrics = metrics
+        self._structured = structured
         self._request_timeout = request_timeout
 
     def resolve_model(self, requested: str | None) -> str:
@@ -137,23 +135,6 @@ class ChatService:
                 param="model",
             )
         return requested
-
-    def _check_context(self, prompt: ChatPrompt) -> None:
-        """Refuse before the engine sees it a prompt that images push past the context."""
-        limit = self._engine.max_model_len
-        if prompt.num_tokens < limit:
-            return
-        images = (
-            f", {prompt.image_tokens} of them for {len(prompt.images)} image(s); send smaller "
-            "images (image_url.detail 'low' or max_pixels)"
-            if prompt.images
-            else ""
-        )
-        raise ContextLengthExceededError(
-            f"This model's maximum context length is {limit} tokens. However, the prompt has "
-            f"{prompt.num_tokens} tokens{images}, and at least one more is needed to answer.",
-            param="messages",
-        )
 
     def _timeout(self, request: ChatCompletionRequest) -> float | None:
         limits = [t for t in (request.request_timeout, self._request_timeout) if t is not None]
@@ -186,7 +167,8 @@ class ChatService:
     async def _start(self, request: ChatCompletionRequest) -> tuple[str, EngineRun, EngineStep]:
         """Validate everything and wait for the engine's first step, so errors stay 4xx JSON."""
         model = self.resolve_model(request.model)
-        options = sampling_options(request, self._max_tokens_cap)
+        grammar = await self._structured.grammar(request.response_format)
+        options = sampling_options(request, self._max_tokens_cap, grammar)
         deadline = deadline_after(self._timeout(request))
         await self._admission.acquire()
         run: EngineRun | None = None
@@ -194,7 +176,6 @@ class ChatService:
             started = time.perf_counter()
             prompt = await self._prompts.build(request.messages)
             self._record_prompt(prompt, started)
-            self._check_context(prompt)
             request_id = completion_id()
             steps = self._engine.generate(
                 prompt.token_ids, [img.image for img in prompt.images], options, request_id
@@ -221,7 +202,7 @@ class ChatService:
                 for delta in step.choices:
                     state = states[delta.index]
                     state.text.append(delta.text)
-                    state.tokens += delta.num_tokens
+                    state.token_ids.extend(delta.token_ids)
                     if delta.logprobs:
                         state.logprobs.extend(delta.logprobs)
                     state.finish_reason = delta.finish_reason or state.finish_reason
@@ -233,7 +214,7 @@ class ChatService:
             await run.close()
         for state in states:
             state.finish_reason = state.finish_reason or "length"  # cut off by the deadline
-        completion_tokens = sum(s.tokens for s in states)
+        completion_tokens = sum(len(s.token_ids) for s in states)
         _note_usage(completion_tokens)
         return ChatCompletion(
             id=run.request_id,
@@ -247,9 +228,11 @@ class ChatService:
                     if request.logprobs
                     else None,
                     finish_reason=s.finish_reason,
+                    token_ids=s.token_ids if request.return_token_ids else None,
                 )
                 for i, s in enumerate(states)
             ],
+            prompt_token_ids=list(first.prompt_token_ids) if request.return_token_ids else None,
             usage=Usage(
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
@@ -274,11 +257,15 @@ class ChatService:
         exclude = None if include_usage else {"usage"}
         header = {"id": run.request_id, "created": now(), "model": model}
 
+        ids = request.return_token_ids
+
         def chunk(
             index: int,
             delta: Delta,
             finish: str | None = None,
             logprobs: list[TokenLogprob] | None = None,
+            token_ids: list[int] | None = None,
+            prompt_token_ids: list[int] | None = None,
         ) -> str:
             choice = ChunkChoice(
                 index=index,
@@ -287,23 +274,31 @@ class ChatService:
                 if logprobs is not None
                 else None,
                 finish_reason=finish,
+                token_ids=token_ids,
             )
-            body = ChatCompletionChunk(**header, choices=[choice])
+            body = ChatCompletionChunk(
+                **header, choices=[choice], prompt_token_ids=prompt_token_ids
+            )
             return sse(body.model_dump_json(exclude=exclude))
 
         completion_tokens = 0
         prompt_tokens = first.prompt_tokens
         unfinished = set(range(request.n))
         try:
+            prompt_ids = list(first.prompt_token_ids) if ids else None
             for index in range(request.n):
-                yield chunk(index, Delta(role="assistant", content=""))
+                yield chunk(index, Delta(role="assistant", content=""), prompt_token_ids=prompt_ids)
+                prompt_ids = None  # once, on the first chunk
             step: EngineStep | None = first
             while step is not None:
                 for delta in step.choices:
-                    completion_tokens += delta.num_tokens
-                    if delta.text or delta.logprobs:
+                    completion_tokens += len(delta.token_ids)
+                    if delta.text or delta.logprobs or (ids and delta.token_ids):
                         logprobs = delta.logprobs if request.logprobs else None
-                        yield chunk(delta.index, Delta(content=delta.text), None, logprobs)
+                        token_ids = delta.token_ids if ids else None
+                        yield chunk(
+                            delta.index, Delta(content=delta.text), None, logprobs, token_ids
+                        )
                     if delta.finish_reason is not None:
                         unfinished.discard(delta.index)
                         yield chunk(delta.index, Delta(), delta.finish_reason)

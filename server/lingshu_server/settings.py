@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import json
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Qwen2.5-VL pixel budget (qwen-vl-utils' bounds): one visual token per 28x28 pixels.
-IMAGE_FACTOR = 28
-QWEN_MIN_PIXELS = 4 * IMAGE_FACTOR * IMAGE_FACTOR
-QWEN_MAX_PIXELS = 16384 * IMAGE_FACTOR * IMAGE_FACTOR
+from lingshu_server.image_budget import IMAGE_FACTOR, QWEN_MIN_PIXELS
+
+
+def _list_value(value: Any) -> Any:
+    """A list setting from the environment: a JSON list, a comma-separated list or one value.
+
+    (Kubernetes users write `LINGSHU_SERVED_MODEL_NAME=Lingshu-7B`, not a JSON list.)
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass  # not JSON after all: let the comma rule and validation speak
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 class Settings(BaseSettings):
     """Everything the server can be told. Each field is a `--flag` and a `LINGSHU_FLAG` variable."""
 
+    # enable_decoding=False: list values from the environment go through _list_value, not JSON only
     model_config = SettingsConfigDict(
-        env_prefix="LINGSHU_", extra="ignore", protected_namespaces=()
+        env_prefix="LINGSHU_", extra="ignore", protected_namespaces=(), enable_decoding=False
     )
 
     model: str | None = Field(
@@ -67,16 +83,17 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(
         default=4, ge=0, description="Most images accepted in one request, across all turns."
     )
-    min_pixels: int = Field(
-        default=QWEN_MIN_PIXELS,
+    min_pixels: int | None = Field(
+        default=None,
         ge=QWEN_MIN_PIXELS,
-        description="Smallest pixel count an image is resized to (multiples of 28x28).",
+        description="Smallest pixel count the model's processor brings an image to (28x28 "
+        "pixels make one image token). Default: the checkpoint's (preprocessor_config.json).",
     )
-    max_pixels: int = Field(
-        default=QWEN_MAX_PIXELS,
+    max_pixels: int | None = Field(
+        default=None,
         ge=QWEN_MIN_PIXELS,
-        description="Largest pixel count an image is resized to; 28x28 pixels make one image "
-        "token, so this bounds image tokens (default 16384 tokens, as Qwen2.5-VL).",
+        description="Largest pixel count the model's processor brings an image to; this bounds "
+        "image tokens. Default and upper bound: the checkpoint's (preprocessor_config.json).",
     )
     low_detail_max_pixels: int = Field(
         default=256 * IMAGE_FACTOR * IMAGE_FACTOR,
@@ -122,7 +139,10 @@ class Settings(BaseSettings):
         description="Most completion tokens one choice may ask for; larger `max_tokens` get a 400.",
     )
     image_workers: int = Field(
-        default=2, ge=1, description="Threads decoding and resizing images off the event loop."
+        default=2,
+        ge=1,
+        description="Threads for a request's CPU work, off the event loop: image decoding and "
+        "resizing, chat template and tokenization, structured-output grammars.",
     )
     api_keys: str | None = Field(
         default=None,
@@ -213,9 +233,17 @@ class Settings(BaseSettings):
         default="info", description="Log level of the server and the engine."
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _lists_from_text(cls, value: Any, info: Any) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation
+        if list in {typing.get_origin(arg) for arg in (annotation, *typing.get_args(annotation))}:
+            return _list_value(value)
+        return value
+
     @model_validator(mode="after")
     def _pixels_ordered(self) -> Settings:
-        if self.min_pixels > self.max_pixels:
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
             raise ValueError("min_pixels must not exceed max_pixels")
         return self
 

@@ -9,6 +9,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lingshu_server import request_context
+from lingshu_server.errors import log_unexpected, unexpected_error_response
 from lingshu_server.lifecycle import Lifecycle
 from lingshu_server.logs import AuditLog, log_access
 from lingshu_server.metrics import Metrics
@@ -47,6 +48,7 @@ class TelemetryMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
+                ctx.response_started = True
                 ctx.status = message["status"]
                 message["headers"] = [
                     *message.get("headers", []),
@@ -56,9 +58,13 @@ class TelemetryMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
+            # Here, inside the request's context, so the 500 carries X-Request-Id and the log
+            # line its request_id (Starlette's own handler runs outside every middleware).
+            log_unexpected(exc)
+            if not ctx.response_started:
+                await unexpected_error_response()(scope, receive, send_with_id)
             ctx.status = ctx.status or 500
-            raise
         finally:
             latency = time.perf_counter() - ctx.started
             route = scope.get("route")

@@ -50,8 +50,32 @@ class RunningServer:
 
 
 def start_demo_server(log_path: Path, *extra_args: str, env: dict | None = None) -> RunningServer:
+    return _start(log_path, ["demo", *extra_args], env)
+
+
+def start_checkpoint_server(
+    log_path: Path, model_dir: Path, *extra_args: str, env: dict | None = None
+) -> RunningServer:
+    """`lingshu-server serve` on another checkpoint, with the CPU settings `demo` uses."""
+    args = [
+        "serve",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        "lingshu-demo",
+        "--max-model-len",
+        "8192",
+        "--gpu-memory-utilization",
+        "0.2",
+        "--enforce-eager",
+        *extra_args,
+    ]
+    return _start(log_path, args, {"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})})
+
+
+def _start(log_path: Path, args: list[str], env: dict | None) -> RunningServer:
     port = free_port()
-    cmd = [sys.executable, "-m", "lingshu_server", "demo", "--port", str(port), *extra_args]
+    cmd = [sys.executable, "-m", "lingshu_server", *args, "--port", str(port)]
     log = log_path.open("wb")
     process = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}

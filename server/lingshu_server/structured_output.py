@@ -1,0 +1,224 @@
+"""response_format -> a grammar the engine enforces, so every JSON answer parses and validates.
+
+Every schema is checked before the engine sees it: it must be a valid JSON Schema, satisfiable
+in the obvious ways (no `minimum` above `maximum`, no empty `enum`, every `$ref` resolvable) and
+use only keywords the grammar engine (xgrammar) enforces. Anything else is a 400 that names the
+keyword and where it is, never JSON that silently breaks the schema. The grammar is built here,
+in the worker pool, and cached per schema; the engine gets it as EBNF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from threading import Lock
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from lingshu_server.errors import InvalidRequestError
+from lingshu_server.protocol import ResponseFormat
+
+PARAM = "response_format"
+
+# Keywords the grammar enforces exactly (checked by tests/structured_output's battery).
+ENFORCED = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "enum",
+        "const",
+        "anyOf",
+        "$ref",
+        "$defs",
+        "definitions",
+        "pattern",
+        "minLength",
+        "maxLength",
+        "format",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+    }
+)
+# Keywords that only describe: they constrain nothing, so nothing needs enforcing.
+ANNOTATIONS = frozenset(
+    {
+        "title",
+        "description",
+        "default",
+        "examples",
+        "$schema",
+        "$id",
+        "$comment",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "contentMediaType",
+        "contentEncoding",
+        "discriminator",  # OpenAPI's hint; the union it annotates is checked on its own
+    }
+)
+FORMATS = frozenset(
+    {"date", "time", "date-time", "duration", "email", "uuid", "ipv4", "ipv6", "hostname", "uri"}
+)
+# Keywords whose value is a schema, a list of schemas or a map of name -> schema.
+_SCHEMA_VALUED = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
+_SCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
+_BOUNDS = (
+    ("minimum", "maximum"),
+    ("minLength", "maxLength"),
+    ("minItems", "maxItems"),
+    ("minProperties", "maxProperties"),
+)
+# xgrammar 0.2.8 writes the characters of a length-bounded string as [^"\\\r\n], which lets
+# raw control characters (tab, U+0001...) into the string: JSON forbids them unescaped.
+_LOOSE_STRING_CHARACTER = '[^\\"\\\\\\r\\n]'
+_STRICT_STRING_CHARACTER = '[^\\0-\\x1f\\"\\\\]'
+JSON_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
+
+
+def _bad(message: str) -> InvalidRequestError:
+    return InvalidRequestError(message, param=PARAM, code="invalid_json_schema")
+
+
+def _subschemas(schema: dict[str, Any], path: str) -> Iterator[tuple[dict[str, Any], str]]:
+    """Every schema object nested in `schema` (itself included), with a readable path."""
+    yield schema, path or "(root)"
+    for key in _SCHEMA_VALUED:
+        if isinstance(schema.get(key), dict):
+            yield from _subschemas(schema[key], f"{path}.{key}".lstrip("."))
+    for key in _SCHEMA_LISTS:
+        for i, item in enumerate(schema.get(key) or []):
+            if isinstance(item, dict):
+                yield from _subschemas(item, f"{path}.{key}[{i}]".lstrip("."))
+    for key in _SCHEMA_MAPS:
+        value = schema.get(key)
+        if isinstance(value, dict):
+            for name, item in value.items():
+                if isinstance(item, dict):
+                    yield from _subschemas(item, f"{path}.{key}.{name}".lstrip("."))
+
+
+def check_schema(schema: Any) -> None:
+    """Raise a 400 naming the problem unless the grammar can enforce `schema` exactly."""
+    if not isinstance(schema, dict):
+        raise _bad("the JSON schema must be an object")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = ".".join(str(p) for p in exc.path) or "(root)"
+        raise _bad(f"invalid JSON schema at {where}: {exc.message}") from None
+    for node, path in _subschemas(schema, ""):
+        _check_node(node, path, schema)
+
+
+def _check_node(node: dict[str, Any], path: str, root: dict[str, Any]) -> None:
+    for keyword in node:
+        if keyword in ANNOTATIONS or keyword in ENFORCED or keyword.startswith("x-"):
+            continue
+        hint = " (use anyOf)" if keyword == "oneOf" else ""
+        raise _bad(
+            f"the JSON schema keyword '{keyword}' at {path} cannot be enforced by this "
+            f"server's grammar engine{hint}; remove it or describe it in the prompt"
+        )
+    if "format" in node and node["format"] not in FORMATS:
+        raise _bad(
+            f"the JSON schema format '{node['format']}' at {path} cannot be enforced; "
+            f"supported formats: {', '.join(sorted(FORMATS))}"
+        )
+    if "enum" in node and not node["enum"]:
+        raise _bad(f"the JSON schema at {path} has an empty enum: no value can match it")
+    for low, high in _BOUNDS:
+        if low in node and high in node and node[low] > node[high]:
+            raise _bad(f"the JSON schema at {path} has {low} {node[low]} above {high} {node[high]}")
+    if "pattern" in node:
+        try:
+            re.compile(node["pattern"])
+        except re.error as exc:
+            raise _bad(f"the pattern at {path} is not a valid regular expression: {exc}") from None
+    if "$ref" in node:
+        _resolve(node["$ref"], root, path)
+
+
+def _resolve(ref: str, root: dict[str, Any], path: str) -> None:
+    if not ref.startswith("#"):
+        raise _bad(f"the $ref '{ref}' at {path} points outside the schema; only local refs work")
+    target: Any = root
+    for part in filter(None, ref[1:].split("/")):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(target, dict) or part not in target:
+            raise _bad(f"the $ref '{ref}' at {path} does not resolve within the schema")
+        target = target[part]
+
+
+def _build_grammar(schema_json: str, any_whitespace: bool) -> str:
+    import xgrammar
+
+    options: dict[str, Any] = {"any_whitespace": any_whitespace}
+    if not any_whitespace:
+        options["separators"] = (",", ":")  # compact: a weak model cannot pad with spaces
+    try:
+        grammar = str(xgrammar.Grammar.from_json_schema(schema_json, **options))
+    except Exception as exc:  # xgrammar raises RuntimeError for schemas it cannot convert
+        reason = str(exc).split(": ", 1)[-1].strip().splitlines()[0][:300]
+        raise _bad(f"the JSON schema cannot be turned into a grammar: {reason}") from None
+    return grammar.replace(_LOOSE_STRING_CHARACTER, _STRICT_STRING_CHARACTER)
+
+
+class GrammarCache:
+    """Grammars per (schema, whitespace), least recently used dropped beyond `capacity`."""
+
+    def __init__(self, capacity: int = 256):
+        self._capacity = capacity
+        self._grammars: OrderedDict[tuple[str, bool], str] = OrderedDict()
+        self._lock = Lock()  # used from the worker pool's threads
+        self.builds = 0
+
+    def grammar(self, schema: dict[str, Any], any_whitespace: bool) -> str:
+        """Check `schema` and return its grammar (CPU work: call it from the worker pool)."""
+        key = (json.dumps(schema, sort_keys=True, ensure_ascii=False), any_whitespace)
+        with self._lock:
+            if key in self._grammars:
+                self._grammars.move_to_end(key)
+                return self._grammars[key]
+        check_schema(schema)
+        grammar = _build_grammar(key[0], any_whitespace)
+        with self._lock:
+            self.builds += 1
+            self._grammars[key] = grammar
+            while len(self._grammars) > self._capacity:
+                self._grammars.popitem(last=False)
+        return grammar
+
+
+class StructuredOutput:
+    """The grammar for a request's response_format, built in the worker pool."""
+
+    def __init__(self, pool: Executor, cache: GrammarCache | None = None):
+        self._pool = pool
+        self.cache = cache or GrammarCache()
+
+    async def grammar(self, fmt: ResponseFormat | None) -> str | None:
+        if fmt is None or fmt.type == "text":
+            return None
+        schema = JSON_OBJECT_SCHEMA
+        if fmt.type == "json_schema" and fmt.json_schema is not None:
+            schema = fmt.json_schema.schema_ or JSON_OBJECT_SCHEMA
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, self.cache.grammar, schema, fmt.allow_whitespace
+        )

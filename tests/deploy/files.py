@@ -1,0 +1,144 @@
+"""What the deploy tests share: paths, the chart's cases, rendering, the Dockerfile and Compose.
+
+The deployment files are checked without Docker or a cluster: the Helm chart is rendered offline
+with helm-python-sdk for the default values and every example values file."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import yaml
+from dockerfile_parse import DockerfileParser
+
+from lingshu_server.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "lingshu-server"
+EXAMPLES = CHART / "examples"
+GOLDEN = ROOT / "tests" / "golden" / "helm"
+DOCKERFILE = ROOT / "Dockerfile"
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "docker-compose.yml"
+DASHBOARD = DEPLOY / "grafana" / "lingshu-dashboard.json"
+ALERT_RULES = DEPLOY / "prometheus" / "alerts.yml"
+
+RELEASE, NAMESPACE = "lingshu", "medical-ai"
+# The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
+KUBE_VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
+CASES = ["default", *sorted(p.stem for p in EXAMPLES.glob("*.yaml"))]
+SETTINGS_FIELDS = set(Settings.model_fields)
+LITERAL_KEY = "lsk-literal-test-key-7f3a9c21d4e8b605"
+SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|SECRET|API_KEYS?)$")  # HF_TOKEN, LINGSHU_API_KEYS, ...
+
+
+# ---------- rendering ----------
+
+
+def values_for(case: str) -> dict[str, Any]:
+    if case == "default":
+        return {}
+    return yaml.safe_load((EXAMPLES / f"{case}.yaml").read_text()) or {}
+
+
+@functools.cache
+def _chart() -> helm_python.Chart:
+    return helm_python.Chart.load(CHART)
+
+
+def render(values: dict[str, Any]) -> dict[str, str]:
+    """Template path -> rendered text (empty templates dropped)."""
+    rendered = _chart().render(values, name=RELEASE, namespace=NAMESPACE)
+    return {path: text for path, text in sorted(rendered.items()) if text.strip()}
+
+
+@functools.cache
+def rendered_case(case: str) -> dict[str, str]:
+    return render(values_for(case))
+
+
+def manifests(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    docs = []
+    for path, text in rendered.items():
+        if path.endswith(".yaml"):
+            docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return docs
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, pod spec) of every pod template: Deployment, LWS leader and worker."""
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            yield "Deployment", doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "LeaderWorkerSet":
+            lwt = doc["spec"]["leaderWorkerTemplate"]
+            yield "LWS leader", lwt["leaderTemplate"]["spec"]
+            yield "LWS worker", lwt["workerTemplate"]["spec"]
+
+
+def serving_containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Containers that serve HTTP (they carry the probes)."""
+    return [
+        c
+        for _, spec in pod_specs(docs)
+        for c in spec["containers"]
+        if any(p.get("name") == "http" for p in c.get("ports", []))
+    ]
+
+
+def config_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    (configmap,) = of_kind(docs, "ConfigMap")
+    return configmap["data"]
+
+
+def camel_to_snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+@functools.cache
+def dockerfile() -> DockerfileParser:
+    return DockerfileParser(path=str(DOCKERFILE))
+
+
+def stages() -> list[list[dict[str, Any]]]:
+    """Instructions grouped by build stage (FROM starts one)."""
+    grouped: list[list[dict[str, Any]]] = []
+    for instruction in dockerfile().structure:
+        if instruction["instruction"] == "FROM":
+            grouped.append([])
+        if grouped and instruction["instruction"] != "COMMENT":
+            grouped[-1].append(instruction)
+    return grouped
+
+
+def final_stage_value(instruction: str) -> str:
+    (value,) = [i["value"] for i in stages()[-1] if i["instruction"] == instruction][-1:]
+    return value
+
+
+def final_stage_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instruction in stages()[-1]:
+        if instruction["instruction"] == "ENV":
+            for match in re.finditer(r"(\w+)=(\S+)", instruction["value"]):
+                env[match.group(1)] = match.group(2)
+    return env
+
+
+@functools.cache
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@functools.cache
+def prometheus_config() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())

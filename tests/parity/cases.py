@@ -1,0 +1,96 @@
+"""The inputs both parity tests use: each a pair (messages sent to the server, messages given
+to the model card's recipe) in the model card's message shape, with images as data URLs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+from tests.utils.images import data_url, encode, gradient_image
+
+PROMPT = "Describe the findings."
+
+
+def png(width: int, height: int, mode: str = "RGB", seed: int = 0) -> str:
+    return data_url(encode(gradient_image(width, height, mode=mode, seed=seed), "PNG"))
+
+
+def jpeg(width: int, height: int, seed: int = 0) -> str:
+    image = gradient_image(width, height, seed=seed)
+    return data_url(encode(image, "JPEG", quality=90), "image/jpeg")
+
+
+def rgba_png(width: int, height: int) -> str:
+    rgba = np.asarray(gradient_image(width, height, mode="RGBA")).copy()
+    rgba[..., 3] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]  # fades out to the left
+    return data_url(encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+
+
+def twelve_bit() -> np.ndarray:
+    y, x = np.mgrid[0:480, 0:640]
+    return ((x * 4095) // 639 * 0.7 + (y * 4095) // 479 * 0.3).astype(np.uint16)
+
+
+def sixteen_bit_png() -> tuple[str, str]:
+    """(what the client sends, what the reference is given: the same image stretched to 8 bit)."""
+    values = twelve_bit()
+    sent = data_url(encode(Image.fromarray(values), "PNG"))
+    low, high = float(values.min()), float(values.max())
+    stretched = np.rint((values - low) * (255.0 / (high - low))).astype(np.uint8)
+    return sent, data_url(encode(Image.fromarray(stretched, "L"), "PNG"))
+
+
+def one_image(url: str, reference_url: str | None = None) -> tuple[list[dict], list[dict]]:
+    def conversation(image: str) -> list[dict]:
+        return [
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": image}, {"type": "text", "text": PROMPT}],
+            }
+        ]
+
+    return conversation(url), conversation(reference_url or url)
+
+
+def two_images() -> tuple[list[dict], list[dict]]:
+    content = [
+        {"type": "text", "text": "Compare the prior study"},
+        {"type": "image", "image": png(640, 480, "L", seed=1)},
+        {"type": "text", "text": "with the current one"},
+        {"type": "image", "image": jpeg(800, 600, seed=2)},
+    ]
+    messages = [{"role": "user", "content": content}]
+    return messages, messages
+
+
+def image_in_an_earlier_turn() -> tuple[list[dict], list[dict]]:
+    messages = [
+        {"role": "system", "content": "You are a radiology assistant."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": png(300, 200, "L", seed=3)},
+                {"type": "text", "text": "Is there an effusion?"},
+            ],
+        },
+        {"role": "assistant", "content": "No effusion is seen."},
+        {"role": "user", "content": [{"type": "text", "text": "And the heart size?"}]},
+    ]
+    return messages, messages
+
+
+CASES: dict[str, Callable[[], tuple[list[dict], list[dict]]]] = {
+    "tiny-20px-gray": lambda: one_image(png(20, 20, "L")),
+    "512-rgb-png": lambda: one_image(png(512, 512)),
+    "1024x768-gray-png": lambda: one_image(png(1024, 768, "L")),
+    "1400x1100-gray-png": lambda: one_image(png(1400, 1100, "L")),
+    "3000x600-jpeg": lambda: one_image(jpeg(3000, 600)),
+    "wide-2800x20": lambda: one_image(png(2800, 20)),
+    "tall-30x1500-gray": lambda: one_image(png(30, 1500, "L")),
+    "rgba-png": lambda: one_image(rgba_png(300, 200)),
+    "16-bit-png": lambda: one_image(*sixteen_bit_png()),
+    "two-images": two_images,
+    "image-in-earlier-turn": image_in_an_earlier_turn,
+}

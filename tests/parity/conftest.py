@@ -1,0 +1,47 @@
+"""Parity with the model card's recipe: two demo checkpoints, each served and each loaded by
+transformers as the reference. Both run in float32 so greedy tokens can be compared exactly.
+
+- the demo checkpoint (older `min_pixels`/`max_pixels` form, Qwen2.5-VL's 4..16384 tokens),
+  served by the session server;
+- the same weights with current transformers' `size` form and a small `longest_edge` (512
+  tokens), served here, so images beyond it take the processor's second resize.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lingshu_server.demo_model import derive_demo_model, ensure_demo_model
+from tests.utils.reference import ModelCardReference
+from tests.utils.server import RunningServer, start_checkpoint_server
+
+SMALL_MAX_PIXELS = 512 * 28 * 28  # 401408, as in the issue that found the double resize
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("size-form-checkpoint")
+    return derive_demo_model(target, min_pixels=4 * 28 * 28, max_pixels=SMALL_MAX_PIXELS)
+
+
+@pytest.fixture(scope="session")
+def small_server(
+    tmp_path_factory: pytest.TempPathFactory, small_checkpoint: Path
+) -> Iterator[RunningServer]:
+    log_path = tmp_path_factory.mktemp("small-server") / "server.log"
+    running = start_checkpoint_server(log_path, small_checkpoint, "--dtype", "float32")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_reference() -> ModelCardReference:
+    return ModelCardReference(ensure_demo_model())
+
+
+@pytest.fixture(scope="session")
+def small_reference(small_checkpoint: Path) -> ModelCardReference:
+    return ModelCardReference(small_checkpoint)
