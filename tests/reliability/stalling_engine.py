@@ -44,7 +44,7 @@ class StallingEngine:
         self.started += 1
         try:
             for _ in range(options.min_tokens):
-                choices = [ChoiceDelta(i, "x", 1, None, None) for i in range(options.n)]
+                choices = [ChoiceDelta(i, "x", [0], None, None) for i in range(options.n)]
                 yield EngineStep(len(prompt_token_ids), choices, finished=False)
             await asyncio.Event().wait()  # the stalled step
         finally:
@@ -76,7 +76,7 @@ def stalling_server(model_dir: str, api_key: str) -> Iterator[InProcessServer]:
         port = sock.getsockname()[1]
     settings = Settings(model=model_dir, api_keys=api_key, port=port)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(app_module, "Engine", lambda _settings: engine)
+        patch.setattr(app_module, "Engine", lambda *_settings_and_budget: engine)
         app = create_app(settings)
         config = uvicorn.Config(
             app,
