@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from tests.reliability.checks import assert_error_shape, assert_well_formed
@@ -27,7 +28,7 @@ def test_corpus_is_large_enough(pytestconfig: pytest.Config) -> None:
 
 
 def test_hostile_input(case: Case, target: Target, report: ReliabilityReport) -> None:
-    def send():  # noqa: ANN202
+    def send() -> tuple[httpx.Response, float]:
         started = time.perf_counter()
         response = target.send(
             case.method,
@@ -39,6 +40,12 @@ def test_hostile_input(case: Case, target: Target, report: ReliabilityReport) ->
         return response, time.perf_counter() - started
 
     (response, elapsed), worst_health = target.while_watching_health(send, f"case {case.id}")
+    if elapsed >= case.bound_s or worst_health >= HEALTH_BOUND_S:
+        # Work that blocks the server blocks it every time; a machine whose other load starved
+        # it once does not. So a missed bound is measured again before it fails the case.
+        (response, elapsed), worst_health = target.while_watching_health(
+            send, f"case {case.id}, measured again"
+        )
     report.cases += 1
     assert response.status_code == case.status, response.text[:500]
     if case.status >= 400:
