@@ -34,6 +34,32 @@ SSE_DESCRIPTION = (
     "arrives as a `data:` line holding an `ErrorResponse`; the stream ends with `data: [DONE]`."
 )
 
+# Before OpenAPI 3.2 (FastAPI writes 3.1) an event stream's `schema` describes one event.
+SSE_EVENT = {
+    "type": "object",
+    "description": SSE_DESCRIPTION,
+    "properties": {
+        "data": {
+            "type": "string",
+            "anyOf": [
+                {"const": "[DONE]"},
+                {
+                    "contentMediaType": "application/json",
+                    "contentSchema": {
+                        "anyOf": [
+                            {"$ref": f"#/components/schemas/{CHUNK_SCHEMA}"},
+                            {"$ref": "#/components/schemas/ErrorResponse"},
+                        ]
+                    },
+                },
+            ],
+        },
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+    },
+    "required": ["data"],
+}
+
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
@@ -46,15 +72,7 @@ CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "model": ChatCompletion,
         "description": "The completion (JSON), or with `stream: true` its chunks (SSE)",
-        "content": {
-            "text/event-stream": {
-                "schema": {
-                    "type": "string",
-                    "description": SSE_DESCRIPTION,
-                    "x-sse-data": {"$ref": f"#/components/schemas/{CHUNK_SCHEMA}"},
-                }
-            }
-        },
+        "content": {"text/event-stream": {"schema": SSE_EVENT}},
     },
     **error_responses(400, 401, 404, 415, 429, 500),
 }

@@ -23,10 +23,13 @@ class ReliabilityReport:
     fd_drift: int | None = None
     worst_health_s: float = 0.0  # slowest /health answer while any test ran
     worst_health_where: str = ""
+    worst_health_by_test: dict[str, float] = field(default_factory=dict)  # "case", "the soak"..
     engine_death: dict[str, float] = field(default_factory=dict)  # seconds after the kill
     notes: list[str] = field(default_factory=list)
 
     def health(self, seconds: float, where: str) -> None:
+        test = "hostile cases" if where.startswith("case ") else where
+        self.worst_health_by_test[test] = max(seconds, self.worst_health_by_test.get(test, 0.0))
         if seconds > self.worst_health_s:
             self.worst_health_s, self.worst_health_where = seconds, where
 
@@ -43,6 +46,8 @@ class ReliabilityReport:
             f"5xx answers: {self.server_errors}",
             f"API RSS drift after warm-up: {rss}; open fds drift: {fds}",
             f"worst /health latency: {self.worst_health_s:.3f} s ({self.worst_health_where})",
+            "worst /health latency by test: "
+            + ", ".join(f"{k} {v:.3f} s" for k, v in self.worst_health_by_test.items()),
             f"engine core killed: {death}",
             *self.notes,
         ]
