@@ -21,6 +21,17 @@ from tests.utils.images import encode, gradient_image
 from tests.utils.server import RunningServer, start_demo_server
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here, not in tests/reliability/conftest.py: pytest reads options only from the conftest
+    # files beside the paths it is given, and `pytest tests` is the usual one.
+    parser.addoption(
+        "--reliability-long",
+        action="store_true",
+        default=False,
+        help="tests/reliability at the issue's full sizes (50 MB prompts, 180 s soak, 8 clients)",
+    )
+
+
 @dataclass
 class ImageSources:
     http_origin: str  # http://127.0.0.1:PORT, on the server's allow-list

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from lingshu_server import __version__
-from lingshu_server.auth import ApiKeyStore
+from lingshu_server.auth import ApiKeyMiddleware, ApiKeyStore, is_loopback
 from lingshu_server.chat import (
     ChatPromptBuilder,
     load_chat_template,
@@ -36,6 +36,7 @@ from lingshu_server.logs import AuditLog
 from lingshu_server.media import ImageLimits
 from lingshu_server.metrics import Metrics
 from lingshu_server.model_check import check_supported_model
+from lingshu_server.openapi import install_openapi
 from lingshu_server.pacs_auth import FORWARD_HEADER, ForwardedCredentialMiddleware
 from lingshu_server.routes import public, v1
 from lingshu_server.serving import ChatService
@@ -170,7 +171,16 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
             if engine is not None:
                 engine.shutdown()
 
-    app = FastAPI(title="lingshu-server", version=__version__, lifespan=lifespan)
+    docs = settings.docs if settings.docs is not None else is_loopback(settings.host)
+    app = FastAPI(
+        title="lingshu-server",
+        version=__version__,
+        description="OpenAI-compatible chat completions for the Lingshu medical models.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     app.state.settings = settings
     app.state.started_at = int(time.time())
     app.state.lifecycle = Lifecycle()
@@ -197,6 +207,23 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(public)
+    install_openapi(app)
+    # Outermost last: telemetry, CORS (so even a 401 carries its headers), the API key (from
+    # the headers alone), then the body (size and read time), then the routes.
+    if app.state.dicomweb.forwards_credentials:
+        app.add_middleware(ForwardedCredentialMiddleware)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        read_timeout=settings.body_read_timeout,
+    )
+    public_paths = {route.path for route in public.routes}
+    public_paths |= {url for url in (app.openapi_url, app.docs_url, app.redoc_url) if url}
+    if app.docs_url:
+        public_paths.add(f"{app.docs_url}/oauth2-redirect")
+    app.add_middleware(
+        ApiKeyMiddleware, store=app.state.api_keys, public_paths=frozenset(public_paths)
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -205,9 +232,6 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
             allow_headers=["Authorization", "Content-Type", "X-Request-Id", FORWARD_HEADER],
             expose_headers=["X-Request-Id", "Retry-After"],
         )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-    if app.state.dicomweb.forwards_credentials:
-        app.add_middleware(ForwardedCredentialMiddleware)
     app.add_middleware(
         TelemetryMiddleware, metrics=app.state.metrics, lifecycle=app.state.lifecycle, audit=audit
     )

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lingshu_server import request_context
-from lingshu_server.errors import APIError
+from lingshu_server.errors import APIError, send_api_error
 from lingshu_server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -129,13 +131,9 @@ def insecure_listen_reason(settings: Settings) -> str | None:
     )
 
 
-async def require_api_key(request: Request) -> str | None:
-    """FastAPI dependency for /v1: the caller's key id, or a 401 in OpenAI's shape."""
-    store: ApiKeyStore = request.app.state.api_keys
-    if not store.enabled:
-        return None
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def authenticate(store: ApiKeyStore, authorization: str) -> str:
+    """The key id for an `Authorization` header value, or AuthenticationError."""
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError(
             "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
@@ -143,10 +141,56 @@ async def require_api_key(request: Request) -> str | None:
     found = store.match(token.strip())
     if found is None:
         raise AuthenticationError("Incorrect API key provided.")
-    ctx = request_context.get()
-    if ctx:
-        ctx.key_id = found
     return found
 
 
-ApiKeyDep = Annotated[str | None, Depends(require_api_key)]
+class ApiKeyMiddleware:
+    """Checks the API key from the request's headers alone, before a byte of the body is read:
+    a keyless client costs no memory and gets a 401 even for a malformed or huge body. Every
+    path needs a key except `public_paths` (probes, metrics, docs)."""
+
+    def __init__(self, app: ASGIApp, store: ApiKeyStore, public_paths: frozenset[str]):
+        self.app = app
+        self.store = store
+        self.public_paths = public_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.store.enabled or scope["path"] in self.public_paths:
+            await self.app(scope, receive, send)
+            return
+        header = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value
+                break
+        try:
+            found = authenticate(self.store, header.decode("latin-1"))
+        except AuthenticationError as exc:
+            # The body stays unread; uvicorn discards it as it arrives, without buffering it.
+            await send_api_error(send, exc)
+            return
+        ctx = request_context.get()
+        if ctx is not None:
+            ctx.key_id = found
+        await self.app(scope, receive, send)
+
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="An API key from --api-keys or --api-key-file, as `Authorization: Bearer <key>`"
+    " (not needed when the server runs without keys).",
+)
+
+
+async def require_api_key(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> str | None:
+    """FastAPI dependency for /v1 that puts the bearer scheme in the OpenAPI document. The key
+    was checked by ApiKeyMiddleware before the body was read; this only hands on its id."""
+    store: ApiKeyStore = request.app.state.api_keys
+    ctx = request_context.get()
+    key = ctx.key_id if ctx is not None else None
+    if store.enabled and key is None:  # the middleware is missing: refuse, never serve
+        raise AuthenticationError("Incorrect API key provided.")
+    return key

@@ -211,7 +211,7 @@ def _translate_error(exc: BaseException) -> Exception:
         )
         if too_long:
             return ContextLengthExceededError(message, param="messages")
-        return InvalidRequestError(message)
+        return InvalidRequestError(message, param=getattr(cause, "parameter", None))
     logger.error("engine request failed: %s", type(cause).__name__)
     return InternalServerError("generation failed")
 
@@ -275,8 +275,10 @@ class Engine:
             engine_prompt["multi_modal_data"] = {"image": images}
         try:
             params = _sampling_params(options, self._defaults, self._special_ids)
-        except ValueError as exc:
-            raise InvalidRequestError(str(exc)) from None
+        except InvalidRequestError:
+            raise
+        except Exception as exc:  # what SamplingParams refuses that protocol.py did not foresee
+            raise _translate_error(exc) from None
         num_top = options.logprobs or 0
         generator = self._llm.generate(engine_prompt, params, request_id)
         try:

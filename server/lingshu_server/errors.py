@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from lingshu_server import request_context
 from lingshu_server.protocol import ErrorBody, ErrorResponse
@@ -99,6 +100,18 @@ class PacsTimeoutError(PacsUnavailableError):
     code = "dicomweb_timeout"
 
 
+class RequestTimeoutError(APIError):
+    status = HTTPStatus.REQUEST_TIMEOUT
+    code = "request_timeout"
+    rejection = "timeout"
+
+
+class HeadersTooLargeError(APIError):
+    status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+    code = "headers_too_large"
+    rejection = "too_large"
+
+
 class InternalServerError(APIError):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
     type = "server_error"
@@ -110,6 +123,28 @@ def error_body(
     message: str, type_: str, param: str | None = None, code: str | None = None
 ) -> ErrorResponse:
     return ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code))
+
+
+def error_response_bytes(exc: APIError, close: bool) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers and body of an error answered below FastAPI (ASGI middleware, the protocol)."""
+    body = exc.body().model_dump_json().encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in (exc.headers or {}).items()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    return headers, body
+
+
+async def send_api_error(send: Send, exc: APIError, *, close: bool = False) -> None:
+    """Answer an ASGI request with `exc` from middleware, before any route runs. `close` when
+    the body was left unread and the client cannot be trusted to send it (a timeout)."""
+    _note_rejection(exc.rejection)
+    headers, body = error_response_bytes(exc, close)
+    await send({"type": "http.response.start", "status": int(exc.status), "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _param_path(loc: tuple[Any, ...]) -> str | None:
@@ -131,6 +166,34 @@ def _param_path(loc: tuple[Any, ...]) -> str | None:
     return "".join(parts) or None
 
 
+_EXPECTED_TYPES = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "a boolean",
+    "string_type": "a string",
+    "list_type": "an array",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+}
+
+
+# bool before int: True is an int to Python, a boolean to JSON
+_JSON_KINDS = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a decimal number"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "an object"),
+    (type(None), "null"),
+)
+
+
+def _json_kind(value: Any) -> str:
+    return next((kind for cls, kind in _JSON_KINDS if isinstance(value, cls)), "an unknown type")
+
+
 def validation_error(exc: RequestValidationError) -> APIError:
     errors = exc.errors()
     if not errors:
@@ -144,6 +207,12 @@ def validation_error(exc: RequestValidationError) -> APIError:
         return InvalidRequestError("the request body must be a JSON object")
     param = _param_path(loc)
     message = first.get("msg", "invalid value")
+    expected = _EXPECTED_TYPES.get(first.get("type", ""))
+    if expected is not None and param is not None:
+        # OpenAI's wording; its types are strict ("10" is not an integer)
+        got = _json_kind(first.get("input"))
+        message = f"Invalid type for '{param}': expected {expected}, but got {got} instead."
+        return InvalidRequestError(message, param=param, code="invalid_type")
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     return InvalidRequestError(f"{param}: {message}" if param else message, param=param)

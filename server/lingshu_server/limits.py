@@ -8,8 +8,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lingshu_server import request_context
-from lingshu_server.errors import APIError, error_body
+from lingshu_server.errors import APIError, RequestTimeoutError, send_api_error
 
 
 class OverloadedError(APIError):
@@ -34,13 +33,22 @@ class RateLimitedError(APIError):
         self.headers = {"Retry-After": str(retry_after_s)}
 
 
+class RequestTooLargeError(APIError):
+    status = 413
+    code = "request_too_large"
+    rejection = "too_large"
+
+
 class BodySizeLimitMiddleware:
     """413 for bodies over the limit, decided from Content-Length or while the body streams
-    in, before anything parses it. The body read here is handed on to the app unchanged."""
+    in, before anything parses it; 408 for a body that takes longer than `read_timeout` to
+    arrive (a client that promises a body and never sends it). The body read here is handed
+    on to the app unchanged."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float):
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,22 +56,22 @@ class BodySizeLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._too_large(send)
             return
-        chunks: list[bytes] = []
-        received = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left while sending
-                return
-            chunk = message.get("body", b"")
-            received += len(chunk)
-            if received > self.max_bytes:
-                await self._reject(send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                chunks = await self._read_body(receive)
+        except TimeoutError:
+            error = RequestTimeoutError(
+                f"the request body did not arrive within {self.read_timeout:g} seconds"
+            )
+            await send_api_error(send, error, close=True)
+            return
+        if chunks is None:  # the client left while sending
+            return
+        if isinstance(chunks, int):
+            await self._too_large(send)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -75,32 +83,27 @@ class BodySizeLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send) -> None:
-        ctx = request_context.get()
-        if ctx:
-            ctx.rejection = "too_large"
-        body = (
-            error_body(
-                f"request body is larger than the {self.max_bytes} bytes this server accepts",
-                "invalid_request_error",
-                None,
-                "request_too_large",
-            )
-            .model_dump_json()
-            .encode()
+    async def _read_body(self, receive: Receive) -> list[bytes] | int | None:
+        """The body's chunks; the byte count once it passes the limit; None if the client left."""
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
+                return received
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks
+
+    async def _too_large(self, send: Send) -> None:
+        error = RequestTooLargeError(
+            f"request body is larger than the {self.max_bytes} bytes this server accepts"
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_api_error(send, error, close=True)
 
 
 class AdmissionController:

@@ -119,6 +119,7 @@ def request_record(ctx: RequestContext, latency_s: float) -> dict[str, Any]:
         "completion_tokens": ctx.completion_tokens,
         "images": len(ctx.images),
         "client_disconnected": ctx.client_disconnected,
+        "stream_error": ctx.stream_error,
     }
 
 

@@ -13,7 +13,15 @@ from lingshu_server.request_context import RequestContext
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 PREPROCESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "DICOM", "TIFF", "BMP", "GIF", "MPO"})
-REJECTION_REASONS = ("auth", "too_large", "overloaded", "rate_limited", "bad_input", "draining")
+REJECTION_REASONS = (
+    "auth",
+    "too_large",
+    "timeout",
+    "overloaded",
+    "rate_limited",
+    "bad_input",
+    "draining",
+)
 
 
 def _exponential(start: float, factor: float, count: int) -> tuple[float, ...]:

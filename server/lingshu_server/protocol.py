@@ -2,17 +2,47 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+# Integers travel to the engine core as MessagePack, which holds signed or unsigned 64 bits.
+INT64_MIN = -(2**63)
+UINT64_MAX = 2**64 - 1
+INT32_MAX = 2**31 - 1
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class WireModel(BaseModel):
-    """Base of every request model: unknown fields are ignored, as OpenAI's API does."""
+    """Base of every request model: unknown fields are ignored, as OpenAI's API does. Types are
+    strict, as OpenAI's are: "10" is not an integer, "yes" not a boolean, 10.0 not an integer
+    (an integer is still a number); NaN and Infinity are not numbers."""
 
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    model_config = ConfigDict(
+        extra="ignore", protected_namespaces=(), strict=True, allow_inf_nan=False
+    )
+
+
+def _encodable(text: str) -> str:
+    # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 tokenizer can encode.
+    if not text.isascii() and _LONE_SURROGATE.search(text):
+        raise ValueError("the text holds a lone UTF-16 surrogate (not valid Unicode)")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
 
 
 class ResponseModel(BaseModel):
@@ -42,7 +72,7 @@ class DicomWindow(WireModel):
 
 
 class ImageURL(WireModel):
-    url: str = Field(min_length=1)
+    url: Text = Field(min_length=1)
     detail: Literal["auto", "low", "high"] | None = None
     # Extensions: an explicit pixel budget (clamped to the server's caps) and DICOM windowing.
     min_pixels: int | None = Field(default=None, ge=1)
@@ -58,7 +88,7 @@ class ImageURL(WireModel):
 
 class TextPart(WireModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ImagePart(WireModel):
@@ -80,8 +110,8 @@ ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 class ChatMessage(WireModel):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
+    content: Text | list[ContentPart] | None = None
+    name: Text | None = None
 
     @model_validator(mode="after")
     def _content_required(self) -> ChatMessage:
@@ -91,8 +121,8 @@ class ChatMessage(WireModel):
 
 
 class JSONSchemaFormat(WireModel):
-    name: str = "response"
-    description: str | None = None
+    name: Text = "response"
+    description: Text | None = None
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     strict: bool | None = None
 
@@ -116,25 +146,30 @@ class StreamOptions(WireModel):
 
 
 class ChatCompletionRequest(WireModel):
+    """A chat-completion request. The field rules mirror what vLLM's SamplingParams and its
+    MessagePack transport would refuse, so such values are a 400 naming the param, never a
+    500 from the engine; rules that need the server's settings are in serving.sampling_options."""
+
     messages: list[ChatMessage] = Field(min_length=1)
-    model: str | None = None
-    stream: bool = False
+    model: Text | None = None
+    # OpenAI's spec lets these five be null, meaning the default (see _null_is_default)
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(default=1, ge=1, le=16)
-    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    logprobs: bool = False
+    stop: Text | list[Text] | None = None
+    seed: int | None = Field(default=None, ge=INT64_MIN, le=UINT64_MAX)
+    n: int | None = Field(default=1, ge=1, le=16)
+    presence_penalty: float | None = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=0.0, ge=-2.0, le=2.0)
+    logprobs: bool | None = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
-    user: str | None = None
+    user: Text | None = None
     # vLLM extras
-    top_k: int | None = Field(default=None, ge=-1)
+    top_k: int | None = Field(default=None, ge=-1, le=INT32_MAX)
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     ignore_eos: bool = False
@@ -144,13 +179,42 @@ class ChatCompletionRequest(WireModel):
     # Extension: seconds this request may generate (at most the server's --request-timeout)
     request_timeout: float | None = Field(default=None, gt=0.0)
 
-    @model_validator(mode="after")
-    def _check_combinations(self) -> ChatCompletionRequest:
-        if self.top_logprobs and not self.logprobs:
-            raise ValueError("top_logprobs requires logprobs to be true")
-        if isinstance(self.stop, list) and len(self.stop) > 4:
+    @field_validator("stream", "n", "presence_penalty", "frequency_penalty", "logprobs")
+    @classmethod
+    def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        return cls.model_fields[info.field_name].default if value is None else value
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_sequences(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        sequences = [stop] if isinstance(stop, str) else stop or []
+        if len(sequences) > 4:
             raise ValueError("stop accepts at most 4 sequences")
-        return self
+        if any(not sequence for sequence in sequences):
+            raise ValueError("a stop sequence must not be empty")
+        return stop
+
+    @field_validator("n")
+    @classmethod
+    def _n_needs_sampling(cls, n: int, info: ValidationInfo) -> int:
+        if n > 1 and info.data.get("temperature") == 0:
+            raise ValueError("n must be 1 with temperature 0 (greedy decoding has one answer)")
+        return n
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_need_logprobs(cls, top: int | None, info: ValidationInfo) -> int | None:
+        if top and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs requires logprobs to be true")
+        return top
+
+    @field_validator("min_tokens")
+    @classmethod
+    def _min_within_max(cls, min_tokens: int, info: ValidationInfo) -> int:
+        limit = info.data.get("max_completion_tokens") or info.data.get("max_tokens")
+        if limit is not None and min_tokens > limit:
+            raise ValueError(f"min_tokens ({min_tokens}) must not exceed max_tokens ({limit})")
+        return min_tokens
 
     @property
     def stop_sequences(self) -> list[str]:
@@ -298,3 +362,21 @@ class ErrorBody(ResponseModel):
 
 class ErrorResponse(ResponseModel):
     error: ErrorBody
+
+
+class ServerStatus(ResponseModel):
+    """/health and /ready: the server's stage (an extension, not an OpenAI type)."""
+
+    status: str = Field(description='"ok" while the engine serves, else the stage')
+    stage: Literal[
+        "starting",
+        "checking_model",
+        "loading_engine",
+        "preparing_chat_template",
+        "ready",
+        "draining",
+        "engine_dead",
+        "failed",
+    ]
+    elapsed_s: float = Field(description="Seconds since the server started")
+    error: str | None = Field(default=None, description="Why start-up failed, if it did")

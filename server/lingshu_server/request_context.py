@@ -36,6 +36,7 @@ class RequestContext:
     client_disconnected: bool = False
     response_started: bool = False
     rejection: str | None = None  # why the server turned the request away, if it did
+    stream_error: str | None = None  # a stream that failed after its 200: the error's code
 
 
 current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(

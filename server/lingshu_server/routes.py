@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from lingshu_server import __version__, request_context
 from lingshu_server.auth import require_api_key
@@ -16,7 +16,14 @@ from lingshu_server.engine import Engine, vllm_version
 from lingshu_server.errors import DrainingError, EngineUnavailableError, UnsupportedMediaTypeError
 from lingshu_server.lifecycle import Lifecycle, Stage
 from lingshu_server.metrics import engine_exposition
-from lingshu_server.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
+from lingshu_server.openapi import CHAT_RESPONSES, V1_RESPONSES
+from lingshu_server.protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ModelCard,
+    ModelList,
+    ServerStatus,
+)
 from lingshu_server.serving import ChatService
 
 T = TypeVar("T")
@@ -24,6 +31,10 @@ T = TypeVar("T")
 # pool, a thread hop per dependency per request for work that takes microseconds.
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STATUS_RESPONSES: dict[int | str, dict] = {
+    200: {"model": ServerStatus, "description": "Serving"},
+    503: {"model": ServerStatus, "description": "Not serving: the stage says why"},
+}
 
 
 async def _lifecycle(request: Request) -> Lifecycle:
@@ -52,9 +63,15 @@ async def check_rate_limit(request: Request) -> None:
 
 
 async def require_json(request: Request) -> None:
-    content_type = request.headers.get("content-type", "application/json")
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        raise UnsupportedMediaTypeError(
+            "the request has no Content-Type header; send the body as JSON with "
+            "Content-Type: application/json"
+        )
     if content_type.split(";", 1)[0].strip().lower() != "application/json":
         raise UnsupportedMediaTypeError(
+            f"Content-Type {content_type.split(';', 1)[0].strip()[:100]!r} is not supported; "
             "send the request body as JSON with Content-Type: application/json"
         )
 
@@ -73,6 +90,7 @@ EngineDep = Annotated[Engine, Depends(_engine)]
 v1 = APIRouter(
     prefix="/v1",
     dependencies=[Depends(require_api_key), Depends(check_rate_limit), Depends(require_ready)],
+    responses=V1_RESPONSES,
 )
 public = APIRouter()
 
@@ -102,7 +120,12 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T | Respon
     return Response(status_code=499)
 
 
-@v1.post("/chat/completions", response_model=None, dependencies=[Depends(require_json)])
+@v1.post(
+    "/chat/completions",
+    response_model=None,
+    dependencies=[Depends(require_json)],
+    responses=CHAT_RESPONSES,
+)
 async def create_chat_completion(
     request: Request, body: ChatCompletionRequest, chat: ChatServiceDep
 ) -> ChatCompletion | Response:
@@ -132,19 +155,23 @@ async def list_models(request: Request, engine: EngineDep) -> ModelList:
     )
 
 
-@public.get("/health")
+@public.get("/health", responses=STATUS_RESPONSES)
 async def health(lifecycle: LifecycleDep) -> JSONResponse:
     """Liveness (and startup): 200 while the engine is up; 503 with the stage otherwise."""
     return JSONResponse(lifecycle.status(), status_code=200 if lifecycle.serving else 503)
 
 
-@public.get("/ready")
+@public.get("/ready", responses=STATUS_RESPONSES)
 async def ready(lifecycle: LifecycleDep) -> JSONResponse:
     """Readiness: 200 only when new requests are welcome (loaded, not draining)."""
     return JSONResponse(lifecycle.status(), status_code=200 if lifecycle.ready else 503)
 
 
-@public.get("/metrics")
+@public.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text format"}},
+)
 async def metrics(request: Request) -> Response:
     ours = request.app.state.metrics.exposition()
     return Response(ours + engine_exposition(), media_type=PROMETHEUS_TEXT)

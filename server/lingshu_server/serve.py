@@ -13,6 +13,7 @@ import uvicorn
 
 from lingshu_server.app import create_app
 from lingshu_server.auth import insecure_listen_reason
+from lingshu_server.connections import guarded_http_protocol
 from lingshu_server.lifecycle import Lifecycle, Stage
 from lingshu_server.model_check import check_supported_model
 from lingshu_server.settings import Settings
@@ -87,6 +88,9 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=max(5, int(settings.drain_timeout)),
+        http=guarded_http_protocol(
+            settings.max_header_bytes, settings.header_timeout, settings.max_connections
+        ),
     )
     server = DrainingServer(config, app.state.lifecycle, settings.drain_timeout)
     holder.append(server)

@@ -53,6 +53,12 @@ def sampling_options(
             f"{max_tokens_cap} completion tokens.",
             param=param,
         )
+    if request.min_tokens > (requested or max_tokens_cap):
+        raise InvalidRequestError(
+            f"min_tokens ({request.min_tokens}) must not exceed max_tokens, which is "
+            f"{max_tokens_cap} when not given",
+            param="min_tokens",
+        )
     return SamplingOptions(
         max_tokens=requested or max_tokens_cap,
         n=request.n,
@@ -315,13 +321,16 @@ class ChatService:
                 )
                 yield sse(ChatCompletionChunk(**header, choices=[], usage=usage).model_dump_json())
         except APIError as exc:
+            _note_stream_error(exc)
             yield sse(exc.body().model_dump_json())
         except (asyncio.CancelledError, GeneratorExit):
             _note_disconnect()
             raise
         except Exception as exc:  # a bug: tell the client, log the type only
             logger.error("stream failed: %s\n%s", type(exc).__name__, stack_without_message(exc))
-            yield sse(InternalServerError("internal server error").body().model_dump_json())
+            error = InternalServerError("internal server error")
+            _note_stream_error(error)
+            yield sse(error.body().model_dump_json())
         finally:
             await run.close()
         yield sse("[DONE]")
@@ -337,3 +346,11 @@ def _note_disconnect() -> None:
     ctx = request_context.get()
     if ctx is not None:
         ctx.client_disconnected = True
+
+
+def _note_stream_error(exc: APIError) -> None:
+    """A stream that fails after its 200 is logged and counted with the error's status."""
+    ctx = request_context.get()
+    if ctx is not None:
+        ctx.status = int(exc.status)
+        ctx.stream_error = exc.code or exc.type

@@ -256,6 +256,34 @@ class Settings(BaseSettings):
         description="Append one JSON line per request (ids, key id, status, tokens, SHA-256 of "
         "each image) to this file. Never prompt text or image bytes.",
     )
+    # Connections: what a slow, careless or hostile client may hold before the app sees it.
+    body_read_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a request body may take to arrive in full (408 beyond).",
+    )
+    header_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds a request line and headers may take to arrive, and a connection "
+        "may stay idle before its first request (closed beyond).",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request line plus headers accepted (431 beyond).",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open client connections served at once; requests on connections beyond "
+        "get 503 with Retry-After.",
+    )
+    docs: bool | None = Field(
+        default=None,
+        description="Serve /openapi.json, /docs and /redoc (public, no key). Default: on when "
+        "listening on a loopback address, off otherwise.",
+    )
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(

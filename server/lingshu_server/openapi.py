@@ -1,0 +1,109 @@
+"""The OpenAPI document as the server really answers: completions and their SSE chunks, the
+error shape for every status a route can return, the bearer scheme, and no 422 (FastAPI's
+validation status; this server answers 400 in OpenAI's shape)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import TypeAdapter
+
+from lingshu_server.protocol import ChatCompletion, ChatCompletionChunk, ErrorResponse
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid request: a wrong type or value (naming the `param`), a body that is not "
+    "JSON, an image that cannot be used, or a prompt over the context (`context_length_exceeded`)",
+    401: "Missing or wrong API key (checked before the body is read)",
+    404: "Unknown model",
+    408: "The request body did not arrive within --body-read-timeout",
+    413: "The request body is over --max-request-bytes",
+    415: "The body is not sent as Content-Type: application/json",
+    429: "The key's rate limit is reached (Retry-After)",
+    431: "The request line and headers are over --max-header-bytes",
+    500: "A server bug; the message says nothing about the request",
+    503: "Loading, draining, engine down, at capacity or too many connections (Retry-After)",
+}
+# Answered for any request before a route runs: auth, body and head limits, connections.
+COMMON_ERRORS = (408, 413, 431, 503)
+CHUNK_SCHEMA = "ChatCompletionChunk"
+SSE_DESCRIPTION = (
+    "With `stream: true`: server-sent events. Each `data:` line holds a "
+    f"`{CHUNK_SCHEMA}` (#/components/schemas/{CHUNK_SCHEMA}); a failure after the first event "
+    "arrives as a `data:` line holding an `ErrorResponse`; the stream ends with `data: [DONE]`."
+)
+
+# Before OpenAPI 3.2 (FastAPI writes 3.1) an event stream's `schema` describes one event.
+SSE_EVENT = {
+    "type": "object",
+    "description": SSE_DESCRIPTION,
+    "properties": {
+        "data": {
+            "type": "string",
+            "anyOf": [
+                {"const": "[DONE]"},
+                {
+                    "contentMediaType": "application/json",
+                    "contentSchema": {
+                        "anyOf": [
+                            {"$ref": f"#/components/schemas/{CHUNK_SCHEMA}"},
+                            {"$ref": "#/components/schemas/ErrorResponse"},
+                        ]
+                    },
+                },
+            ],
+        },
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+    },
+    "required": ["data"],
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
+        for status in sorted({*statuses, *COMMON_ERRORS})
+    }
+
+
+CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ChatCompletion,
+        "description": "The completion (JSON), or with `stream: true` its chunks (SSE)",
+        "content": {"text/event-stream": {"schema": SSE_EVENT}},
+    },
+    **error_responses(400, 401, 404, 415, 429, 500),
+}
+V1_RESPONSES = error_responses(401, 429)
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Generate the document once, then drop FastAPI's 422 and add the stream chunk schema."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        for path in document.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        chunk = TypeAdapter(ChatCompletionChunk).json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        for name, definition in chunk.pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
+        schemas[CHUNK_SCHEMA] = chunk
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
