@@ -136,3 +136,23 @@ def test_image_budget_defaults_to_the_checkpoint_and_may_only_tighten(tmp_path):
     assert server_budget(None, 200704, checkpoint)[0] == PixelBudget(3136, 200704)
     with pytest.raises(ValueError, match="above this checkpoint's limit of 401408"):
         server_budget(None, 12845056, checkpoint)
+
+
+def test_unreadable_pacs_credentials_file_is_one_clear_line(capsys, tmp_path):
+    from lingshu_server.demo_model import ensure_demo_model
+
+    missing = tmp_path / "pacs-credentials"
+    code = main(
+        [
+            "--model",
+            str(ensure_demo_model()),
+            "--dicomweb-urls",
+            "http://127.0.0.1:9/dicom-web",
+            "--dicomweb-auth",
+            f"basic:{missing}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"cannot read the PACS credentials file {missing}" in err
+    assert "Traceback" not in err

@@ -124,12 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from lingshu_server.logs import configure_logging
+    from lingshu_server.pacs_auth import PacsCredentialsError
     from lingshu_server.serve import StartupRefused, serve
 
     configure_logging(settings.log_level, settings.log_format)
     try:
         return serve(settings)
-    except (UnsupportedModelError, StartupRefused) as exc:
+    except (UnsupportedModelError, StartupRefused, PacsCredentialsError) as exc:
         sys.stderr.write(f"lingshu-server: {exc}\n")
         return 2
 

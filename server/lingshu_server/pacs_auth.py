@@ -50,6 +50,10 @@ def forwarded_credential() -> str | None:
     return _forwarded.get()
 
 
+class PacsCredentialsError(Exception):
+    """A PACS credentials file cannot be read at start-up (the server does not start)."""
+
+
 class _SecretFile:
     """A credential in a mounted file, re-read when it changes (so Secrets rotate)."""
 
@@ -65,9 +69,12 @@ class _SecretFile:
             stamp = (info.st_mtime, info.st_size)
             if stamp != self._stamp:
                 self._value, self._stamp = self._path.read_text(encoding="utf-8").strip(), stamp
-        except OSError:
+        except OSError as exc:
             if self._stamp is None:
-                raise
+                raise PacsCredentialsError(
+                    f"cannot read the PACS credentials file {self._path}: "
+                    f"{exc.strerror or type(exc).__name__}"
+                ) from None
             # keep the last credential read: a Secret being swapped is briefly absent
         return self._value
 

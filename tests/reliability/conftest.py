@@ -3,7 +3,8 @@ server run as a hospital would (an API key, tight connection limits). Short by d
 `--reliability-long` (or LINGSHU_RELIABILITY_LONG=1) runs the issue's full sizes. The figures
 are printed at the end of the run.
 
-The engine-death test kills this server's engine, so it runs after every other test here."""
+The engine-death test kills this server's engine; it runs after every other test here, and a
+test that needs the server after it gets a new one."""
 
 from __future__ import annotations
 
@@ -72,11 +73,8 @@ def image_host() -> Iterator[str]:
         yield host
 
 
-@pytest.fixture(scope="session")
-def rel_server(
-    tmp_path_factory: pytest.TempPathFactory, image_host: str
-) -> Iterator[RunningServer]:
-    server = start_demo_server(
+def _start_rel_server(tmp_path_factory: pytest.TempPathFactory, image_host: str) -> RunningServer:
+    return start_demo_server(
         tmp_path_factory.mktemp("reliability") / "server.log",
         "--api-keys",
         KEY,
@@ -97,10 +95,27 @@ def rel_server(
         "--request-timeout",
         "30",
     )
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")
+def _rel_servers() -> Iterator[list[RunningServer]]:
+    started: list[RunningServer] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def rel_server(
+    _rel_servers: list[RunningServer], tmp_path_factory: pytest.TempPathFactory, image_host: str
+) -> RunningServer:
+    """The suite's server; started again if the engine-death test ended it, so no test here
+    depends on running before that one (which is still moved last, to save the restart)."""
+    if not _rel_servers or _rel_servers[-1].process.poll() is not None:
+        _rel_servers.append(_start_rel_server(tmp_path_factory, image_host))
+    return _rel_servers[-1]
+
+
+@pytest.fixture
 def target(rel_server: RunningServer, report: ReliabilityReport) -> Target:
     return Target(rel_server.base_url, KEY, report)
