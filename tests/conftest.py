@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.utils.images import encode, gradient_image
-from tests.utils.server import RunningServer, start_demo_server
+from tests.utils.server import Restartable, RunningServer, start_demo_server
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -124,19 +124,14 @@ def _start_secured(root: Path) -> RunningServer:
 
 
 @pytest.fixture(scope="session")
-def _secured_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunningServer]]:
-    started: list[RunningServer] = []
-    yield started
-    for running in started:
-        running.stop()
+def _secured_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restartable]:
+    server = Restartable(lambda: _start_secured(tmp_path_factory.mktemp("secured")))
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def secured(
-    _secured_servers: list[RunningServer], tmp_path_factory: pytest.TempPathFactory
-) -> RunningServer:
+def secured(_secured_server: Restartable) -> RunningServer:
     """One secured server for the session, started again only if a test ended it (the SIGTERM
     drain test does), so no test depends on running before or after another."""
-    if not _secured_servers or _secured_servers[-1].process.poll() is not None:
-        _secured_servers.append(_start_secured(tmp_path_factory.mktemp("secured")))
-    return _secured_servers[-1]
+    return _secured_server.get()

@@ -25,7 +25,7 @@ from tests.reliability.server_config import (
     long_mode,
 )
 from tests.reliability.stalling_host import stalling_image_host
-from tests.utils.server import RunningServer, start_demo_server
+from tests.utils.server import Restartable, RunningServer, start_demo_server
 
 LAST = "engine_death"
 
@@ -98,22 +98,17 @@ def _start_rel_server(tmp_path_factory: pytest.TempPathFactory, image_host: str)
 
 
 @pytest.fixture(scope="session")
-def _rel_servers() -> Iterator[list[RunningServer]]:
-    started: list[RunningServer] = []
-    yield started
-    for server in started:
-        server.stop()
+def _rel_server(tmp_path_factory: pytest.TempPathFactory, image_host: str) -> Iterator[Restartable]:
+    server = Restartable(lambda: _start_rel_server(tmp_path_factory, image_host))
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def rel_server(
-    _rel_servers: list[RunningServer], tmp_path_factory: pytest.TempPathFactory, image_host: str
-) -> RunningServer:
+def rel_server(_rel_server: Restartable) -> RunningServer:
     """The suite's server; started again if the engine-death test ended it, so no test here
     depends on running before that one (which is still moved last, to save the restart)."""
-    if not _rel_servers or _rel_servers[-1].process.poll() is not None:
-        _rel_servers.append(_start_rel_server(tmp_path_factory, image_host))
-    return _rel_servers[-1]
+    return _rel_server.get()
 
 
 @pytest.fixture

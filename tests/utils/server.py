@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,3 +98,21 @@ def _start(log_path: Path, args: list[str], env: dict | None) -> RunningServer:
         time.sleep(0.5)
     server.stop()
     raise RuntimeError(f"server did not become healthy:\n{server.log_text()[-5000:]}")
+
+
+class Restartable:
+    """A session's server that a test may end (SIGTERM drain, engine death): `get` starts it
+    the first time and again after it ended, so no test depends on the order tests run in."""
+
+    def __init__(self, start: Callable[[], RunningServer]):
+        self._start = start
+        self._started: list[RunningServer] = []
+
+    def get(self) -> RunningServer:
+        if not self._started or self._started[-1].process.poll() is not None:
+            self._started.append(self._start())
+        return self._started[-1]
+
+    def stop(self) -> None:
+        for running in self._started:
+            running.stop()
