@@ -167,8 +167,8 @@ async def run_plan(plan: dict[str, Any]) -> list[dict[str, Any]]:
     try:
         tokenizer = engine.get_tokenizer()
         template = load_chat_template(kwargs["model"], tokenizer)
-        pixels = kwargs["mm_processor_kwargs"]
-        builder = PromptBuilder(tokenizer, template, pixels["min_pixels"], pixels["max_pixels"])
+        size = kwargs["mm_processor_kwargs"]["size"]
+        builder = PromptBuilder(tokenizer, template, size["shortest_edge"], size["longest_edge"])
         model_defaults = engine.model_config.get_diff_sampling_param()
         defaults = {k: v for k, v in model_defaults.items() if k in MODEL_DEFAULT_FIELDS}
         results = []
