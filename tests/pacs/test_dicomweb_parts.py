@@ -21,7 +21,7 @@ from lingshu_server.dicom_series import (
 from lingshu_server.dicomweb import DicomWebSource
 from lingshu_server.errors import InvalidRequestError
 from lingshu_server.fetch_cache import FetchCache
-from lingshu_server.pacs_auth import PacsAuth
+from lingshu_server.pacs_auth import PacsAuth, PacsCredentialsError
 from lingshu_server.pacs_client import dicom_from_response
 from lingshu_server.settings import Settings
 from tests.utils.ct_series import synthetic_ct_series
@@ -179,7 +179,7 @@ def test_caller_identity_separates_forwarded_credentials_only_when_forwarding(tm
     secret.unlink()  # a Secret briefly gone while it is swapped: the last value stays
     assert auth.header() == "Basic " + base64.b64encode(b"lingshu:rotated-password").decode()
     assert PacsAuth.parse("none").header() is None
-    with pytest.raises(FileNotFoundError):  # at start-up, not at the first request
+    with pytest.raises(PacsCredentialsError, match="missing"):  # at start-up, not later
         PacsAuth.parse(f"bearer:{tmp_path / 'missing'}")
 
 
