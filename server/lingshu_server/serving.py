@@ -157,6 +157,18 @@ class ChatService:
                 )
                 for image in prompt.images
             ]
+            ctx.images += [
+                ImageRecord(
+                    sha256=video.sha256,
+                    format=f"{video.source_format} video",
+                    encoded_bytes=video.encoded_bytes,
+                    width=video.source_size[0],
+                    height=video.source_size[1],
+                    tokens=video.num_tokens,
+                    source=video.source,
+                )
+                for video in prompt.videos
+            ]
         if prompt.images:
             self._metrics.record_images(
                 [(image.source_format, image.seconds) for image in prompt.images],
@@ -179,7 +191,11 @@ class ChatService:
             self._record_prompt(prompt, started)
             request_id = completion_id()
             steps = self._engine.generate(
-                prompt.token_ids, [img.image for img in prompt.images], options, request_id
+                prompt.token_ids,
+                [img.image for img in prompt.images],
+                options,
+                request_id,
+                [(video.frames, video.metadata) for video in prompt.videos],
             )
             run = EngineRun(request_id, steps, deadline, self._admission.release)
             first = await run.next()
