@@ -68,11 +68,15 @@ class ImagePart(WireModel):
     @model_validator(mode="before")
     @classmethod
     def _accept_bare_url(cls, data: Any) -> Any:
-        # Some clients send {"type": "image_url", "image_url": "data:..."}; OpenAI's own SDK
-        # accepts the object form only, but the string form is unambiguous.
-        if isinstance(data, dict) and isinstance(data.get("image_url"), str):
-            return {**data, "image_url": {"url": data["image_url"]}}
-        return data
+        return _bare_url(data, "image_url")
+
+
+def _bare_url(data: Any, key: str) -> Any:
+    """Some clients send {"type": "image_url", "image_url": "data:..."}; OpenAI's own SDK
+    accepts the object form only, but the string form is unambiguous."""
+    if isinstance(data, dict) and isinstance(data.get(key), str):
+        return {**data, key: {"url": data[key]}}
+    return data
 
 
 class VideoURL(WireModel):
@@ -105,9 +109,7 @@ class VideoPart(WireModel):
     @model_validator(mode="before")
     @classmethod
     def _accept_bare_url(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("video_url"), str):
-            return {**data, "video_url": {"url": data["video_url"]}}
-        return data
+        return _bare_url(data, "video_url")
 
 
 ContentPart = Annotated[TextPart | ImagePart | VideoPart, Field(discriminator="type")]

@@ -20,6 +20,7 @@ from lingshu_server.errors import (
 )
 from lingshu_server.generation import EngineRun, deadline_after, elapsed_since
 from lingshu_server.limits import AdmissionController
+from lingshu_server.media import PreparedImage
 from lingshu_server.metrics import Metrics
 from lingshu_server.protocol import (
     AssistantMessage,
@@ -147,27 +148,17 @@ class ChatService:
             ctx.prompt_tokens = prompt.num_tokens
             ctx.images = [
                 ImageRecord(
-                    sha256=image.sha256,
-                    format=image.source_format,
-                    encoded_bytes=image.encoded_bytes,
-                    width=image.source_size[0],
-                    height=image.source_size[1],
-                    tokens=image.num_tokens,
-                    source=image.source,
+                    sha256=item.sha256,
+                    format=item.source_format
+                    if isinstance(item, PreparedImage)
+                    else f"{item.source_format} video",
+                    encoded_bytes=item.encoded_bytes,
+                    width=item.source_size[0],
+                    height=item.source_size[1],
+                    tokens=item.num_tokens,
+                    source=item.source,
                 )
-                for image in prompt.images
-            ]
-            ctx.images += [
-                ImageRecord(
-                    sha256=video.sha256,
-                    format=f"{video.source_format} video",
-                    encoded_bytes=video.encoded_bytes,
-                    width=video.source_size[0],
-                    height=video.source_size[1],
-                    tokens=video.num_tokens,
-                    source=video.source,
-                )
-                for video in prompt.videos
+                for item in (*prompt.images, *prompt.videos)
             ]
         if prompt.images:
             self._metrics.record_images(
