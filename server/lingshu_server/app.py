@@ -115,6 +115,7 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
             settings.max_videos_per_request,
             app.state.image_fetcher,
             app.state.dicomweb,
+            engine.max_tokens_per_visual_item,
         ),
     )
     admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)

@@ -253,6 +253,9 @@ class Engine:
         self._llm = _async_llm_class().from_engine_args(_engine_args(settings, image_budget))
         self.max_model_len: int = self._llm.model_config.max_model_len
         self.tokenizer = self._llm.get_tokenizer()
+        # The most visual tokens one image or video may have: vLLM's encoder cache, sized at
+        # start-up from the largest image the processor allows and a 14-frame video of it.
+        self.max_tokens_per_visual_item: int = self._llm.input_processor.mm_encoder_cache_size
         model_defaults = self._llm.model_config.get_diff_sampling_param()
         self._defaults = {k: v for k, v in model_defaults.items() if k in MODEL_DEFAULT_FIELDS}
         self._special_ids = _special_token_ids(self.tokenizer, self._stop_ids())

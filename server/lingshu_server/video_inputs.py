@@ -92,8 +92,10 @@ class VideoInputs:
         max_videos: int,
         fetcher: ImageFetcher,
         dicomweb: DicomWebSource,
+        max_tokens_per_video: int,
     ):
         self._pool = pool
+        self._max_tokens = max_tokens_per_video
         self._limits = limits
         self._max_videos = max_videos
         self._fetcher = fetcher
@@ -116,7 +118,17 @@ class VideoInputs:
 
     async def plan(self, parts: VideoParts) -> list[PlannedVideo]:
         """Fetch and probe every video: sizes, frames and token costs, nothing decoded."""
-        return list(await asyncio.gather(*(self._plan(param, part) for param, part in parts)))
+        planned = await asyncio.gather(*(self._plan(param, part) for param, part in parts))
+        for video in planned:
+            if video.num_tokens > self._max_tokens:
+                raise InvalidRequestError(
+                    f"the video would be {video.num_tokens} tokens; the engine takes at most "
+                    f"{self._max_tokens} for one video (its encoder cache). Send fewer frames "
+                    "(video_url.fps or nframes) or smaller ones (max_pixels or total_pixels)",
+                    param=video.param,
+                    code=TOO_LARGE,
+                )
+        return list(planned)
 
     async def decode(self, planned: list[PlannedVideo]) -> list[PreparedVideo]:
         return list(await asyncio.gather(*(self._decode(video) for video in planned)))

@@ -103,7 +103,7 @@ def video_and_image() -> tuple[list[dict], list[dict]]:
 VIDEO_CASES: dict[str, Callable[[], tuple[list[dict], list[dict]]]] = {
     "video-short-landscape-mp4": lambda: one_video(videos.clip_url(320, 240, 12, fps=6)),
     "video-long-portrait-webm": lambda: one_video(
-        videos.clip_url(180, 320, 300, fps=10, fmt="webm", seed=1)
+        videos.clip_url(180, 320, 200, fps=10, fmt="webm", seed=1)
     ),
     "video-animated-gif": lambda: one_video(videos.clip_url(160, 120, 10, fps=5, fmt="gif")),
     "video-dicom-cine": lambda: one_video(videos.data_url(videos.cine_loop(), "dicom")),

@@ -97,9 +97,14 @@ def _openai_part(part: dict) -> dict:
     if part["type"] == "image":
         return {"type": "image_url", "image_url": {"url": part["image"]}}
     if part["type"] == "video":
-        options = {k: v for k, v in part.items() if k not in ("type", "video")}
-        return {"type": "video_url", "video_url": {"url": part["video"], **options}}
+        return {"type": "video_url", "video_url": to_openai_video(part)}
     return part
+
+
+def to_openai_video(element: dict) -> dict:
+    """A model card video element as a video_url object (its options inside)."""
+    options = {k: v for k, v in element.items() if k not in ("type", "video")}
+    return {"url": element["video"], **options}
 
 
 def read_video_pyav(element: dict) -> tuple[torch.Tensor, dict, float]:
