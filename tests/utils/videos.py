@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 from pydicom.data import get_testdata_file
+from qwen_vl_utils import vision_process as qwen
 
 # container, codec, pixel format, MIME type
 FORMATS = {
@@ -69,3 +70,27 @@ def video_part(url: str, **options) -> dict:
 def video_tokens(frames: int, width: int, height: int) -> int:
     """Tokens of `frames` frames of `width` x `height` (already at a multiple of 28)."""
     return (frames + frames % 2) // 2 * (width // 28) * (height // 28)
+
+
+def model_frame_size(width: int, height: int, frames: int, **budget: int) -> tuple[int, int]:
+    """qwen-vl-utils' fetch_video resize for `frames` sampled frames (its default budget)."""
+    unit = 28 * 28
+    min_pixels = budget.get("min_pixels", qwen.VIDEO_MIN_TOKEN_NUM * unit)
+    total = budget.get("total_pixels", qwen.MODEL_SEQ_LEN * unit * 0.9)
+    max_pixels = max(min(qwen.VIDEO_MAX_TOKEN_NUM * unit, total / frames * 2), min_pixels * 1.05)
+    max_pixels = min(budget.get("max_pixels", max_pixels), max_pixels)
+    h, w = qwen.smart_resize(height, width, 28, min_pixels=min_pixels, max_pixels=max_pixels)
+    return w, h
+
+
+def expected_tokens(width: int, height: int, frames: int, **budget: int) -> int:
+    return video_tokens(frames, *model_frame_size(width, height, frames, **budget))
+
+
+def video_pad_id() -> int:
+    from tokenizers import Tokenizer
+
+    from lingshu_server.demo_model import ensure_demo_model
+
+    tokenizer = Tokenizer.from_file(str(ensure_demo_model() / "tokenizer.json"))
+    return tokenizer.token_to_id("<|video_pad|>")
