@@ -8,6 +8,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import openai
 import pydicom
 import pytest
@@ -22,6 +23,7 @@ MAX_FRAMES = 8
 MAX_SECONDS = 20
 MAX_BYTES = 400_000
 MAX_VIDEOS = 2
+MAX_FRAME_PIXELS = 200_000  # 640x480 is over it
 PACS_USER = ("lingshu", "video-secret")
 
 
@@ -73,6 +75,8 @@ def tight_server(
         str(MAX_BYTES),
         "--max-videos-per-request",
         str(MAX_VIDEOS),
+        "--max-image-pixels",
+        str(MAX_FRAME_PIXELS),
         "--dtype",
         "float32",
     )
@@ -84,3 +88,9 @@ def tight_server(
 def sdk(server: RunningServer) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none", max_retries=0) as client:
         yield client
+
+
+@pytest.fixture
+def tight_client(tight_server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=tight_server.base_url, timeout=120) as http:
+        yield http
