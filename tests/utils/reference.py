@@ -19,6 +19,10 @@ Videos, two departures forced by the installed versions, both kept as small as p
   rate, so second_per_grid_ts is 2 / sample_fps as in the model card's transformers. The
   processor is told not to resize frames again (`do_resize: False` for videos): qwen-vl-utils'
   frame budget is the one the model was trained with.
+Known difference left as it is: after a video whose temporal positions reach past its width or
+height (long clips), transformers 5.19 restarts the text at max(h, w) while vLLM, like the
+original Qwen2.5-VL code, restarts it after the largest video position. Prompt token ids are
+unaffected; on the demo checkpoints the greedy tokens of the long clip still agree.
 """
 
 from __future__ import annotations
