@@ -374,7 +374,7 @@ def _rgb_frames(
 ) -> Iterator[np.ndarray]:
     for image in images:
         deadline.check()
-        yield resize_frame(np.asarray(to_rgb(image)), size)
+        yield resize_frame(np.array(to_rgb(image)), size)  # writable, for torch
 
 
 def decode_dicom(
