@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.engine_alone import spec_to_dict
-from benchmarks.loadgen import ImageSpec, LoadSpec, build_bodies, run_load
+from benchmarks.loadgen import ImageSpec, LoadSpec, VideoSpec, build_bodies, run_load
 from benchmarks.report import build_report, render_report
 from benchmarks.targets import (
     ENGINE,
@@ -49,6 +49,7 @@ from benchmarks.targets import (
 JPEG_512 = ImageSpec(512, 512, "jpeg")
 JPEG_2048 = ImageSpec(2048, 2048, "jpeg")
 PNG_2048 = ImageSpec(2048, 2048, "png")
+CLIP_480P = VideoSpec(854, 480, 10, 10)  # 10 s of H.264 at 10 fps: 20 frames at 2 per second
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Case:
     requests: int  # at --requests-scale 1: about 10-20 s per case on a 2-core machine
     images: tuple[ImageSpec, ...]
     purpose: str
+    videos: tuple[VideoSpec, ...] = ()
 
 
 CASES = {
@@ -70,6 +72,8 @@ CASES = {
         Case("c16-png2048", 16, 32, (PNG_2048,), "throughput, large PNG"),
         Case("c1-text", 1, 128, (), "latency, text only"),
         Case("c64-jpeg512", 64, 320, (JPEG_512,), "saturation"),
+        # 20 frames of 476x840: 5,100 visual tokens per request
+        Case("c4-video480p", 4, 16, (), "video, 10 s 480p H.264", (CLIP_480P,)),
     )
 }
 SMOKE_CASES = ("c16-jpeg512", "c1-text")
@@ -201,6 +205,7 @@ def plan_from_args(args: argparse.Namespace, model_dir: str | None = None) -> Pl
             concurrency=case.concurrency,
             requests=requests,
             images=case.images,
+            videos=case.videos,
             max_tokens=args.max_tokens,
             ignore_eos=True,
             # A seed per case: no image repeats across cases, so no case is served from the
@@ -308,7 +313,10 @@ class Runner:
         out_path = self.log_dir / f"engine-r{repeat + 1}-results.json"
         plan = {
             "engine": engine_kwargs(self.plan.config),
-            "cases": [{"name": n, "spec": spec_to_dict(s)} for n, s in self.plan.cases],
+            # the engine-alone run feeds images only; video cases compare the two servers
+            "cases": [
+                {"name": n, "spec": spec_to_dict(s)} for n, s in self.plan.cases if not s.videos
+            ],
         }
         plan_path.write_text(json.dumps(plan, indent=2))
         child = ChildProcess(

@@ -49,6 +49,7 @@ MODEL_DEFAULT_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_pe
 def spec_to_dict(spec: LoadSpec) -> dict[str, Any]:
     data = asdict(spec)
     data["images"] = [str(image) for image in spec.images]
+    data.pop("videos")
     return data
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import psutil
 
 from benchmarks.images import FORMATS, MIME_TYPES, encode_variant
+from benchmarks.videos import encode_clip
 
 WARMUP_INDEX_OFFSET = 1_000_000  # warm-up requests use images the measured ones never repeat
 MAX_ERROR_SAMPLES = 5
@@ -58,12 +59,27 @@ class ImageSpec:
 
 
 @dataclass(frozen=True)
+class VideoSpec:
+    """An H.264 MP4 clip: `seconds` at `fps`, `width` x `height`."""
+
+    width: int
+    height: int
+    seconds: int
+    fps: int
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}:{self.seconds}s@{self.fps}"
+
+
+@dataclass(frozen=True)
 class LoadSpec:
-    """One load: C concurrent clients, N requests, K images per request (none: text only)."""
+    """One load: C concurrent clients, N requests, K images and V videos per request (none:
+    text only)."""
 
     concurrency: int
     requests: int
     images: tuple[ImageSpec, ...] = ()
+    videos: tuple[VideoSpec, ...] = ()
     max_tokens: int = 32
     ignore_eos: bool = True
     temperature: float = 0.0  # greedy: every target generates the same tokens
@@ -88,17 +104,34 @@ def request_images(spec: LoadSpec, index: int) -> list[tuple[bytes, str]]:
     ]
 
 
+def request_videos(spec: LoadSpec, index: int) -> list[bytes]:
+    """The MP4 clips of request `index`, all distinct."""
+    count = len(spec.videos)
+    return [
+        encode_clip(
+            video.width, video.height, video.seconds, video.fps, spec.seed, index * count + k
+        )
+        for k, video in enumerate(spec.videos)
+    ]
+
+
+def _data_url(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
 def request_body(spec: LoadSpec, model: str, index: int) -> bytes:
-    """The JSON body of request `index`: the images as base64 data URLs, then the text."""
+    """The JSON body of request `index`: the images and videos as base64 data URLs, then the
+    text."""
     text = request_text(index)
     content: str | list[dict[str, Any]] = text
-    if spec.images:
+    if spec.images or spec.videos:
         content = [
-            {
-                "type": "image_url",
-                "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode()}"},
-            }
+            {"type": "image_url", "image_url": {"url": _data_url(data, mime)}}
             for data, mime in request_images(spec, index)
+        ]
+        content += [
+            {"type": "video_url", "video_url": {"url": _data_url(data, "video/mp4")}}
+            for data in request_videos(spec, index)
         ]
         content.append({"type": "text", "text": text})
     body = {

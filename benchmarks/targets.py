@@ -48,6 +48,10 @@ class EngineConfig:
     enforce_eager: bool = True
     tensor_parallel_size: int = 1
     max_images: int = 4
+    max_videos: int = 1
+    # Frames vLLM's server samples from a video (its loader takes a frame count; ours samples
+    # 2 per second, as qwen-vl-utils does): 20 is the same budget for the 10 s benchmark clip.
+    video_frames: int = 20
     min_pixels: int = QWEN_MIN_PIXELS
     max_pixels: int = QWEN_MAX_PIXELS
     kv_cache_space_gib: int = 1
@@ -74,11 +78,13 @@ def engine_kwargs(config: EngineConfig) -> dict[str, Any]:
         "dtype": config.dtype,
         "gpu_memory_utilization": config.gpu_memory_utilization,
         "enforce_eager": config.enforce_eager,
-        "limit_mm_per_prompt": {"image": config.max_images, "video": 0},
+        "limit_mm_per_prompt": {"image": config.max_images, "video": config.max_videos},
         "structured_outputs_config": dict(STRUCTURED_OUTPUTS),
         # the processor's budget in the form current transformers reads
         "mm_processor_kwargs": {
-            "size": {"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels}
+            "size": {"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels},
+            # video frames arrive resized as qwen-vl-utils resizes them (lingshu_server.video)
+            "videos_kwargs": {"do_resize": False},
         },
     }
     if config.max_model_len is not None:
@@ -129,6 +135,8 @@ def ours_command(
         *_common_flags(config, port),
         "--max-images-per-request",
         str(config.max_images),
+        "--max-videos-per-request",
+        str(config.max_videos),
         "--min-pixels",
         str(config.min_pixels),
         "--max-pixels",
@@ -153,13 +161,23 @@ def vllm_command(
         "--limit-mm-per-prompt",
         json.dumps(kwargs["limit_mm_per_prompt"]),
         "--mm-processor-kwargs",
-        json.dumps(kwargs["mm_processor_kwargs"]),
+        json.dumps(vllm_server_processor_kwargs(config)),
+        "--media-io-kwargs",
+        json.dumps({"video": {"num_frames": config.video_frames}}),
         "--structured-outputs-config",
         json.dumps(kwargs["structured_outputs_config"]),
     ]
     if config.max_model_len is not None:
         cmd += ["--max-model-len", str(config.max_model_len)]
     return cmd + list(extra or ())
+
+
+def vllm_server_processor_kwargs(config: EngineConfig) -> dict[str, Any]:
+    """The one deliberate difference: vLLM's server hands the processor full-size frames, so
+    its processor must resize them (to the same size, within the same pixel budget)."""
+    kwargs = dict(engine_kwargs(config)["mm_processor_kwargs"])
+    kwargs.pop("videos_kwargs")
+    return kwargs
 
 
 def engine_alone_command(plan_path: Path, out_path: Path, python: str | None = None) -> list[str]:

@@ -43,6 +43,8 @@ from lingshu_server.serving import ChatService
 from lingshu_server.settings import Settings
 from lingshu_server.structured_output import StructuredOutput
 from lingshu_server.telemetry import TelemetryMiddleware
+from lingshu_server.video import VideoLimits
+from lingshu_server.video_inputs import VideoInputs
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,6 +110,14 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         app.state.image_fetcher,
         engine.max_model_len,
         app.state.dicomweb,
+        VideoInputs(
+            app.state.image_pool,
+            VideoLimits.from_settings(settings),
+            settings.max_videos_per_request,
+            app.state.image_fetcher,
+            app.state.dicomweb,
+            engine.max_tokens_per_visual_item,
+        ),
     )
     admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)
     app.state.metrics.queued.set_function(lambda: admission.waiting)

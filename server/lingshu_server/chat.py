@@ -1,4 +1,5 @@
-"""Chat messages -> the model's own chat template text plus the images, in prompt order."""
+"""Chat messages -> the model's own chat template text plus the images and videos, in prompt
+order."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,28 +27,37 @@ from lingshu_server.media import (
     decode_image,
     probe_image,
 )
-from lingshu_server.protocol import ChatMessage, ImagePart, TextPart
+from lingshu_server.protocol import ChatMessage, ImagePart, TextPart, VideoPart
+from lingshu_server.video import PreparedVideo
+from lingshu_server.video_inputs import VideoInputs, video_parts
 
 # The template expands each image part to <|vision_start|><|image_pad|><|vision_end|>;
 # vLLM then expands the single <|image_pad|> to one token per 28x28 pixels.
 IMAGE_PART = {"type": "image"}
+VIDEO_PART = {"type": "video"}  # <|vision_start|><|video_pad|><|vision_end|>
 T = TypeVar("T")
 
 
 @dataclass
 class ChatPrompt:
     text: str
-    token_ids: list[int]  # the text's tokens, one <|image_pad|> per image
+    token_ids: list[int]  # the text's tokens, one pad per image and per video
     images: list[PreparedImage]
+    videos: list[PreparedVideo] = field(default_factory=list)
 
     @property
     def image_tokens(self) -> int:
         return sum(image.num_tokens for image in self.images)
 
     @property
+    def video_tokens(self) -> int:
+        return sum(video.num_tokens for video in self.videos)
+
+    @property
     def num_tokens(self) -> int:
-        """Tokens the engine will see: each image's single pad expands to its visual tokens."""
-        return len(self.token_ids) - len(self.images) + self.image_tokens
+        """Tokens the engine will see: each single pad expands to its visual tokens."""
+        pads = len(self.images) + len(self.videos)
+        return len(self.token_ids) - pads + self.image_tokens + self.video_tokens
 
 
 def load_chat_template(model_dir: str, tokenizer: Any) -> str:
@@ -81,6 +91,8 @@ def _template_messages(
             for j, part in enumerate(message.content):
                 if isinstance(part, TextPart):
                     content.append({"type": "text", "text": part.text})
+                elif isinstance(part, VideoPart):
+                    content.append(VIDEO_PART)
                 else:
                     content.extend([IMAGE_PART] * images_per_part.get(_image_param(i, j), 1))
         rendered.append({"role": role, "content": content})
@@ -168,6 +180,7 @@ class ChatPromptBuilder:
         fetcher: ImageFetcher,
         max_model_len: int,
         dicomweb: DicomWebSource,
+        videos: VideoInputs,
     ):
         self._render = render
         self._tokenize = tokenize
@@ -177,10 +190,13 @@ class ChatPromptBuilder:
         self._fetcher = fetcher
         self._max_model_len = max_model_len
         self._dicomweb = dicomweb
+        self._videos = videos
 
     async def build(self, messages: list[ChatMessage]) -> ChatPrompt:
         parts = image_parts(messages)
         self._check_image_count(len(parts))
+        videos = video_parts(messages)
+        self._videos.check(videos)
         inline = sum(
             data_url_decoded_size(part.image_url.url)
             for _, part in parts
@@ -191,9 +207,10 @@ class ChatPromptBuilder:
         parts = await self._dicomweb.expand_parts(parts, self._max_images)
         self._check_image_count(len(parts))
         images_per_part = Counter(param for param, _ in parts)
-        (text, token_ids), encoded = await asyncio.gather(
+        (text, token_ids), encoded, planned = await asyncio.gather(
             self._in_pool(self._text_tokens, messages, images_per_part),
             asyncio.gather(*(self._fetch(part, param) for param, part in parts)),
+            self._videos.plan(videos),
         )
         self._check_request_bytes(sum(len(e.data) for e in encoded))
         probed = await asyncio.gather(
@@ -203,16 +220,28 @@ class ChatPromptBuilder:
             )
         )
         image_tokens = sum(image.num_tokens for image in probed)
-        self._check_context(len(token_ids) - len(parts) + image_tokens, image_tokens, len(parts))
-        images = await asyncio.gather(
-            *(
-                self._in_pool(decode_image, image, self._limits, _dicom_options(part), param)
-                for image, (param, part) in zip(probed, parts, strict=True)
-            )
+        video_tokens = sum(video.num_tokens for video in planned)
+        pads = len(parts) + len(planned)
+        self._check_context(
+            len(token_ids) - pads + image_tokens + video_tokens,
+            image_tokens + video_tokens,
+            len(parts),
+            len(planned),
+        )
+        images, prepared_videos = await asyncio.gather(
+            asyncio.gather(
+                *(
+                    self._in_pool(decode_image, image, self._limits, _dicom_options(part), param)
+                    for image, (param, part) in zip(probed, parts, strict=True)
+                )
+            ),
+            self._videos.decode(planned),
         )
         for image, (_, part) in zip(images, parts, strict=True):
             image.source = self._dicomweb.audit_record(part.image_url.url)
-        return ChatPrompt(text=text, token_ids=token_ids, images=list(images))
+        return ChatPrompt(
+            text=text, token_ids=token_ids, images=list(images), videos=prepared_videos
+        )
 
     def _check_image_count(self, count: int) -> None:
         if count > self._max_images:
@@ -242,16 +271,24 @@ class ChatPromptBuilder:
             release_memory()
         return text, token_ids
 
-    def _check_context(self, total: int, image_tokens: int, images: int) -> None:
-        """Refuse, before any image is decoded, a prompt that leaves no room to answer."""
+    def _check_context(self, total: int, visual_tokens: int, images: int, videos: int) -> None:
+        """Refuse, before any image or video is decoded, a prompt that leaves no room to
+        answer."""
         if total < self._max_model_len:
             return
-        detail = (
-            f"{total} tokens, {image_tokens} of them for {images} image(s); send smaller "
-            "images (image_url.detail 'low' or max_pixels)"
-            if images
-            else f"{total} tokens"
-        )
+        if videos:
+            detail = (
+                f"{total} tokens, {visual_tokens} of them for {images} image(s) and {videos} "
+                "video(s); send shorter or smaller videos (video_url.fps, nframes, max_pixels "
+                "or total_pixels)"
+            )
+        elif images:
+            detail = (
+                f"{total} tokens, {visual_tokens} of them for {images} image(s); send smaller "
+                "images (image_url.detail 'low' or max_pixels)"
+            )
+        else:
+            detail = f"{total} tokens"
         raise self._too_long(detail)
 
     def _too_long(self, detail: str) -> ContextLengthExceededError:

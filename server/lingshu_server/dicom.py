@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
@@ -85,25 +87,104 @@ def dicom_to_image(
 ) -> Image.Image:
     """One frame of a DICOM file as a mode "L" or "RGB" image, windowed for display."""
     _check_options(options, param)
-    try:
-        return _render(data, options, default_ct_window, param, max_pixels)
-    except InvalidRequestError:
-        raise
-    except Exception:  # any parse or decode failure of untrusted bytes
-        raise _error("the DICOM file is truncated or corrupt", param, "invalid_dicom") from None
+    with _untrusted(param):
+        ds = _read(data, param)
+        _check_pixels(int(ds.Rows), int(ds.Columns), param, max_pixels)
+        frames = _frame_count(ds)
+        frame = frames // 2 if options.frame is None else options.frame
+        if not 0 <= frame < frames:
+            raise _error(
+                f"DICOM frame {frame} is out of range: valid frames are 0 to {frames - 1}",
+                param,
+                "invalid_dicom_options",
+            )
+        return _render_frame(ds, frame, options, default_ct_window)
 
 
 def dicom_size(data: bytes, param: str, max_pixels: int | None = None) -> tuple[int, int]:
     """(width, height) of a DICOM image from its header, without decoding a pixel."""
-    try:
+    with _untrusted(param):
         ds = _read(data, param)
         rows, columns = int(ds.Rows), int(ds.Columns)
-    except InvalidRequestError:
-        raise
-    except Exception:  # any parse failure of untrusted bytes
-        raise _error("the DICOM file is truncated or corrupt", param, "invalid_dicom") from None
     _check_pixels(rows, columns, param, max_pixels)
     return columns, rows
+
+
+@dataclass(frozen=True)
+class DicomMotion:
+    """A DICOM file as a video, from its header: frame size, frame count and timing."""
+
+    width: int
+    height: int
+    frames: int
+    fps: float | None  # None: the file gives no timing (a volume, not a cine loop)
+
+
+def dicom_motion(data: bytes, param: str, max_pixels: int | None = None) -> DicomMotion:
+    """Size, frames and frame rate (Frame Time, Frame Time Vector, Cine Rate or Recommended
+    Display Frame Rate, in that order) without decoding a pixel."""
+    with _untrusted(param):
+        ds = _read(data, param)
+        rows, columns, frames = int(ds.Rows), int(ds.Columns), _frame_count(ds)
+        fps = _frame_rate(ds)
+    _check_pixels(rows, columns, param, max_pixels)
+    return DicomMotion(columns, rows, frames, fps)
+
+
+def dicom_frames(
+    data: bytes,
+    indices: Sequence[int],
+    options: DicomOptions,
+    default_ct_window: str,
+    param: str,
+    max_pixels: int | None = None,
+) -> Iterator[Image.Image]:
+    """The frames at `indices`, each windowed as `dicom_to_image` windows one; the file is
+    parsed once."""
+    _check_options(options, param)
+    with _untrusted(param):
+        ds = _read(data, param)
+        _check_pixels(int(ds.Rows), int(ds.Columns), param, max_pixels)
+        frames = _frame_count(ds)
+    for index in indices:
+        if not 0 <= index < frames:
+            raise _error(f"DICOM frame {index} is out of range", param, "invalid_dicom_options")
+        with _untrusted(param):
+            image = _render_frame(ds, index, options, default_ct_window)
+        yield image  # outside the guard: the consumer's errors stay its own
+
+
+@contextmanager
+def _untrusted(param: str) -> Iterator[None]:
+    """Any parse or decode failure of untrusted bytes is a 400, never a 500."""
+    try:
+        yield
+    except InvalidRequestError:
+        raise
+    except Exception:
+        raise _error("the DICOM file is truncated or corrupt", param, "invalid_dicom") from None
+
+
+def _frame_count(ds: Dataset) -> int:
+    return int(ds.get("NumberOfFrames") or 1)
+
+
+def _frame_rate(ds: Dataset) -> float | None:
+    """Frames per second from the cine timing attributes (PS3.3 C.7.6.5), if any."""
+    frame_time = _first(ds.get("FrameTime"))  # ms between frames
+    if frame_time is not None and math.isfinite(frame_time) and frame_time > 0:
+        return 1000.0 / frame_time
+    vector = ds.get("FrameTimeVector")  # ms since the previous frame; the first is 0
+    if isinstance(vector, MultiValue | list) and len(vector) > 1:
+        increments = [float(v) for v in list(vector)[1:]]
+        total = sum(increments)
+        if math.isfinite(total) and total > 0:
+            return 1000.0 * len(increments) / total
+    for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
+        rate = _first(ds.get(keyword))
+        if rate is not None and math.isfinite(rate) and rate > 0:
+            return rate
+    return None
 
 
 def _check_pixels(rows: int, columns: int, param: str, max_pixels: int | None) -> None:
@@ -133,19 +214,9 @@ def _check_options(options: DicomOptions, param: str) -> None:
         raise bad("the DICOM window width must be a number greater than 0")
 
 
-def _render(
-    data: bytes, options: DicomOptions, default_ct_window: str, param: str, max_pixels: int | None
+def _render_frame(
+    ds: Dataset, frame: int, options: DicomOptions, default_ct_window: str
 ) -> Image.Image:
-    ds = _read(data, param)
-    _check_pixels(int(ds.Rows), int(ds.Columns), param, max_pixels)
-    frames = int(ds.get("NumberOfFrames") or 1)
-    frame = frames // 2 if options.frame is None else options.frame
-    if not 0 <= frame < frames:
-        raise _error(
-            f"DICOM frame {frame} is out of range: valid frames are 0 to {frames - 1}",
-            param,
-            "invalid_dicom_options",
-        )
     _flatten_frame_groups(ds, frame)
     pixels = pixel_array(ds, index=frame)  # decodes this frame only; YBR_FULL(_422) -> RGB
 

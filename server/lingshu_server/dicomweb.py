@@ -126,6 +126,15 @@ class DicomWebSource:
         )
         return [item for items in expanded for item in items]
 
+    async def series_instance_urls(self, url: str, param: str) -> list[str] | None:
+        """The instance URLs of a series URL's images in anatomical order (metadata only);
+        None for any other URL."""
+        ref = self.match(url, param)
+        if ref is None or ref.instance is not None:
+            return None
+        slices = await self._series_images(ref, param)
+        return [replace(ref, instance=s.sop_uid).url for s in slices]
+
     async def fetch(self, url: str, param: str) -> bytes | None:
         """The DICOM file of a DICOMweb instance URL; None for any other URL."""
         ref = self.match(url, param)

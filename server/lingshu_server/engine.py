@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from lingshu_server.errors import (
@@ -98,17 +99,23 @@ def _engine_args(settings: Settings, image_budget: PixelBudget) -> Any:
         "dtype": settings.dtype,
         "gpu_memory_utilization": settings.gpu_memory_utilization,
         "enforce_eager": settings.enforce_eager,
-        "limit_mm_per_prompt": {"image": settings.max_images_per_request, "video": 0},
+        "limit_mm_per_prompt": {
+            "image": settings.max_images_per_request,
+            "video": settings.max_videos_per_request,
+        },
         # Structured output arrives as EBNF built by structured_output.py (compact unless the
         # client allows whitespace); xgrammar enforces it.
         "structured_outputs_config": {"backend": "xgrammar"},
         # The processor's budget in the form current transformers reads (`size`); images
-        # arrive already at the size it computes, so it does not resize them again.
+        # arrive already at the size it computes, so it does not resize them again. Video
+        # frames arrive at qwen-vl-utils' size, the one the model was trained with, and must
+        # stay so (transformers' video processor caps frames differently).
         "mm_processor_kwargs": {
             "size": {
                 "shortest_edge": image_budget.min_pixels,
                 "longest_edge": image_budget.max_pixels,
-            }
+            },
+            "videos_kwargs": {"do_resize": False},
         },
     }
     optional = {
@@ -246,6 +253,9 @@ class Engine:
         self._llm = _async_llm_class().from_engine_args(_engine_args(settings, image_budget))
         self.max_model_len: int = self._llm.model_config.max_model_len
         self.tokenizer = self._llm.get_tokenizer()
+        # The most visual tokens one image or video may have: vLLM's encoder cache, sized at
+        # start-up from the largest image the processor allows and a 14-frame video of it.
+        self.max_tokens_per_visual_item: int = self._llm.input_processor.mm_encoder_cache_size
         model_defaults = self._llm.model_config.get_diff_sampling_param()
         self._defaults = {k: v for k, v in model_defaults.items() if k in MODEL_DEFAULT_FIELDS}
         self._special_ids = _special_token_ids(self.tokenizer, self._stop_ids())
@@ -264,15 +274,24 @@ class Engine:
         images: list[Image.Image],
         options: SamplingOptions,
         request_id: str,
+        videos: Sequence[tuple[np.ndarray, dict[str, Any]]] = (),
     ) -> AsyncIterator[EngineStep]:
         """Stream deltas. Closing the iterator (a client gone) aborts the engine request.
 
-        The prompt arrives tokenized (one <|image_pad|> per image, which the engine expands),
-        so the text is tokenized once, by us, where we also count its tokens.
+        The prompt arrives tokenized (one <|image_pad|> per image and one <|video_pad|> per
+        video, which the engine expands), so the text is tokenized once, by us, where we also
+        count its tokens. A video is its frames (T x H x W x 3 uint8, already sampled and
+        resized) with transformers' video metadata (fps, frame indices), from which the
+        processor derives the temporal spacing of the model's positions.
         """
         engine_prompt: dict[str, Any] = {"prompt_token_ids": prompt_token_ids}
+        multi_modal_data: dict[str, Any] = {}
         if images:
-            engine_prompt["multi_modal_data"] = {"image": images}
+            multi_modal_data["image"] = images
+        if videos:
+            multi_modal_data["video"] = list(videos)
+        if multi_modal_data:
+            engine_prompt["multi_modal_data"] = multi_modal_data
         try:
             params = _sampling_params(options, self._defaults, self._special_ids)
         except InvalidRequestError:

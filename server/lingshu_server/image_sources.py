@@ -66,15 +66,17 @@ class ImageFetcher:
         self._client = client
         self._owns_client = client is None  # a caller's client is the caller's to close
 
-    async def fetch(self, url: str, param: str) -> bytes:
+    async def fetch(self, url: str, param: str, max_bytes: int | None = None) -> bytes:
+        """The bytes behind `url`, at most `max_bytes` (default: the policy's, for images)."""
+        limit = self.policy.max_bytes if max_bytes is None else max_bytes
         try:
             scheme = urlsplit(url).scheme.lower()
         except ValueError:
             raise _error(_INVALID, "the image URL is malformed", param) from None
         if scheme in _DEFAULT_PORTS:
-            return await self._fetch_http(url, param)
+            return await self._fetch_http(url, param, limit)
         if scheme == "file":
-            return await self._read_file(url, param)
+            return await self._read_file(url, param, limit)
         got = repr(scheme[:16]) if scheme else "a URL without a scheme"
         message = f"image URLs must be data:, http(s):// or file:// URLs; got {got}"
         raise _error(_INVALID, message, param)
@@ -109,7 +111,7 @@ class ImageFetcher:
             message = f"{via}host {label} is not on this server's list of allowed image hosts"
             raise _error(_NOT_ALLOWED, message, param)
 
-    async def _fetch_http(self, raw_url: str, param: str) -> bytes:
+    async def _fetch_http(self, raw_url: str, param: str, limit: int) -> bytes:
         if not self.policy.allowed_hosts:
             raise _error(_NOT_ALLOWED, "http(s) image URLs are not enabled on this server", param)
         try:
@@ -121,7 +123,7 @@ class ImageFetcher:
         try:
             async with asyncio.timeout(self.policy.fetch_timeout):  # all hops together
                 for _ in range(MAX_REDIRECTS + 1):
-                    result = await self._get(client, url, param)
+                    result = await self._get(client, url, param, limit)
                     if isinstance(result, bytes):
                         return result
                     url = result
@@ -131,11 +133,11 @@ class ImageFetcher:
         raise _error(_FAILED, f"the image host redirected more than {MAX_REDIRECTS} times", param)
 
     async def _get(
-        self, client: httpx.AsyncClient, url: httpx.URL, param: str
+        self, client: httpx.AsyncClient, url: httpx.URL, param: str, limit: int
     ) -> bytes | httpx.URL:
         """The body of `url`, or the allowed URL it redirects to."""
         request = client.build_request(
-            "GET", url, headers={"Accept": "image/*", "Accept-Encoding": "identity"}
+            "GET", url, headers={"Accept": "image/*, video/*", "Accept-Encoding": "identity"}
         )
         for header in ("cookie", "authorization", "proxy-authorization"):
             request.headers.pop(header, None)  # a caller's client may carry them
@@ -149,7 +151,7 @@ class ImageFetcher:
                 if not response.is_success:
                     message = f"the image host answered {response.status_code}"
                     raise _error(_FAILED, message, param)
-                return await self._read_body(response, param)
+                return await self._read_body(response, param, limit)
             finally:
                 await response.aclose()
         except httpx.TimeoutException:
@@ -159,8 +161,7 @@ class ImageFetcher:
             message = f"could not fetch the image from {label}: connection or protocol error"
             raise _error(_FAILED, message, param) from None
 
-    async def _read_body(self, response: httpx.Response, param: str) -> bytes:
-        limit = self.policy.max_bytes
+    async def _read_body(self, response: httpx.Response, param: str, limit: int) -> bytes:
         too_large = _error(_TOO_LARGE, f"the image is larger than the {limit} bytes allowed", param)
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -172,7 +173,7 @@ class ImageFetcher:
                 raise too_large
         return bytes(body)
 
-    async def _read_file(self, raw_url: str, param: str) -> bytes:
+    async def _read_file(self, raw_url: str, param: str, limit: int) -> bytes:
         if self.policy.local_dir is None:
             raise _error(_NOT_ALLOWED, "file:// image URLs are not enabled on this server", param)
         parts = urlsplit(raw_url)
@@ -180,9 +181,9 @@ class ImageFetcher:
             message = "file:// image URLs must name an absolute local path (file:///path/to/image)"
             raise _error(_INVALID, message, param)
         path = unquote(parts.path)
-        return await asyncio.to_thread(self._read_local, path, self.policy.local_dir, param)
+        return await asyncio.to_thread(self._read_local, path, self.policy.local_dir, param, limit)
 
-    def _read_local(self, path_text: str, root: Path, param: str) -> bytes:
+    def _read_local(self, path_text: str, root: Path, param: str, limit: int) -> bytes:
         # One message for missing and outside paths, so callers cannot probe the filesystem.
         unavailable = _error(
             _NOT_ALLOWED,
@@ -196,7 +197,6 @@ class ImageFetcher:
             fd = os.open(path, _OPEN_FLAGS)
         except (OSError, RuntimeError, ValueError):  # missing, unreadable, symlink loop, NUL
             raise unavailable from None
-        limit = self.policy.max_bytes
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):

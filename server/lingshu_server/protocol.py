@@ -98,14 +98,51 @@ class ImagePart(WireModel):
     @model_validator(mode="before")
     @classmethod
     def _accept_bare_url(cls, data: Any) -> Any:
-        # Some clients send {"type": "image_url", "image_url": "data:..."}; OpenAI's own SDK
-        # accepts the object form only, but the string form is unambiguous.
-        if isinstance(data, dict) and isinstance(data.get("image_url"), str):
-            return {**data, "image_url": {"url": data["image_url"]}}
-        return data
+        return _bare_url(data, "image_url")
 
 
-ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+def _bare_url(data: Any, key: str) -> Any:
+    """Some clients send {"type": "image_url", "image_url": "data:..."}; OpenAI's own SDK
+    accepts the object form only, but the string form is unambiguous."""
+    if isinstance(data, dict) and isinstance(data.get(key), str):
+        return {**data, key: {"url": data[key]}}
+    return data
+
+
+class VideoURL(WireModel):
+    """vLLM's `video_url` object, with qwen-vl-utils' sampling options as extensions (each
+    clamped to the server's caps): `fps` or `nframes`, and the pixel budget."""
+
+    url: str = Field(min_length=1)
+    fps: float | None = Field(default=None, gt=0.0, le=60.0)
+    nframes: int | None = Field(default=None, ge=2)
+    min_pixels: int | None = Field(default=None, ge=1)
+    max_pixels: int | None = Field(default=None, ge=1)
+    total_pixels: int | None = Field(default=None, ge=1)
+    dicom: DicomWindow | None = None
+
+    @model_validator(mode="after")
+    def _options_consistent(self) -> VideoURL:
+        if self.fps is not None and self.nframes is not None:
+            raise ValueError("give either fps or nframes, not both")
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError("min_pixels must not exceed max_pixels")
+        if self.dicom is not None and (self.dicom.frame is not None or self.dicom.slices):
+            raise ValueError("dicom.frame and dicom.slices apply to image_url parts only")
+        return self
+
+
+class VideoPart(WireModel):
+    type: Literal["video_url"]
+    video_url: VideoURL
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_bare_url(cls, data: Any) -> Any:
+        return _bare_url(data, "video_url")
+
+
+ContentPart = Annotated[TextPart | ImagePart | VideoPart, Field(discriminator="type")]
 
 
 class ChatMessage(WireModel):

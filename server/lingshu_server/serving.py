@@ -20,6 +20,7 @@ from lingshu_server.errors import (
 )
 from lingshu_server.generation import EngineRun, deadline_after, elapsed_since
 from lingshu_server.limits import AdmissionController
+from lingshu_server.media import PreparedImage
 from lingshu_server.metrics import Metrics
 from lingshu_server.protocol import (
     AssistantMessage,
@@ -153,15 +154,17 @@ class ChatService:
             ctx.prompt_tokens = prompt.num_tokens
             ctx.images = [
                 ImageRecord(
-                    sha256=image.sha256,
-                    format=image.source_format,
-                    encoded_bytes=image.encoded_bytes,
-                    width=image.source_size[0],
-                    height=image.source_size[1],
-                    tokens=image.num_tokens,
-                    source=image.source,
+                    sha256=item.sha256,
+                    format=item.source_format
+                    if isinstance(item, PreparedImage)
+                    else f"{item.source_format} video",
+                    encoded_bytes=item.encoded_bytes,
+                    width=item.source_size[0],
+                    height=item.source_size[1],
+                    tokens=item.num_tokens,
+                    source=item.source,
                 )
-                for image in prompt.images
+                for item in (*prompt.images, *prompt.videos)
             ]
         if prompt.images:
             self._metrics.record_images(
@@ -185,7 +188,11 @@ class ChatService:
             self._record_prompt(prompt, started)
             request_id = completion_id()
             steps = self._engine.generate(
-                prompt.token_ids, [img.image for img in prompt.images], options, request_id
+                prompt.token_ids,
+                [img.image for img in prompt.images],
+                options,
+                request_id,
+                [(video.frames, video.metadata) for video in prompt.videos],
             )
             run = EngineRun(request_id, steps, deadline, self._admission.release)
             first = await run.next()

@@ -121,6 +121,35 @@ class Settings(BaseSettings):
         default="mediastinum",
         description="CT window used when a DICOM file names none and the request asks none.",
     )
+    max_videos_per_request: int = Field(
+        default=1,
+        ge=0,
+        description="Most videos (video_url parts) accepted in one request, across all turns. "
+        "0 turns video input off.",
+    )
+    max_video_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest encoded video (after base64 decoding; for a DICOMweb series, its "
+        "chosen slices together) accepted, in bytes.",
+    )
+    max_video_frames: int = Field(
+        default=256,
+        ge=2,
+        description="Most frames of one video the model sees (a request's nframes, and the "
+        "frames sampled at its fps, are clamped to this; qwen-vl-utils' own cap is 768).",
+    )
+    max_video_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest video accepted, in seconds of source time (longer ones get a 400).",
+    )
+    video_decode_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds allowed to probe and decode one video in the worker pool; beyond "
+        "it the request gets a 400.",
+    )
     allowed_image_hosts: list[str] = Field(
         default_factory=list,
         description="Hosts (host or host:port) whose http(s) image URLs may be fetched. Empty: "

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from tests.utils import videos
 from tests.utils.images import data_url, encode, gradient_image
 
 PROMPT = "Describe the findings."
@@ -81,6 +82,41 @@ def image_in_an_earlier_turn() -> tuple[list[dict], list[dict]]:
     return messages, messages
 
 
+def one_video(url: str, **options) -> tuple[list[dict], list[dict]]:
+    content = [{"type": "video", "video": url, **options}, {"type": "text", "text": PROMPT}]
+    messages = [{"role": "user", "content": content}]
+    return messages, messages
+
+
+def video_and_image() -> tuple[list[dict], list[dict]]:
+    content = [
+        {"type": "text", "text": "The clip"},
+        {"type": "video", "video": videos.clip_url(320, 240, 16, fps=8, fmt="mov", seed=5)},
+        {"type": "text", "text": "and the still"},
+        {"type": "image", "image": png(300, 200, "L", seed=6)},
+    ]
+    messages = [{"role": "user", "content": content}]
+    return messages, messages
+
+
+# Videos: short and long, landscape and portrait, each container, the cine loop, the options.
+VIDEO_CASES: dict[str, Callable[[], tuple[list[dict], list[dict]]]] = {
+    "video-short-landscape-mp4": lambda: one_video(videos.clip_url(320, 240, 12, fps=6)),
+    "video-long-portrait-webm": lambda: one_video(
+        videos.clip_url(180, 320, 200, fps=10, fmt="webm", seed=1)
+    ),
+    "video-animated-gif": lambda: one_video(videos.clip_url(160, 120, 10, fps=5, fmt="gif")),
+    "video-dicom-cine": lambda: one_video(videos.data_url(videos.cine_loop(), "dicom")),
+    "video-large-frames-nframes": lambda: one_video(
+        videos.clip_url(640, 640, 20, fps=10, seed=2), nframes=6
+    ),
+    "video-fps-and-budget": lambda: one_video(
+        videos.clip_url(400, 300, 40, fps=20, seed=3), fps=4.0, max_pixels=200704
+    ),
+    "video-and-image": video_and_image,
+}
+
+
 CASES: dict[str, Callable[[], tuple[list[dict], list[dict]]]] = {
     "tiny-20px-gray": lambda: one_image(png(20, 20, "L")),
     "512-rgb-png": lambda: one_image(png(512, 512)),
@@ -93,4 +129,5 @@ CASES: dict[str, Callable[[], tuple[list[dict], list[dict]]]] = {
     "16-bit-png": lambda: one_image(*sixteen_bit_png()),
     "two-images": two_images,
     "image-in-earlier-turn": image_in_an_earlier_turn,
+    **VIDEO_CASES,
 }

@@ -46,7 +46,9 @@ def assert_parity(base_url: str, reference: ModelCardReference, case: str) -> No
     assert choice["token_ids"] == expected.generated
     assert answer["usage"]["completion_tokens"] == len(expected.generated)
     text = reference.processor.tokenizer.decode(expected.generated, skip_special_tokens=True)
-    assert choice["message"]["content"] == text
+    # vLLM's detokenizer holds back an incomplete UTF-8 sequence at the end of the text (alone
+    # it decodes to U+FFFD) and drops it when generation stops there; the ids above are equal.
+    assert choice["message"]["content"] == text.removesuffix("\ufffd")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -112,3 +112,16 @@ def _file_bytes(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def as_cine(slices: list[CtSlice], frame_time_ms: float) -> bytes:
+    """The slices, in the order given, as one multi-frame CT whose frames are `frame_time_ms`
+    apart: what a series sent as a video should look like to the model."""
+    first = slices[0]
+    pixels = np.stack([slice_pixels(s.hu, s.size) for s in slices])
+    ds = _ct_dataset("1.2.3.4", "1.2.3.4.5", "1.2.3.4.5.6", 1, pixels[0])
+    ds.NumberOfFrames = len(slices)
+    ds.FrameTime = frame_time_ms
+    ds.Rows = ds.Columns = first.size
+    ds.PixelData = (pixels - INTERCEPT).astype("<u2").tobytes()
+    return _file_bytes(ds)
