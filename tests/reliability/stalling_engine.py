@@ -8,7 +8,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +31,7 @@ class StallingEngine:
 
     tokenizer: Any
     max_model_len: int = 8192
+    max_tokens_per_visual_item: int = 16384
     closed_at: list[float] = field(default_factory=list)
     started: int = 0
 
@@ -40,6 +41,7 @@ class StallingEngine:
         images: list[Any],
         options: SamplingOptions,
         request_id: str,
+        videos: Sequence[Any] = (),
     ) -> AsyncIterator[EngineStep]:
         self.started += 1
         try:
