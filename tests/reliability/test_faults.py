@@ -17,7 +17,7 @@ from tests.reliability.checks import assert_error_shape
 from tests.reliability.client import HEALTH_BOUND_S, Target
 from tests.reliability.corpus import chat, image_request
 from tests.reliability.report import ReliabilityReport
-from tests.reliability.server_config import IMAGE_FETCH_TIMEOUT_S, KEY
+from tests.reliability.server_config import IMAGE_FETCH_TIMEOUT_S, KEY, MAX_TOKENS_CAP
 from tests.reliability.stalling_engine import InProcessServer, stalling_server
 from tests.utils.server import RunningServer
 
@@ -147,7 +147,7 @@ def test_engine_core_killed_mid_stream(rel_server: RunningServer, target: Target
     errors: list[float] = []
     stop = threading.Event()
     first_tokens = threading.Event()
-    body = chat(max_tokens=64, ignore_eos=True, stream=True)
+    body = chat(max_tokens=MAX_TOKENS_CAP, ignore_eos=True, stream=True)
 
     def stream_forever() -> None:
         with httpx.Client(base_url=target.base_url, timeout=30) as http:
@@ -170,9 +170,12 @@ def test_engine_core_killed_mid_stream(rel_server: RunningServer, target: Target
     for client in clients:
         client.start()
     assert first_tokens.wait(30)
-    time.sleep(0.3)
     cores = engine_cores(rel_server.process.pid)
     assert cores, "expected vLLM's engine core in a child process"
+    # Kill right after a token arrived, so that stream is surely still in flight however
+    # loaded the machine is (a fixed pause could land between streams).
+    first_tokens.clear()
+    assert first_tokens.wait(30)
     killed = time.monotonic()
     for core in cores:
         core.kill()
