@@ -104,7 +104,7 @@ def dicom_to_image(
 def dicom_size(data: bytes, param: str, max_pixels: int | None = None) -> tuple[int, int]:
     """(width, height) of a DICOM image from its header, without decoding a pixel."""
     with _untrusted(param):
-        ds = _read(data, param)
+        ds = _read(data, param, header_only=True)
         rows, columns = int(ds.Rows), int(ds.Columns)
     _check_pixels(rows, columns, param, max_pixels)
     return columns, rows
@@ -232,13 +232,21 @@ def _render_frame(
     return Image.fromarray(gray, "L")
 
 
-def _read(data: bytes, param: str) -> Dataset:
-    """Parse the file and check it holds an image whose pixels a plugin here can decode."""
+# Values longer than this are left unread when only the header matters (the pixel data above all).
+_HEADER_ONLY_DEFER = 4096
+
+
+def _read(data: bytes, param: str, header_only: bool = False) -> Dataset:
+    """Parse the file and check it holds an image whose pixels a plugin here can decode.
+
+    `header_only` leaves long values (the pixel data) unread: sizing an image before the
+    context check then costs a header parse, not a copy of every pixel byte."""
     # A file without its preamble still starts with a little-endian (0002/0008,xxxx) tag.
     raw_dataset = data[:2] in (b"\x02\x00", b"\x08\x00")
     if not is_dicom(data) and not raw_dataset:
         raise _error("the data is not a DICOM file", param, "invalid_dicom")
-    ds = pydicom.dcmread(BytesIO(data), force=not is_dicom(data))
+    defer = _HEADER_ONLY_DEFER if header_only else None
+    ds = pydicom.dcmread(BytesIO(data), force=not is_dicom(data), defer_size=defer)
 
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         sop_class = _sop_class_name(ds)
