@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable
 
 from tests.conftest import FILE_KEYS
 from tests.utils.images import image_data_url, image_part
 from tests.utils.metrics import metric
 from tests.utils.server import RunningServer
+from tests.utils.waiting import wait_for
 
 LONG = {"max_tokens": 3000, "ignore_eos": True}
 
@@ -39,15 +39,6 @@ def answered(sock: socket.socket) -> bool:
         return False
     finally:
         sock.setblocking(True)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def gauges(server: RunningServer) -> tuple[float, float, float]:

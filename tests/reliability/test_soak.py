@@ -23,6 +23,7 @@ from tests.reliability.corpus import Case, chat, corpus
 from tests.reliability.report import ReliabilityReport
 from tests.utils.images import image_data_url, image_part
 from tests.utils.server import RunningServer
+from tests.utils.waiting import wait_for
 
 FINDING_SCHEMA = {
     "type": "object",
@@ -139,15 +140,6 @@ def engine_queue(target: Target) -> float:
     )
 
 
-def settle(check: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.25)
-    return check()
-
-
 def test_soak(
     target: Target, rel_server: RunningServer, report: ReliabilityReport, long: bool
 ) -> None:
@@ -155,7 +147,7 @@ def test_soak(
     api = psutil.Process(rel_server.process.pid)
     soak = Soak(target, seed=11)
     soak.run(clients, warm_up_s)
-    assert settle(lambda: engine_queue(target) == 0, 15)
+    assert wait_for(lambda: engine_queue(target) == 0, 15, interval=0.25)
     rss_before, fds_before = api.memory_info().rss, api.num_fds()
     requests_before = sum(soak.statuses.values())
 
@@ -165,8 +157,10 @@ def test_soak(
         return time.perf_counter() - started
 
     elapsed, _ = target.while_watching_health(timed, "the soak")
-    assert settle(lambda: engine_queue(target) == 0, 15), "engine requests left behind"
-    settle(lambda: api.num_fds() <= fds_before, 15)  # keep-alive sockets time out
+    assert wait_for(lambda: engine_queue(target) == 0, 15, interval=0.25), (
+        "engine requests left behind"
+    )
+    wait_for(lambda: api.num_fds() <= fds_before, 15, interval=0.25)  # keep-alive sockets time out
     rss_after, fds_after = api.memory_info().rss, api.num_fds()
 
     report.soak_requests = sum(soak.statuses.values()) - requests_before
