@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo_model_dir() -> str:
-    from lingshu_server.demo_model import ensure_demo_model
+    from lingshu_server.engine.demo_model import ensure_demo_model
 
     return str(ensure_demo_model())
 
@@ -337,7 +337,7 @@ class Runner:
 
 
 def _meta(plan: Plan, argv: Sequence[str]) -> dict[str, Any]:
-    from lingshu_server.engine import vllm_version
+    from lingshu_server.engine.vllm_engine import vllm_version
 
     return {
         "command": "python -m benchmarks.compare " + " ".join(argv),

@@ -161,7 +161,7 @@ async def run_plan(plan: dict[str, Any]) -> list[dict[str, Any]]:
     from vllm import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from lingshu_server.chat import load_chat_template
+    from lingshu_server.services.chat import load_chat_template
 
     kwargs = plan["engine"]
     engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))

@@ -31,7 +31,7 @@ TARGET_LABELS = {OURS: "lingshu-server", VLLM: "vLLM server", ENGINE: "engine al
 READY_PATHS = {OURS: "/ready", VLLM: "/health"}
 
 # vLLM's server: its engine-wide compact-JSON switch, the counterpart of the compact grammar our
-# server hands the engine per request (lingshu_server.structured_output).
+# server hands the engine per request (lingshu_server.services.structured_output).
 STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
@@ -83,7 +83,7 @@ def engine_kwargs(config: EngineConfig) -> dict[str, Any]:
         # the processor's budget in the form current transformers reads
         "mm_processor_kwargs": {
             "size": {"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels},
-            # video frames arrive resized as qwen-vl-utils resizes them (lingshu_server.video)
+            # video frames arrive resized as qwen-vl-utils resizes them (inputs/video.py)
             "videos_kwargs": {"do_resize": False},
         },
     }

@@ -228,8 +228,8 @@ def test_every_target_gets_the_same_engine_arguments(tmp_path):
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     from lingshu_server.cli import build_parser as ours_parser
-    from lingshu_server.engine import _engine_args
-    from lingshu_server.image_budget import PixelBudget
+    from lingshu_server.engine.vllm_engine import _engine_args
+    from lingshu_server.inputs.image_budget import PixelBudget
     from lingshu_server.settings import Settings
 
     args = compare.build_parser().parse_args(["--smoke", "--vllm-arg=--disable-log-stats"])

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from lingshu_server.errors import InvalidRequestError
-from lingshu_server.image_sources import ImageFetcher, ImageSourcePolicy
+from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.inputs.image_sources import ImageFetcher, ImageSourcePolicy
 
 IMAGE = bytes(range(256)) * 4  # 1 KiB standing in for an encoded image
 MAX_BYTES = 4096

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lingshu_server.dicom import DicomOptions
-from lingshu_server.errors import InvalidRequestError
-from lingshu_server.image_budget import (
+from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.inputs.dicom import DicomOptions
+from lingshu_server.inputs.image_budget import (
     QWEN_MAX_PIXELS,
     QWEN_MIN_PIXELS,
     PixelBudget,
     model_size,
     resized,
 )
-from lingshu_server.media import (
+from lingshu_server.inputs.media import (
     EncodedImage,
     ImageLimits,
     data_url_decoded_size,

@@ -15,7 +15,7 @@ import httpx
 import jsonschema
 import pytest
 
-from lingshu_server.structured_output import GrammarCache, check_schema
+from lingshu_server.services.structured_output import GrammarCache, check_schema
 from tests.utils.chat import stream_text, user
 from tests.utils.errors import assert_openai_error
 

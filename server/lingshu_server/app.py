@@ -18,33 +18,33 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from lingshu_server import __version__
-from lingshu_server.auth import ApiKeyMiddleware, ApiKeyStore, is_loopback
-from lingshu_server.chat import (
+from lingshu_server.api.auth import ApiKeyMiddleware, ApiKeyStore, is_loopback
+from lingshu_server.api.errors import install_error_handlers
+from lingshu_server.api.limits import AdmissionController, BodySizeLimitMiddleware, RateLimiter
+from lingshu_server.api.openapi import install_openapi
+from lingshu_server.api.routes import public, v1
+from lingshu_server.api.telemetry import TelemetryMiddleware
+from lingshu_server.engine.model_check import check_supported_model
+from lingshu_server.engine.vllm_engine import Engine, vllm_version
+from lingshu_server.inputs.dicomweb import DicomWebSource
+from lingshu_server.inputs.image_budget import checkpoint_budget, server_budget
+from lingshu_server.inputs.image_sources import ImageFetcher, ImageSourcePolicy
+from lingshu_server.inputs.media import ImageLimits
+from lingshu_server.inputs.pacs_auth import FORWARD_HEADER, ForwardedCredentialMiddleware
+from lingshu_server.inputs.video import VideoLimits
+from lingshu_server.inputs.video_inputs import VideoInputs
+from lingshu_server.lifecycle import Lifecycle, Stage, watch_engine
+from lingshu_server.logs import AuditLog
+from lingshu_server.metrics import Metrics
+from lingshu_server.services.chat import (
     ChatPromptBuilder,
     load_chat_template,
     template_renderer,
     tokenizer_encoder,
 )
-from lingshu_server.dicomweb import DicomWebSource
-from lingshu_server.engine import Engine, vllm_version
-from lingshu_server.errors import install_error_handlers
-from lingshu_server.image_budget import checkpoint_budget, server_budget
-from lingshu_server.image_sources import ImageFetcher, ImageSourcePolicy
-from lingshu_server.lifecycle import Lifecycle, Stage, watch_engine
-from lingshu_server.limits import AdmissionController, BodySizeLimitMiddleware, RateLimiter
-from lingshu_server.logs import AuditLog
-from lingshu_server.media import ImageLimits
-from lingshu_server.metrics import Metrics
-from lingshu_server.model_check import check_supported_model
-from lingshu_server.openapi import install_openapi
-from lingshu_server.pacs_auth import FORWARD_HEADER, ForwardedCredentialMiddleware
-from lingshu_server.routes import public, v1
-from lingshu_server.serving import ChatService
+from lingshu_server.services.serving import ChatService
+from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.settings import Settings
-from lingshu_server.structured_output import StructuredOutput
-from lingshu_server.telemetry import TelemetryMiddleware
-from lingshu_server.video import VideoLimits
-from lingshu_server.video_inputs import VideoInputs
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from lingshu_server import __version__
-from lingshu_server.model_check import UnsupportedModelError
+from lingshu_server.engine.model_check import UnsupportedModelError
 from lingshu_server.settings import Settings
 
 # Settings the CPU demo needs (see README): small context, eager mode, little "GPU" memory.
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo_settings(cli_values: dict[str, Any]) -> dict[str, Any]:
-    from lingshu_server.demo_model import ensure_demo_model
+    from lingshu_server.engine.demo_model import ensure_demo_model
 
     values = {k: v for k, v in DEMO_DEFAULTS.items() if f"LINGSHU_{k.upper()}" not in os.environ}
     values.update(cli_values)
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "demo":
             if build_only:
-                from lingshu_server.demo_model import ensure_demo_model
+                from lingshu_server.engine.demo_model import ensure_demo_model
 
                 sys.stdout.write(f"{ensure_demo_model()}\n")
                 return 0
@@ -123,8 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
+    from lingshu_server.inputs.pacs_auth import PacsCredentialsError
     from lingshu_server.logs import configure_logging
-    from lingshu_server.pacs_auth import PacsCredentialsError
     from lingshu_server.serve import StartupRefused, serve
 
     configure_logging(settings.log_level, settings.log_format)

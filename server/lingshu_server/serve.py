@@ -11,11 +11,11 @@ from types import FrameType
 
 import uvicorn
 
+from lingshu_server.api.auth import insecure_listen_reason
+from lingshu_server.api.connections import guarded_http_protocol
 from lingshu_server.app import create_app
-from lingshu_server.auth import insecure_listen_reason
-from lingshu_server.connections import guarded_http_protocol
+from lingshu_server.engine.model_check import check_supported_model
 from lingshu_server.lifecycle import Lifecycle, Stage
-from lingshu_server.model_check import check_supported_model
 from lingshu_server.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -12,17 +12,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from lingshu_server.dicom_series import (
+from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.inputs.dicom_series import (
     SeriesSlice,
     anatomical_order,
     evenly_spaced,
     parse_series_metadata,
 )
-from lingshu_server.dicomweb import DicomWebSource
-from lingshu_server.errors import InvalidRequestError
-from lingshu_server.fetch_cache import FetchCache
-from lingshu_server.pacs_auth import PacsAuth, PacsCredentialsError
-from lingshu_server.pacs_client import dicom_from_response
+from lingshu_server.inputs.dicomweb import DicomWebSource
+from lingshu_server.inputs.fetch_cache import FetchCache
+from lingshu_server.inputs.pacs_auth import PacsAuth, PacsCredentialsError
+from lingshu_server.inputs.pacs_client import dicom_from_response
 from lingshu_server.settings import Settings
 from tests.utils.ct_series import synthetic_ct_series
 

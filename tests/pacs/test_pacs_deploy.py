@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from lingshu_server.dicomweb import DicomWebSource
+from lingshu_server.inputs.dicomweb import DicomWebSource
 from lingshu_server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,8 +20,8 @@ import pydicom.data
 import pytest
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from lingshu_server.dicom import CT_WINDOWS, DicomOptions, dicom_to_image
-from lingshu_server.errors import InvalidRequestError
+from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.inputs.dicom import CT_WINDOWS, DicomOptions, dicom_to_image
 
 DEFAULT_CT_WINDOW = "mediastinum"
 

@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from lingshu_server.protocol import ChatCompletion, ChatCompletionChunk, ErrorResponse
+from lingshu_server.api.protocol import ChatCompletion, ChatCompletionChunk, ErrorResponse
 
 
 def assert_error_shape(response: httpx.Response, code: str | None, param: str | None) -> None:

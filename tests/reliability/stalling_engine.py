@@ -18,9 +18,9 @@ import pytest
 import uvicorn
 
 from lingshu_server import app as app_module
+from lingshu_server.api.connections import guarded_http_protocol
 from lingshu_server.app import create_app
-from lingshu_server.connections import guarded_http_protocol
-from lingshu_server.engine import ChoiceDelta, EngineStep, SamplingOptions
+from lingshu_server.engine.vllm_engine import ChoiceDelta, EngineStep, SamplingOptions
 from lingshu_server.settings import Settings
 
 

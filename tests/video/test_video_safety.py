@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from lingshu_server.errors import InvalidRequestError
-from lingshu_server.video import (
+from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.inputs.video import (
     SamplingOptions,
     VideoLimits,
     decode_container,

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lingshu_server.dicom import DicomOptions
-from lingshu_server.dicomweb import DicomWebSource
-from lingshu_server.errors import ContextLengthExceededError, InvalidRequestError
-from lingshu_server.image_budget import PixelBudget
-from lingshu_server.image_sources import ImageFetcher
-from lingshu_server.media import (
+from lingshu_server.api.errors import ContextLengthExceededError, InvalidRequestError
+from lingshu_server.api.protocol import ChatMessage, ImagePart, TextPart, VideoPart
+from lingshu_server.inputs.dicom import DicomOptions
+from lingshu_server.inputs.dicomweb import DicomWebSource
+from lingshu_server.inputs.image_budget import PixelBudget
+from lingshu_server.inputs.image_sources import ImageFetcher
+from lingshu_server.inputs.media import (
     EncodedImage,
     ImageLimits,
     PreparedImage,
@@ -27,9 +28,8 @@ from lingshu_server.media import (
     decode_image,
     probe_image,
 )
-from lingshu_server.protocol import ChatMessage, ImagePart, TextPart, VideoPart
-from lingshu_server.video import PreparedVideo
-from lingshu_server.video_inputs import VideoInputs, video_parts
+from lingshu_server.inputs.video import PreparedVideo
+from lingshu_server.inputs.video_inputs import VideoInputs, video_parts
 
 # The template expands each image part to <|vision_start|><|image_pad|><|vision_end|>;
 # vLLM then expands the single <|image_pad|> to one token per 28x28 pixels.

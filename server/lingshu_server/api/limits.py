@@ -8,7 +8,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lingshu_server.errors import APIError, RequestTimeoutError, send_api_error
+from lingshu_server.api.errors import APIError, RequestTimeoutError, send_api_error
 
 
 class OverloadedError(APIError):

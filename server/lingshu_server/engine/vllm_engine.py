@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lingshu_server.errors import (
+from lingshu_server.api.errors import (
     ContextLengthExceededError,
     EngineUnavailableError,
     InternalServerError,
     InvalidRequestError,
 )
-from lingshu_server.image_budget import PixelBudget
+from lingshu_server.inputs.image_budget import PixelBudget
 from lingshu_server.settings import Settings
 
 logger = logging.getLogger(__name__)

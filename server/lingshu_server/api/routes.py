@@ -10,21 +10,26 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from lingshu_server import __version__, request_context
-from lingshu_server.auth import require_api_key
-from lingshu_server.engine import Engine, vllm_version
-from lingshu_server.errors import DrainingError, EngineUnavailableError, UnsupportedMediaTypeError
-from lingshu_server.lifecycle import Lifecycle, Stage
-from lingshu_server.metrics import engine_exposition
-from lingshu_server.openapi import CHAT_RESPONSES, V1_RESPONSES
-from lingshu_server.protocol import (
+from lingshu_server import __version__
+from lingshu_server.api import request_context
+from lingshu_server.api.auth import require_api_key
+from lingshu_server.api.errors import (
+    DrainingError,
+    EngineUnavailableError,
+    UnsupportedMediaTypeError,
+)
+from lingshu_server.api.openapi import CHAT_RESPONSES, V1_RESPONSES
+from lingshu_server.api.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
     ModelCard,
     ModelList,
     ServerStatus,
 )
-from lingshu_server.serving import ChatService
+from lingshu_server.engine.vllm_engine import Engine, vllm_version
+from lingshu_server.lifecycle import Lifecycle, Stage
+from lingshu_server.metrics import engine_exposition
+from lingshu_server.services.serving import ChatService
 
 T = TypeVar("T")
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread

@@ -17,8 +17,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lingshu_server import request_context
-from lingshu_server.errors import APIError, send_api_error
+from lingshu_server.api import request_context
+from lingshu_server.api.errors import APIError, send_api_error
 from lingshu_server.settings import Settings
 
 logger = logging.getLogger(__name__)

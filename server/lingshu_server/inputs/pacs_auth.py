@@ -17,7 +17,7 @@ from typing import Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lingshu_server import request_context
+from lingshu_server.api import request_context
 
 AuthMode = Literal["none", "basic", "bearer", "forward"]
 FORWARD_HEADER = "X-DICOMweb-Authorization"

@@ -31,7 +31,7 @@ from pydicom.pixels import (
 )
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from lingshu_server.errors import InvalidRequestError
+from lingshu_server.api.errors import InvalidRequestError
 
 # pydicom's value-validation warnings quote header values (names, dates): turn validation off
 # (pydicom-wide and thread-safe, unlike catch_warnings) and keep pydicom's log out of ours.

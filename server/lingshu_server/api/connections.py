@@ -10,14 +10,14 @@ from http import HTTPStatus
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from lingshu_server.errors import (
+from lingshu_server.api.errors import (
     APIError,
     HeadersTooLargeError,
     InvalidRequestError,
     error_response_bytes,
     send_api_error,
 )
-from lingshu_server.limits import OverloadedError
+from lingshu_server.api.limits import OverloadedError
 
 
 class _HeadTooLarge(Exception):

@@ -8,21 +8,16 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from lingshu_server import request_context
-from lingshu_server.chat import ChatPrompt, ChatPromptBuilder
-from lingshu_server.engine import Engine, EngineStep, SamplingOptions, TokenLogprob
-from lingshu_server.errors import (
+from lingshu_server.api import request_context
+from lingshu_server.api.errors import (
     APIError,
     InternalServerError,
     InvalidRequestError,
     ModelNotFoundError,
     stack_without_message,
 )
-from lingshu_server.generation import EngineRun, deadline_after, elapsed_since
-from lingshu_server.limits import AdmissionController
-from lingshu_server.media import PreparedImage
-from lingshu_server.metrics import Metrics
-from lingshu_server.protocol import (
+from lingshu_server.api.limits import AdmissionController
+from lingshu_server.api.protocol import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -35,10 +30,15 @@ from lingshu_server.protocol import (
     completion_id,
     now,
 )
-from lingshu_server.protocol import TokenLogprob as WireTokenLogprob
-from lingshu_server.protocol import TopLogprob as WireTopLogprob
-from lingshu_server.request_context import ImageRecord
-from lingshu_server.structured_output import StructuredOutput
+from lingshu_server.api.protocol import TokenLogprob as WireTokenLogprob
+from lingshu_server.api.protocol import TopLogprob as WireTopLogprob
+from lingshu_server.api.request_context import ImageRecord
+from lingshu_server.engine.vllm_engine import Engine, EngineStep, SamplingOptions, TokenLogprob
+from lingshu_server.inputs.media import PreparedImage
+from lingshu_server.metrics import Metrics
+from lingshu_server.services.chat import ChatPrompt, ChatPromptBuilder
+from lingshu_server.services.generation import EngineRun, deadline_after, elapsed_since
+from lingshu_server.services.structured_output import StructuredOutput
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
-from lingshu_server.protocol import ChatCompletion, ChatCompletionChunk, ErrorResponse
+from lingshu_server.api.protocol import ChatCompletion, ChatCompletionChunk, ErrorResponse
 
 ERROR_DESCRIPTIONS = {
     400: "Invalid request: a wrong type or value (naming the `param`), a body that is not "

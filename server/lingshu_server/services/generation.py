@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
-from lingshu_server.engine import EngineStep
+from lingshu_server.engine.vllm_engine import EngineStep
 
 
 class EngineRun:

@@ -21,13 +21,13 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from lingshu_server.errors import (
+from lingshu_server.api.errors import (
     APIError,
     InvalidRequestError,
     PacsTimeoutError,
     PacsUnavailableError,
 )
-from lingshu_server.pacs_auth import FORWARD_HEADER, PacsAuth, forwarded_credential
+from lingshu_server.inputs.pacs_auth import FORWARD_HEADER, PacsAuth, forwarded_credential
 
 INSTANCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 METADATA_ACCEPT = "application/dicom+json"

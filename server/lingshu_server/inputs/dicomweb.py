@@ -27,18 +27,18 @@ from dataclasses import replace
 import httpx
 from prometheus_client import CollectorRegistry
 
-from lingshu_server.dicom_series import (
+from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.api.protocol import ImagePart
+from lingshu_server.inputs.dicom_series import (
     UID_PATTERN,
     SeriesSlice,
     anatomical_order,
     evenly_spaced,
     parse_series_metadata,
 )
-from lingshu_server.errors import InvalidRequestError
-from lingshu_server.fetch_cache import FetchCache
-from lingshu_server.pacs_auth import PacsAuth
-from lingshu_server.pacs_client import DicomWebMetrics, DicomWebRef, Pacs, PacsClient
-from lingshu_server.protocol import ImagePart
+from lingshu_server.inputs.fetch_cache import FetchCache
+from lingshu_server.inputs.pacs_auth import PacsAuth
+from lingshu_server.inputs.pacs_client import DicomWebMetrics, DicomWebRef, Pacs, PacsClient
 from lingshu_server.settings import Settings
 
 _RESOURCE = re.compile(

@@ -15,13 +15,13 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from lingshu_server.dicom import DicomOptions, dicom_size
-from lingshu_server.dicomweb import DicomWebSource
-from lingshu_server.errors import InvalidRequestError
-from lingshu_server.image_sources import ImageFetcher
-from lingshu_server.media import data_url_decoded_size, decode_data_url
-from lingshu_server.protocol import ChatMessage, VideoPart
-from lingshu_server.video import (
+from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.api.protocol import ChatMessage, VideoPart
+from lingshu_server.inputs.dicom import DicomOptions, dicom_size
+from lingshu_server.inputs.dicomweb import DicomWebSource
+from lingshu_server.inputs.image_sources import ImageFetcher
+from lingshu_server.inputs.media import data_url_decoded_size, decode_data_url
+from lingshu_server.inputs.video import (
     NOMINAL_FPS,
     TOO_LARGE,
     PreparedVideo,

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from lingshu_server.errors import InvalidRequestError
+from lingshu_server.api.errors import InvalidRequestError
 from lingshu_server.settings import Settings
 
 MAX_REDIRECTS = 3

@@ -8,12 +8,12 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lingshu_server import request_context
-from lingshu_server.errors import log_unexpected, unexpected_error_response
+from lingshu_server.api import request_context
+from lingshu_server.api.errors import log_unexpected, unexpected_error_response
+from lingshu_server.api.request_context import RequestContext, request_id_from
 from lingshu_server.lifecycle import Lifecycle
 from lingshu_server.logs import AuditLog, log_access
 from lingshu_server.metrics import Metrics
-from lingshu_server.request_context import RequestContext, request_id_from
 
 logger = logging.getLogger(__name__)
 

@@ -31,10 +31,16 @@ from qwen_vl_utils import vision_process as qwen
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.functional import resize
 
-from lingshu_server.dicom import DicomOptions, dicom_frames, dicom_motion, dicom_to_image, is_dicom
-from lingshu_server.errors import InvalidRequestError
-from lingshu_server.image_budget import IMAGE_FACTOR
-from lingshu_server.media import check_aspect_ratio, to_rgb
+from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.inputs.dicom import (
+    DicomOptions,
+    dicom_frames,
+    dicom_motion,
+    dicom_to_image,
+    is_dicom,
+)
+from lingshu_server.inputs.image_budget import IMAGE_FACTOR
+from lingshu_server.inputs.media import check_aspect_ratio, to_rgb
 from lingshu_server.settings import Settings
 
 # A multi-frame DICOM without timing (a volume) and a DICOMweb series are shown at the rate

@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
-from lingshu_server import request_context
-from lingshu_server.protocol import ErrorBody, ErrorResponse
+from lingshu_server.api import request_context
+from lingshu_server.api.protocol import ErrorBody, ErrorResponse
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import pybase64
 from PIL import Image, ImageOps, UnidentifiedImageError
 from qwen_vl_utils.vision_process import MAX_RATIO
 
-from lingshu_server.dicom import DicomOptions, dicom_size, dicom_to_image, is_dicom
-from lingshu_server.errors import InvalidRequestError
-from lingshu_server.image_budget import RECIPE_DEFAULT, ImageSize, PixelBudget, model_size
+from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.inputs.dicom import DicomOptions, dicom_size, dicom_to_image, is_dicom
+from lingshu_server.inputs.image_budget import RECIPE_DEFAULT, ImageSize, PixelBudget, model_size
 from lingshu_server.settings import Settings
 
 # Our explicit pixel cap (checked from the header) replaces PIL's bomb warning. Set once here:
