@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.engine_alone import spec_to_dict
-from benchmarks.loadgen import ImageSpec, LoadSpec, VideoSpec, build_bodies, run_load
+from benchmarks.loadgen import Bodies, ImageSpec, LoadSpec, VideoSpec, run_load
 from benchmarks.report import build_report, render_report
 from benchmarks.targets import (
     ENGINE,
@@ -35,6 +35,7 @@ from benchmarks.targets import (
     READY_PATHS,
     TARGET_LABELS,
     TARGETS,
+    VLLM,
     ChildProcess,
     EngineConfig,
     TargetFailed,
@@ -47,8 +48,11 @@ from benchmarks.targets import (
 )
 
 JPEG_512 = ImageSpec(512, 512, "jpeg")
+JPEG_1024 = ImageSpec(1024, 1024, "jpeg")
 JPEG_2048 = ImageSpec(2048, 2048, "jpeg")
 PNG_2048 = ImageSpec(2048, 2048, "png")
+PNG16_2048 = ImageSpec(2048, 2048, "png16")  # a 12-bit radiograph in a 16-bit PNG
+CT_512 = ImageSpec(512, 512, "dicom")  # one CT slice (vLLM's server gets it as an 8-bit PNG)
 CLIP_480P = VideoSpec(854, 480, 10, 10)  # 10 s of H.264 at 10 fps: 20 frames at 2 per second
 
 
@@ -60,6 +64,7 @@ class Case:
     images: tuple[ImageSpec, ...]
     purpose: str
     videos: tuple[VideoSpec, ...] = ()
+    followup: bool = False
 
 
 CASES = {
@@ -74,8 +79,23 @@ CASES = {
         Case("c64-jpeg512", 64, 320, (JPEG_512,), "saturation"),
         # 20 frames of 476x840: 5,100 visual tokens per request
         Case("c4-video480p", 4, 16, (), "video, 10 s 480p H.264", (CLIP_480P,)),
+        # One radiologist, one question at a time: latency.
+        Case("c1-jpeg512", 1, 32, (JPEG_512,), "interactive, small JPEG"),
+        Case("c1-jpeg2048", 1, 12, (JPEG_2048,), "interactive, large JPEG"),
+        Case("c1-png16", 1, 12, (PNG16_2048,), "interactive, 16-bit grayscale PNG"),
+        Case("c1-dicom-ct", 1, 32, (CT_512,), "interactive, CT DICOM slice"),
+        Case(
+            "c1-followup-jpeg1024",
+            1,
+            16,
+            (JPEG_1024,),
+            "interactive, the follow-up question with the image sent again",
+            followup=True,
+        ),
     )
 }
+# The light demo checkpoint: the GPU host's proportions (see `--model-variant`).
+MODEL_VARIANTS = ("demo", "light")
 SMOKE_CASES = ("c16-jpeg512", "c1-text")
 SMOKE_REQUESTS = 8
 SMOKE_WARMUP = 2
@@ -133,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-dir", type=Path, help="server logs (default: a new temp folder)")
     engine = parser.add_argument_group("model and engine (the same for every target)")
     engine.add_argument("--model", help="model directory (default: the CPU demo model)")
+    engine.add_argument(
+        "--model-variant",
+        choices=MODEL_VARIANTS,
+        default="demo",
+        help="without --model: the demo checkpoint, or its light variant (no full-attention "
+        "block in the vision tower, so the engine is not the bottleneck, as on a GPU host)",
+    )
     engine.add_argument("--served-model-name", default="lingshu-demo")
     engine.add_argument(
         "--gpu",
@@ -160,10 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _demo_model_dir() -> str:
-    from lingshu_server.engine.demo_model import ensure_demo_model
+def _demo_model_dir(variant: str = "demo") -> str:
+    from lingshu_server.engine.demo_model import ensure_demo_model, ensure_light_demo_model
 
-    return str(ensure_demo_model())
+    return str(ensure_light_demo_model() if variant == "light" else ensure_demo_model())
 
 
 def _case_requests(items: Sequence[str]) -> dict[str, int]:
@@ -180,7 +207,7 @@ def _case_requests(items: Sequence[str]) -> dict[str, int]:
 
 def plan_from_args(args: argparse.Namespace, model_dir: str | None = None) -> Plan:
     """The whole run, decided before anything starts. `model_dir` overrides the demo lookup."""
-    model = args.model or model_dir or _demo_model_dir()
+    model = args.model or model_dir or _demo_model_dir(args.model_variant)
     config = EngineConfig(model=model, served_model_name=args.served_model_name)
     if args.gpu:
         config = config.for_gpu()
@@ -212,6 +239,7 @@ def plan_from_args(args: argparse.Namespace, model_dir: str | None = None) -> Pl
             # multimodal and prefix caches that an earlier case filled.
             seed=list(CASES).index(name) + 1,
             warmup=SMOKE_WARMUP if args.smoke else args.warmup,
+            followup=case.followup,
         )
         cases.append((name, spec))
     return Plan(
@@ -252,20 +280,21 @@ class Runner:
         self.plan = plan
         self.log_dir = log_dir
         self.runs: list[dict[str, Any]] = []
-        self._bodies: dict[str, list[bytes]] = {}
+        self._bodies: dict[tuple[str, str], Bodies] = {}
 
-    def bodies(self, name: str, spec: LoadSpec) -> list[bytes]:
-        # Built once (before any clock starts) and sent to every server in every repeat.
-        if name not in self._bodies:
-            self._bodies[name] = build_bodies(
-                spec, self.plan.config.served_model_name, spec.requests
+    def bodies(self, name: str, spec: LoadSpec, target: str) -> Bodies:
+        # Built once (before any clock starts) and sent to a server in every repeat. vLLM's
+        # server gets DICOM as the PNG a client would send it (it reads no DICOM).
+        if (name, target) not in self._bodies:
+            self._bodies[name, target] = Bodies.build(
+                spec, self.plan.config.served_model_name, no_dicom=target == VLLM
             )
-        return self._bodies[name]
+        return self._bodies[name, target]
 
     def run(self) -> None:
         for name, spec in self.plan.cases:
-            if set(self.plan.targets) - {ENGINE}:
-                self.bodies(name, spec)
+            for target in set(self.plan.targets) - {ENGINE}:
+                self.bodies(name, spec, target)
         for repeat in range(self.plan.repeats):
             for target in self.plan.targets:
                 progress(f"[repeat {repeat + 1}/{self.plan.repeats}] {TARGET_LABELS[target]}")
@@ -275,7 +304,15 @@ class Runner:
                     self._run_server(target, repeat)
 
     def _record(self, repeat: int, target: str, case: str, summary: dict[str, Any]) -> None:
-        self.runs.append({"repeat": repeat, "target": target, "case": case, "summary": summary})
+        self.runs.append(
+            {
+                "repeat": repeat,
+                "target": target,
+                "case": case,
+                "summary": summary,
+                "load": os.getloadavg()[0],  # others' work on a shared machine, at the end
+            }
+        )
         progress(f"  {case}: {_describe(summary)}")
 
     def _run_server(self, target: str, repeat: int) -> None:
@@ -299,7 +336,7 @@ class Runner:
                         spec,
                         model=config.served_model_name,
                         api_pid=child.pid,
-                        bodies=self.bodies(name, spec),
+                        bodies=self.bodies(name, spec, target),
                     )
                 )
                 if child.exited() is not None:
@@ -348,6 +385,7 @@ def _meta(plan: Plan, argv: Sequence[str]) -> dict[str, Any]:
         "vllm": vllm_version(),
         "engine": engine_kwargs(plan.config),
         "cpu_mode": plan.config.cpu,
+        "load_average": os.getloadavg(),
         "cases": {name: spec_to_dict(spec) for name, spec in plan.cases},
         "targets": plan.targets,
         "repeats": plan.repeats,

@@ -5,18 +5,19 @@ Run by `benchmarks.compare` as a child process (so the engine is torn down with 
     python -m benchmarks.engine_alone --plan plan.json --out results.json
 
 The plan names the AsyncEngineArgs and the cases. For each case the same requests as the HTTP
-targets get (same text, same image bytes) are built before the clock starts: the chat template
-rendered and tokenized (one <|image_pad|> per image), the images decoded and resized to the pixel
-budget. The same closed loop then drives `AsyncLLM.generate` with streamed deltas, timed as the
-load generator times an SSE stream. CPU seconds are this process's (the engine's front half:
-input processing, detokenization, the loop), its engine-core child not included.
+targets get (same messages, same image bytes) are built before the clock starts: the chat
+template rendered and tokenized (one <|image_pad|> per image), the images decoded and resized as
+our server prepares them (`lingshu_server.inputs.media.prepare_image`: the same pixels reach the
+engine, DICOM included). The same closed loop then drives `AsyncLLM.generate` with streamed
+deltas, timed as the load generator times an SSE stream. CPU seconds are this process's (the
+engine's front half: input processing, detokenization, the loop), its engine-core child not
+included.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import sys
@@ -37,8 +38,7 @@ from benchmarks.loadgen import (
     TokenClock,
     closed_loop,
     process_cpu_seconds,
-    request_images,
-    request_text,
+    request_messages,
     summarize,
 )
 
@@ -58,52 +58,48 @@ def spec_from_dict(data: dict[str, Any]) -> LoadSpec:
     return LoadSpec(**{**data, "images": images})
 
 
-def decode_to_budget(data: bytes, min_pixels: int, max_pixels: int) -> Image.Image:
-    """Decode and resize once to the Qwen2.5-VL pixel budget (the engine then leaves it as is)."""
-    from qwen_vl_utils import smart_resize
-
-    image = Image.open(io.BytesIO(data))
-    image = image.convert("RGB")
-    height, width = smart_resize(
-        image.height, image.width, factor=28, min_pixels=min_pixels, max_pixels=max_pixels
-    )
-    if (width, height) != image.size:
-        image = image.resize((width, height), Image.Resampling.BICUBIC)
-    return image
-
-
 class PromptBuilder:
     def __init__(self, tokenizer: Any, template: str, min_pixels: int, max_pixels: int):
+        from lingshu_server.inputs.image_budget import PixelBudget
+        from lingshu_server.inputs.media import ImageLimits
+        from lingshu_server.settings import Settings
+
         self.tokenizer = tokenizer
         self.template = template
-        self.min_pixels = min_pixels
-        self.max_pixels = max_pixels
+        self.limits = ImageLimits.from_settings(Settings(), PixelBudget(min_pixels, max_pixels))
 
-    def prompt(self, spec: LoadSpec, index: int) -> dict[str, Any]:
-        text = request_text(index)
-        content: str | list[dict[str, Any]] = text
-        if spec.images:
-            content = [{"type": "image"} for _ in spec.images] + [{"type": "text", "text": text}]
+    def image(self, url: str) -> Image.Image:
+        """The image our server would hand the engine for this data URL."""
+        from lingshu_server.inputs.dicom import DicomOptions
+        from lingshu_server.inputs.media import decode_data_url, prepare_image
+
+        budget = self.limits.budget(None, None, None)
+        encoded = decode_data_url(url, "image")
+        return prepare_image(encoded, self.limits, budget, DicomOptions(), "image").image
+
+    def prompt(self, spec: LoadSpec, index: int, first_turn: bool = False) -> dict[str, Any]:
+        images = []
+        messages = request_messages(spec, index, first_turn)
+        for message in messages:
+            if isinstance(message["content"], list):
+                for k, part in enumerate(message["content"]):
+                    if part["type"] == "image_url":
+                        images.append(self.image(part["image_url"]["url"]))
+                        message["content"][k] = {"type": "image"}
         rendered = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}],
-            chat_template=self.template,
-            tokenize=False,
-            add_generation_prompt=True,
+            messages, chat_template=self.template, tokenize=False, add_generation_prompt=True
         )
         prompt: dict[str, Any] = {
             "prompt_token_ids": self.tokenizer.encode(rendered, add_special_tokens=False)
         }
-        if spec.images:
-            prompt["multi_modal_data"] = {
-                "image": [
-                    decode_to_budget(data, self.min_pixels, self.max_pixels)
-                    for data, _ in request_images(spec, index)
-                ]
-            }
+        if images:
+            prompt["multi_modal_data"] = {"image": images}
         return prompt
 
-    def prompts(self, spec: LoadSpec, count: int, start: int = 0) -> list[dict[str, Any]]:
-        return [self.prompt(spec, start + i) for i in range(count)]
+    def prompts(
+        self, spec: LoadSpec, count: int, start: int = 0, first_turn: bool = False
+    ) -> list[dict[str, Any]]:
+        return [self.prompt(spec, start + i, first_turn) for i in range(count)]
 
 
 async def _generate_one(
@@ -140,10 +136,18 @@ async def run_case(
         }
     )
     prompts = builder.prompts(spec, spec.requests)
-    if spec.warmup:
-        warm = builder.prompts(spec, spec.warmup, start=WARMUP_INDEX_OFFSET)
+    unmeasured = [builder.prompts(spec, spec.warmup, start=WARMUP_INDEX_OFFSET)]
+    if spec.followup:  # each conversation's first question, answered before the clock starts
+        unmeasured = [
+            builder.prompts(spec, spec.warmup, WARMUP_INDEX_OFFSET, first_turn=True),
+            *unmeasured,
+            builder.prompts(spec, spec.requests, first_turn=True),
+        ]
+    for batch in unmeasured:
         await closed_loop(
-            spec.concurrency, len(warm), lambda i: _generate_one(engine, warm[i], params, i)
+            spec.concurrency,
+            len(batch),
+            lambda i, batch=batch: _generate_one(engine, batch[i], params, i),
         )
     pid = os.getpid()
     cpu_before = process_cpu_seconds(pid)

@@ -18,8 +18,13 @@ import zlib
 import numpy as np
 from PIL import Image
 
-FORMATS = ("jpeg", "png")
-MIME_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
+FORMATS = ("jpeg", "png", "png16", "dicom")
+MIME_TYPES = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "png16": "image/png",  # 16-bit grayscale, as a digitised radiograph is often stored
+    "dicom": "application/dicom",  # a CT slice: int16 stored values, Hounsfield units by rescale
+}
 JPEG_QUALITY = 90
 PNG_COMPRESS_LEVEL = 6  # zlib's default, as PIL and most tools write
 VARIANT_ROWS = 8  # rows at the bottom that make each variant unique
@@ -66,6 +71,14 @@ def encode_variant(width: int, height: int, fmt: str, seed: int, index: int) -> 
         return buffer.getvalue()
     if fmt == "png":
         return _png_variant(width, height, seed, index)
+    if fmt == "png16":
+        buffer = io.BytesIO()
+        Image.fromarray(_gray16_variant(width, height, seed, index)).save(
+            buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+        )
+        return buffer.getvalue()
+    if fmt == "dicom":
+        return _ct_variant(width, height, seed, index)
     raise ValueError(f"unknown image format {fmt!r}; expected one of {FORMATS}")
 
 
@@ -124,3 +137,46 @@ def _png_variant(width: int, height: int, seed: int, index: int) -> bytes:
         + _png_chunk(b"IDAT", body)
         + _png_chunk(b"IEND", b"")
     )
+
+
+def _gray16_variant(width: int, height: int, seed: int, index: int) -> np.ndarray:
+    """12 bits of signal in a uint16 grayscale image (the variant's green channel, x16)."""
+    gray = variant_image(width, height, seed, index)[..., 1].astype(np.uint16) * 16
+    rng = np.random.default_rng([seed, index, 16])
+    return gray + rng.integers(0, 16, size=gray.shape, dtype=np.uint16)
+
+
+CT_INTERCEPT = -1024  # stored value 0 is -1024 HU, as most CT scanners write it
+
+
+def ct_hounsfield(width: int, height: int, seed: int, index: int) -> np.ndarray:
+    """Hounsfield units from -1000 (air) to about +1000 (bone), shaped like the variant."""
+    return variant_image(width, height, seed, index)[..., 1].astype(np.int16) * 8 - 1000
+
+
+def _ct_variant(width: int, height: int, seed: int, index: int) -> bytes:
+    """A CT slice as a DICOM Part 10 file: MONOCHROME2, 16-bit stored, slope 1, intercept
+    -1024, no window in the header (so the server's default CT window applies)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(seed), str(index)])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.Rows, ds.Columns = height, width
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, CT_INTERCEPT
+    stored = (ct_hounsfield(width, height, seed, index) - CT_INTERCEPT).astype(np.uint16)
+    ds.PixelData = stored.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

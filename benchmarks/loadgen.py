@@ -33,6 +33,13 @@ from benchmarks.videos import encode_clip
 
 WARMUP_INDEX_OFFSET = 1_000_000  # warm-up requests use images the measured ones never repeat
 MAX_ERROR_SAMPLES = 5
+_FORMAT_CHOICES = "|".join(FORMATS)
+
+# The multi-turn case: the client sends the whole conversation again, the image included.
+FIRST_ANSWER = (
+    "Findings: a rounded opacity in the right lower zone, no pleural effusion. "
+    "Impression: possible consolidation."
+)
 
 
 @dataclass(frozen=True)
@@ -43,15 +50,16 @@ class ImageSpec:
 
     @classmethod
     def parse(cls, text: str) -> ImageSpec:
-        """`512x512:jpeg` (format defaults to jpeg)."""
+        """`512x512:jpeg` (format defaults to jpeg; png16: 16-bit grayscale PNG; dicom: CT)."""
         size, _, fmt = text.lower().partition(":")
         fmt = fmt or "jpeg"
+        bad = ValueError(f"image spec {text!r}: expected WIDTHxHEIGHT[:{_FORMAT_CHOICES}]")
         try:
             width, height = (int(part) for part in size.split("x"))
         except ValueError:
-            raise ValueError(f"image spec {text!r}: expected WIDTHxHEIGHT[:jpeg|png]") from None
+            raise bad from None
         if fmt not in FORMATS or width < 1 or height < 1:
-            raise ValueError(f"image spec {text!r}: expected WIDTHxHEIGHT[:jpeg|png]")
+            raise bad
         return cls(width, height, fmt)
 
     def __str__(self) -> str:
@@ -85,6 +93,9 @@ class LoadSpec:
     temperature: float = 0.0  # greedy: every target generates the same tokens
     seed: int = 0
     warmup: int = 0  # requests sent (and not measured) before the clock starts
+    # Measure follow-ups: each request's first question (same image) is answered, unmeasured,
+    # before the clock starts; the measured request re-sends the image with the conversation.
+    followup: bool = False
 
 
 def request_text(index: int) -> str:
@@ -104,6 +115,20 @@ def request_images(spec: LoadSpec, index: int) -> list[tuple[bytes, str]]:
     ]
 
 
+def dicom_as_png(data: bytes) -> bytes:
+    """What a client of a server without DICOM support sends instead: the slice windowed as
+    our server windows it by default, as an 8-bit PNG (the same size, so the same tokens)."""
+    import io
+
+    from lingshu_server.inputs.dicom import DicomOptions, dicom_to_image
+    from lingshu_server.settings import Settings
+
+    image = dicom_to_image(data, DicomOptions(), Settings().dicom_default_ct_window, "image")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def request_videos(spec: LoadSpec, index: int) -> list[bytes]:
     """The MP4 clips of request `index`, all distinct."""
     count = len(spec.videos)
@@ -119,24 +144,46 @@ def _data_url(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def request_body(spec: LoadSpec, model: str, index: int) -> bytes:
-    """The JSON body of request `index`: the images and videos as base64 data URLs, then the
-    text."""
+def request_messages(
+    spec: LoadSpec, index: int, first_turn: bool = False, no_dicom: bool = False
+) -> list[dict[str, Any]]:
+    """The chat messages of request `index`: its images and videos as base64 data URLs, then
+    its text; for a follow-up case (unless `first_turn`), the answer and a second question.
+    `no_dicom`: DICOM images as the 8-bit PNG a client would send a server without DICOM."""
     text = request_text(index)
     content: str | list[dict[str, Any]] = text
     if spec.images or spec.videos:
+        images = request_images(spec, index)
+        if no_dicom:
+            images = [
+                (dicom_as_png(data), "image/png") if mime == MIME_TYPES["dicom"] else (data, mime)
+                for data, mime in images
+            ]
         content = [
             {"type": "image_url", "image_url": {"url": _data_url(data, mime)}}
-            for data, mime in request_images(spec, index)
+            for data, mime in images
         ]
         content += [
             {"type": "video_url", "video_url": {"url": _data_url(data, "video/mp4")}}
             for data in request_videos(spec, index)
         ]
         content.append({"type": "text", "text": text})
+    messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
+    if spec.followup and not first_turn:
+        messages += [
+            {"role": "assistant", "content": FIRST_ANSWER},
+            {"role": "user", "content": f"Follow-up {index}: how large is the opacity?"},
+        ]
+    return messages
+
+
+def request_body(
+    spec: LoadSpec, model: str, index: int, first_turn: bool = False, no_dicom: bool = False
+) -> bytes:
+    """The JSON body of request `index` (see `request_messages`)."""
     body = {
         "model": model,
-        "messages": [{"role": "user", "content": content}],
+        "messages": request_messages(spec, index, first_turn, no_dicom),
         "max_tokens": spec.max_tokens,
         "temperature": spec.temperature,
         "ignore_eos": spec.ignore_eos,
@@ -146,8 +193,37 @@ def request_body(spec: LoadSpec, model: str, index: int) -> bytes:
     return json.dumps(body).encode()
 
 
-def build_bodies(spec: LoadSpec, model: str, count: int, start: int = 0) -> list[bytes]:
-    return [request_body(spec, model, start + i) for i in range(count)]
+def build_bodies(
+    spec: LoadSpec,
+    model: str,
+    count: int,
+    start: int = 0,
+    first_turn: bool = False,
+    no_dicom: bool = False,
+) -> list[bytes]:
+    return [request_body(spec, model, start + i, first_turn, no_dicom) for i in range(count)]
+
+
+@dataclass
+class Bodies:
+    """Every body one target gets in one case, built before any clock starts: the measured
+    requests, the warm-up, and for a follow-up case the first questions of both."""
+
+    measured: list[bytes]
+    warmup: list[bytes]
+    priming: list[bytes] = field(default_factory=list)  # sent, unmeasured, before `measured`
+    warmup_priming: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, spec: LoadSpec, model: str, no_dicom: bool = False) -> Bodies:
+        def bodies(count: int, start: int = 0, first_turn: bool = False) -> list[bytes]:
+            return build_bodies(spec, model, count, start, first_turn, no_dicom)
+
+        bodies_ = cls(bodies(spec.requests), bodies(spec.warmup, WARMUP_INDEX_OFFSET))
+        if spec.followup:
+            bodies_.priming = bodies(spec.requests, first_turn=True)
+            bodies_.warmup_priming = bodies(spec.warmup, WARMUP_INDEX_OFFSET, first_turn=True)
+        return bodies_
 
 
 @dataclass
@@ -358,23 +434,27 @@ async def run_load(
     model: str | None = None,
     api_pid: int | None = None,
     api_key: str | None = None,
-    bodies: Sequence[bytes] | None = None,
+    bodies: Bodies | None = None,
     timeout_s: float = 600.0,
 ) -> Summary:
-    """Warm up, then run the measured load; `bodies` may be pre-built with `build_bodies`."""
+    """Warm up, then run the measured load; `bodies` may be pre-built with `Bodies.build`."""
     base_url = base_url.rstrip("/")
     limits = httpx.Limits(max_connections=spec.concurrency + 4, max_keepalive_connections=None)
     timeout = httpx.Timeout(timeout_s, connect=30.0)
     async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
         model = model or await first_model_id(client, base_url, api_key)
         if bodies is None:
-            bodies = build_bodies(spec, model, spec.requests)
-        if spec.warmup:
-            warm = build_bodies(spec, model, spec.warmup, start=WARMUP_INDEX_OFFSET)
-            await send_bodies(client, base_url, warm, spec.concurrency, api_key)
+            bodies = Bodies.build(spec, model)
+
+        async def send(batch: Sequence[bytes]) -> list[RequestRecord]:
+            return await send_bodies(client, base_url, batch, spec.concurrency, api_key)
+
+        for batch in (bodies.warmup_priming, bodies.warmup, bodies.priming):
+            if batch:
+                await send(batch)
         cpu_before = process_cpu_seconds(api_pid)
         started = time.perf_counter()
-        records = await send_bodies(client, base_url, bodies, spec.concurrency, api_key)
+        records = await send(bodies.measured)
         duration = time.perf_counter() - started
         cpu_after = process_cpu_seconds(api_pid)
     cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
@@ -417,13 +497,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=ImageSpec.parse,
         default=[],
         metavar="WxH:FMT",
-        help="an image in every request (jpeg or png); repeat for several; none: text only",
+        help=f"an image in every request ({_FORMAT_CHOICES}); repeat for several; none: text only",
     )
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic images")
     parser.add_argument("--warmup", type=int, default=4, help="unmeasured requests first")
+    parser.add_argument(
+        "--followup",
+        action="store_true",
+        help="measure follow-up questions: each conversation's first question is sent "
+        "(unmeasured) first, then the conversation again with the image",
+    )
     parser.add_argument(
         "--api-pid",
         type=int,
@@ -447,6 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         temperature=args.temperature,
         seed=args.seed,
         warmup=args.warmup,
+        followup=args.followup,
     )
     api_pid = args.api_pid if args.api_pid is not None else listener_pid(args.url)
     summary = asyncio.run(

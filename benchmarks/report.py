@@ -22,13 +22,14 @@ METRICS = (
     "completion_tokens_mean",
 )
 
-# Issue 7's targets.
+# The targets (issue 7, raised by issue 16).
 RPS_VS_VLLM_MIN = 1.3  # every image case
 RPS_VS_VLLM_MIN_LARGE_JPEG = 2.0
 LARGE_JPEG_CASES = ("c16-jpeg2048",)
 TTFT_VS_VLLM_MAX = 0.8  # every case
-RPS_VS_ENGINE_MIN = 0.75
+RPS_VS_ENGINE_MIN = 0.85
 ENGINE_CEILING_CASES = ("c16-jpeg512",)
+API_CPU_VS_VLLM_MAX = 0.6  # every image case: the front end's own cost, whatever the engine
 
 
 def medians(runs: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -65,6 +66,9 @@ def ratios(case_row: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         theirs = case_row.get(other, {})
         result[f"rps_vs_{other}"] = _ratio(ours.get("requests_per_s"), theirs.get("requests_per_s"))
         result[f"ttft_vs_{other}"] = _ratio(ours.get("ttft_p50_s"), theirs.get("ttft_p50_s"))
+    result["api_cpu_vs_vllm"] = _ratio(
+        ours.get("api_cpu_s_per_req"), case_row.get(VLLM, {}).get("api_cpu_s_per_req")
+    )
     return result
 
 
@@ -101,6 +105,15 @@ def check_targets(
                     r["rps_vs_vllm"],
                     RPS_VS_VLLM_MIN,
                     higher=True,
+                )
+            )
+            checks.append(
+                _check(
+                    f"API CPU/request <= {API_CPU_VS_VLLM_MAX}x vLLM server",
+                    case,
+                    r["api_cpu_vs_vllm"],
+                    API_CPU_VS_VLLM_MAX,
+                    higher=False,
                 )
             )
         if case in LARGE_JPEG_CASES:
@@ -166,6 +179,7 @@ HEADER = (
     "errors",
     "req/s vs vLLM",
     "TTFT vs vLLM",
+    "API CPU vs vLLM",
     "req/s vs engine",
     "TTFT vs engine",
 )
@@ -193,6 +207,7 @@ def table_rows(table: dict[str, dict[str, dict[str, Any]]]) -> list[list[str]]:
                     str(m["errors"]),
                     _times(r["rps_vs_vllm"]) if ours else "",
                     _times(r["ttft_vs_vllm"]) if ours else "",
+                    _times(r["api_cpu_vs_vllm"]) if ours else "",
                     _times(r["rps_vs_engine"]) if ours else "",
                     _times(r["ttft_vs_engine"]) if ours else "",
                 ]
@@ -217,7 +232,7 @@ def render_checks(checks: Sequence[Check], markdown: bool = False) -> str:
     for c in checks:
         value = "-" if c.value is None else f"{c.value:.2f}x"
         note = f" ({c.note})" if c.note else ""
-        line = f"{c.status:4}  {c.case:14} {c.target}: {value}{note}"
+        line = f"{c.status:4}  {c.case:20} {c.target}: {value}{note}"
         lines.append(f"- `{line}`" if markdown else line)
     return "\n".join(lines) + "\n"
 
@@ -240,7 +255,9 @@ def token_warnings(table: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 def build_report(runs: Sequence[dict[str, Any]], image_cases: Sequence[str]) -> dict[str, Any]:
     table = medians(runs)
     checks = check_targets(table, image_cases)
+    loads = [run["load"] for run in runs if run.get("load") is not None]
     return {
+        "load": [min(loads), statistics.median(loads), max(loads)] if loads else None,
         "medians": table,
         "ratios": {case: ratios(row) for case, row in table.items()},
         "checks": [asdict(c) for c in checks],
@@ -251,7 +268,13 @@ def build_report(runs: Sequence[dict[str, Any]], image_cases: Sequence[str]) -> 
 def render_report(report: dict[str, Any], markdown: bool = False) -> str:
     checks = [Check(**c) for c in report["checks"]]
     text = render_table(table_rows(report["medians"]), markdown)
-    text += "\nTargets (issue 7, medians over repeats):\n" + render_checks(checks, markdown)
+    text += "\nTargets (issues 7 and 16, medians over repeats):\n" + render_checks(checks, markdown)
+    if report.get("load"):
+        low, middle, high = report["load"]
+        text += (
+            f"Machine load (1-minute load average after each case): median {middle:.1f}, "
+            f"from {low:.1f} to {high:.1f}\n"
+        )
     for warning in report["warnings"]:
         text += f"WARNING: {warning}\n"
     return text

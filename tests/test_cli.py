@@ -50,7 +50,7 @@ def test_settings_from_flags_and_env(monkeypatch):
             ]
         )
     )
-    args.pop("command"), args.pop("demo_build_only")
+    args.pop("command"), args.pop("demo_build_only"), args.pop("light")
     settings = Settings(**args)
     assert settings.tensor_parallel_size == 2  # the flag wins over the env variable
     assert settings.max_pixels == 1003520  # the env variable fills what flags leave
@@ -156,3 +156,26 @@ def test_unreadable_pacs_credentials_file_is_one_clear_line(capsys, tmp_path):
     assert code == 2
     assert f"cannot read the PACS credentials file {missing}" in err
     assert "Traceback" not in err
+
+
+def test_demo_light_builds_the_light_checkpoint(capsys):
+    """`demo --light --demo-build-only` prints the light variant: the demo's weights and
+    tokenizer, a vision tower without its full-attention block."""
+    import json
+    from pathlib import Path
+
+    from lingshu_server.engine.demo_model import ensure_demo_model
+
+    assert main(["demo", "--light", "--demo-build-only"]) == 0
+    light = Path(capsys.readouterr().out.strip())
+    demo = ensure_demo_model()
+    assert light != demo
+    config = json.loads((light / "config.json").read_text())
+    demo_config = json.loads((demo / "config.json").read_text())
+    assert config["vision_config"]["fullatt_block_indexes"] == []
+    assert demo_config["vision_config"]["fullatt_block_indexes"] == [1]
+    config["vision_config"].pop("fullatt_block_indexes")
+    demo_config["vision_config"].pop("fullatt_block_indexes")
+    assert config == demo_config  # nothing else differs
+    for name in ("model.safetensors", "tokenizer.json", "preprocessor_config.json"):
+        assert (light / name).resolve() == (demo / name).resolve()

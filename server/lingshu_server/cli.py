@@ -79,17 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="With `demo`: build the demo checkpoint, print its directory and exit.",
     )
+    parser.add_argument(
+        "--light",
+        action="store_true",
+        help="With `demo`: the demo checkpoint with a light vision tower (no full-attention "
+        "block): the engine's share of the CPU shrinks as a GPU's would, for benchmarks.",
+    )
     for name, field in Settings.model_fields.items():
         _add_field(parser, name, field)
     return parser
 
 
-def _demo_settings(cli_values: dict[str, Any]) -> dict[str, Any]:
-    from lingshu_server.engine.demo_model import ensure_demo_model
+def _demo_model(light: bool) -> str:
+    from lingshu_server.engine.demo_model import ensure_demo_model, ensure_light_demo_model
 
+    return str(ensure_light_demo_model() if light else ensure_demo_model())
+
+
+def _demo_settings(cli_values: dict[str, Any], light: bool = False) -> dict[str, Any]:
     values = {k: v for k, v in DEMO_DEFAULTS.items() if f"LINGSHU_{k.upper()}" not in os.environ}
     values.update(cli_values)
-    values["model"] = str(ensure_demo_model())
+    values["model"] = _demo_model(light)
     values.setdefault("served_model_name", ["lingshu-demo"])
     # vLLM's CPU backend reserves this many GiB for the KV cache; the demo model needs little.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -100,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
     build_only = args.pop("demo_build_only")
+    light = args.pop("light")
     logging.basicConfig(
         level=args.get("log_level", "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -107,11 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "demo":
             if build_only:
-                from lingshu_server.engine.demo_model import ensure_demo_model
-
-                sys.stdout.write(f"{ensure_demo_model()}\n")
+                sys.stdout.write(f"{_demo_model(light)}\n")
                 return 0
-            args = _demo_settings(args)
+            args = _demo_settings(args, light)
         settings = Settings(**args)
     except ValidationError as exc:
         sys.stderr.write(f"lingshu-server: invalid settings:\n{exc}\n")
