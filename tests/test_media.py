@@ -248,7 +248,140 @@ def test_images_are_hashed_only_for_the_audit_log(tmp_path):
     import hashlib
 
     png = encode(gradient_image(56, 56), "PNG")
-    assert prepare(png).sha256 is None  # no audit log: no hashing work
+    assert prepare(png).sha256 is None  # no audit log: no SHA-256 recorded
     audited = ImageLimits.from_settings(Settings(audit_log_file=tmp_path / "audit.jsonl"), DEFAULT)
     prepared = prepare_image(EncodedImage(png, None), audited, DEFAULT, DicomOptions(), "p")
     assert prepared.sha256 == hashlib.sha256(png).hexdigest()
+
+
+def _png_with_orientation_after_the_pixels(image: Image.Image, orientation: int) -> bytes:
+    """A PNG whose eXIf chunk follows its image data (allowed; PIL reads it on load)."""
+    import struct
+    import zlib
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    body = exif.tobytes()
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body
+    chunk += struct.pack(">I", zlib.crc32(b"eXIf" + body) & 0xFFFFFFFF)
+    png = encode(image, "PNG")
+    return png[:-12] + chunk + png[-12:]  # before IEND
+
+
+def test_png_is_sized_without_decoding_its_pixels(monkeypatch):
+    """Probing a PNG reads its header and chunk list; PIL's getexif() would decode it all.
+    Where an orientation may follow the pixels, PIL still decides (and decodes)."""
+    from PIL import PngImagePlugin
+
+    from lingshu_server.inputs.media import probe_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    before = encode(gradient_image(80, 40), "PNG", exif=exif)
+    plain = encode(gradient_image(80, 40), "PNG")
+    after = _png_with_orientation_after_the_pixels(gradient_image(80, 40), 6)
+
+    def probe(data: bytes):
+        return probe_image(EncodedImage(data, None), LIMITS, DEFAULT, "p")
+
+    def no_decoding(self):
+        raise AssertionError("the probe decoded the pixels")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(PngImagePlugin.PngImageFile, "load", no_decoding)
+        assert probe(plain).source_size == (80, 40)
+        assert probe(before).source_size == (40, 80)  # turned by the EXIF before the pixels
+    assert probe(after).source_size == (40, 80)  # read by PIL, after decoding
+    for data in (before, after):
+        assert prepare(data).image.height > prepare(data).image.width
+
+
+def _stretched_as_float(pixels: np.ndarray) -> np.ndarray:
+    """The 16-bit stretch written plainly: every pixel through float64."""
+    values = pixels.astype(np.float64)
+    low, high = values.min(), values.max()
+    if high <= low:
+        return np.zeros(pixels.shape, np.uint8)
+    return np.clip(np.rint((values - low) * (255.0 / (high - low))), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("mode", "low", "high"),
+    [("I;16", 0, 65535), ("I;16", 1000, 4095), ("I;16", 7, 8), ("I", -5000, 60000), ("F", 0, 9)],
+)
+def test_high_bit_depth_stretch_is_the_plain_arithmetic(mode, low, high):
+    from lingshu_server.inputs.media import stretch_to_8bit
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(low, high + 1, size=(67, 45))
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    image = Image.fromarray(pixels.astype(dtype))
+    assert image.mode == mode
+    expected = _stretched_as_float(np.asarray(image))
+    assert np.array_equal(np.asarray(stretch_to_8bit(image)), expected)
+    big_endian = Image.frombytes("I;16B", (45, 67), pixels.astype(">u2").tobytes())
+    if mode == "I;16":
+        assert np.array_equal(np.asarray(stretch_to_8bit(big_endian)), expected)
+
+
+@pytest.mark.parametrize("size", [(504, 504), (300, 111), (2044, 1988), (56, 28)])
+def test_gray_images_resize_before_they_turn_rgb_with_the_same_pixels(size):
+    from lingshu_server.inputs.media import to_rgb_resized
+
+    gray = Image.fromarray(
+        np.random.default_rng(5).integers(0, 256, (515, 1030), dtype=np.uint8), "L"
+    )
+    expected = gray.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    assert np.array_equal(np.asarray(to_rgb_resized(gray, size)), np.asarray(expected))
+
+
+def test_an_image_sent_again_is_not_decoded_again(monkeypatch):
+    """A follow-up re-sends its conversation's image: the same bytes prepared the same way
+    come from the cache; other bytes, another window or another size are decoded."""
+    from pathlib import Path
+
+    from pydicom.data import get_testdata_file
+
+    from lingshu_server.inputs import media
+    from lingshu_server.inputs.image_cache import PreparedImageCache
+
+    cache = PreparedImageCache(64 * 1024 * 1024)
+    png = encode(gradient_image(200, 100), "PNG")
+    ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+
+    def prepared(data: bytes, budget: PixelBudget = DEFAULT, window: str | None = None):
+        options = DicomOptions(window=window)
+        return prepare_image(EncodedImage(data, None), LIMITS, budget, options, "p", cache)
+
+    first, first_ct = prepared(png), prepared(ct)
+    decoded = []
+    for name in ("open_image", "dicom_to_image"):
+        original = getattr(media, name)
+        monkeypatch.setattr(
+            media, name, lambda *a, _f=original, **k: decoded.append(a) or _f(*a, **k)
+        )
+    again = prepared(png)
+    assert again.image is first.image and again.pixels_id == first.pixels_id
+    assert prepared(ct).image is first_ct.image
+    assert decoded == []
+    assert prepared(ct, window="lung").pixels_id != first_ct.pixels_id
+    smaller = prepared(png, PixelBudget(QWEN_MIN_PIXELS, 16 * 28 * 28))
+    assert smaller.image.size != first.image.size
+    assert prepared(encode(gradient_image(200, 100, seed=1), "PNG")).image is not first.image
+    assert len(decoded) == 3
+    assert np.array_equal(np.asarray(again.image), np.asarray(prepare(png).image))
+
+
+def test_the_image_cache_keeps_to_its_size():
+    from lingshu_server.inputs.image_cache import PreparedImageCache
+
+    cache = PreparedImageCache(3 * 100 * 100 * 3)
+    images = [Image.new("RGB", (100, 100), (i, 0, 0)) for i in range(5)]
+    for i, image in enumerate(images):
+        cache.put(str(i), image)
+        cache.get("0")  # the oldest stays in use
+    assert len(cache) == 3 and cache.bytes <= cache.max_bytes
+    assert cache.get("0") is images[0] and cache.get("4") is images[4]
+    assert cache.get("1") is None
+    cache.put("huge", Image.new("RGB", (1000, 1000)))
+    assert cache.get("huge") is None

@@ -28,6 +28,7 @@ from lingshu_server.engine.model_check import check_supported_model
 from lingshu_server.engine.vllm_engine import Engine, vllm_version
 from lingshu_server.inputs.dicomweb import DicomWebSource
 from lingshu_server.inputs.image_budget import checkpoint_budget, server_budget
+from lingshu_server.inputs.image_cache import PreparedImageCache
 from lingshu_server.inputs.image_sources import ImageFetcher, ImageSourcePolicy
 from lingshu_server.inputs.media import ImageLimits
 from lingshu_server.inputs.pacs_auth import FORWARD_HEADER, ForwardedCredentialMiddleware
@@ -118,6 +119,9 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
             app.state.dicomweb,
             engine.max_tokens_per_visual_item,
         ),
+        PreparedImageCache(settings.prepared_image_cache_mb * 1024 * 1024)
+        if settings.prepared_image_cache_mb
+        else None,
     )
     admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)
     app.state.metrics.queued.set_function(lambda: admission.waiting)

@@ -117,6 +117,13 @@ class Settings(BaseSettings):
         description="Largest decoded image (width x height) accepted; larger ones are refused "
         "from their header, before decoding (decompression bombs).",
     )
+    prepared_image_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description="Memory (MiB) for recent images, decoded and resized: a follow-up question "
+        "re-sends its conversation's images, and an image seen recently is not decoded again. "
+        "0 turns it off.",
+    )
     dicom_default_ct_window: Literal["lung", "mediastinum", "bone", "brain", "abdomen"] = Field(
         default="mediastinum",
         description="CT window used when a DICOM file names none and the request asks none.",

@@ -275,6 +275,7 @@ class Engine:
         options: SamplingOptions,
         request_id: str,
         videos: Sequence[tuple[np.ndarray, dict[str, Any]]] = (),
+        image_ids: Sequence[str | None] = (),
     ) -> AsyncIterator[EngineStep]:
         """Stream deltas. Closing the iterator (a client gone) aborts the engine request.
 
@@ -283,11 +284,16 @@ class Engine:
         count its tokens. A video is its frames (T x H x W x 3 uint8, already sampled and
         resized) with transformers' video metadata (fps, frame indices), from which the
         processor derives the temporal spacing of the model's positions.
+
+        `image_ids` (one per image, or none) name each image's pixels uniquely; the engine
+        keys its caches by them instead of hashing every decoded pixel.
         """
         engine_prompt: dict[str, Any] = {"prompt_token_ids": prompt_token_ids}
         multi_modal_data: dict[str, Any] = {}
         if images:
             multi_modal_data["image"] = images
+            if image_ids:
+                engine_prompt["multi_modal_uuids"] = {"image": list(image_ids)}
         if videos:
             multi_modal_data["video"] = list(videos)
         if multi_modal_data:

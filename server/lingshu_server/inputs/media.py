@@ -22,6 +22,7 @@ from qwen_vl_utils.vision_process import MAX_RATIO
 from lingshu_server.api.errors import InvalidRequestError
 from lingshu_server.inputs.dicom import DicomOptions, dicom_size, dicom_to_image, is_dicom
 from lingshu_server.inputs.image_budget import RECIPE_DEFAULT, ImageSize, PixelBudget, model_size
+from lingshu_server.inputs.image_cache import PreparedImageCache
 from lingshu_server.settings import Settings
 
 # Our explicit pixel cap (checked from the header) replaces PIL's bomb warning. Set once here:
@@ -85,6 +86,7 @@ class ProbedImage:
     source_format: str  # "PNG", "JPEG", "DICOM", ...
     source_size: tuple[int, int]  # (width, height) as sent, upright
     size: ImageSize  # where the model card's recipe takes it
+    digest: str  # SHA-256 of the encoded bytes
 
     @property
     def num_tokens(self) -> int:
@@ -102,6 +104,9 @@ class PreparedImage:
     seconds: float  # probe + decode + resize time
     num_tokens: int  # visual tokens the model sees (one per 28x28 pixels)
     source: dict[str, str] | None = None  # DICOMweb: PACS host and UIDs, for the audit log only
+    # Names these pixels for the engine's caches (see `pixels_id`): the engine then need not
+    # hash the decoded image to recognise it.
+    pixels_id: str | None = None
 
 
 def data_url_decoded_size(url: str) -> int:
@@ -180,14 +185,24 @@ def _is_dicom(encoded: EncodedImage) -> bool:
     return is_dicom(encoded.data) or encoded.declared_type in DICOM_MIME_TYPES
 
 
-def _header(data: bytes, param: str, max_pixels: int) -> tuple[Image.Image, str, int]:
-    """PIL's lazily opened image (header only), its format and its EXIF orientation."""
+def _header(
+    data: bytes, param: str, max_pixels: int, probe: bool = False
+) -> tuple[Image.Image, str, int]:
+    """PIL's lazily opened image (header only), its format and its EXIF orientation.
+
+    `probe`: read the orientation without decoding pixels where PIL would decode them for it
+    (see `_png_orientation_before_pixels`)."""
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > max_pixels:
             raise _too_large(width, height, param)
-        return image, image.format or "UNKNOWN", image.getexif().get(EXIF_ORIENTATION, 1)
+        exif = None
+        if probe and image.format == "PNG":
+            exif = _png_orientation_before_pixels(image, data)
+        if exif is None:
+            exif = image.getexif()
+        return image, image.format or "UNKNOWN", exif.get(EXIF_ORIENTATION, 1)
     except InvalidRequestError:
         raise
     except Image.DecompressionBombError:
@@ -196,6 +211,31 @@ def _header(data: bytes, param: str, max_pixels: int) -> tuple[Image.Image, str,
         raise _not_an_image(param) from None
     except _PIL_ERRORS:
         raise _corrupt(param) from None
+
+
+# Chunks that can carry EXIF or XMP (and so an orientation) for PIL.
+_PNG_METADATA_CHUNKS = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt"})
+
+
+def _png_orientation_before_pixels(image: Image.Image, data: bytes) -> Image.Exif | None:
+    """The EXIF of a PNG whose metadata all precede its pixels, read as PIL reads it, or None.
+
+    PIL's PNG getexif() decodes the whole image first, in case an eXIf or text chunk follows
+    the pixel data: for a 2048x2048 PNG, a second full decode just to size it. When no such
+    chunk follows (the chunk headers tell, nothing is decompressed), every chunk PIL would read
+    is already in `image.info`, and PIL's own reading gives the same answer without decoding.
+    """
+    position, after_pixels = 8, False
+    while position + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        if kind == b"IDAT":
+            after_pixels = True
+        elif kind == b"IEND":
+            return Image.Image.getexif(image)
+        elif after_pixels and kind in _PNG_METADATA_CHUNKS:
+            return None
+        position += 12 + length
+    return None  # truncated or unusual: PIL decides, as for any other image
 
 
 def probe_image(
@@ -207,13 +247,16 @@ def probe_image(
         width, height = dicom_size(encoded.data, param, limits.max_image_pixels)
         source_format = "DICOM"
     else:
-        image, source_format, orientation = _header(encoded.data, param, limits.max_image_pixels)
+        image, source_format, orientation = _header(
+            encoded.data, param, limits.max_image_pixels, probe=True
+        )
         width, height = image.size
         if orientation in (5, 6, 7, 8):  # EXIF turns it by 90 degrees
             width, height = height, width
     check_aspect_ratio(width, height, param)
     size = model_size(width, height, budget, limits.processor)
-    return ProbedImage(encoded, source_format, (width, height), size)
+    digest = hashlib.sha256(encoded.data).hexdigest()
+    return ProbedImage(encoded, source_format, (width, height), size, digest)
 
 
 def open_image(data: bytes, param: str, max_pixels: int) -> Image.Image:
@@ -229,18 +272,31 @@ def open_image(data: bytes, param: str, max_pixels: int) -> Image.Image:
     return image
 
 
+# Integer images whose values span at most this many levels are stretched through a lookup
+# table: the same arithmetic, once per level instead of once per pixel.
+STRETCH_LUT_LEVELS = 1 << 20
+
+
 def stretch_to_8bit(image: Image.Image) -> Image.Image:
     """16-bit, 32-bit and float grayscale -> 8 bit over the image's own range, keeping contrast.
 
     (PIL's own conversion, which the model card's recipe uses, clips everything above 255 to
     white: a 12-bit X-ray would arrive almost blank.)
     """
-    pixels = np.asarray(image, dtype=np.float64)
-    low, high = float(pixels.min()), float(pixels.max())
+    pixels = np.asarray(image)
+    low, high = pixels.min(), pixels.max()
     if high <= low:
         return Image.new("L", image.size, 0)
-    scaled = (pixels - low) * (255.0 / (high - low))
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+    if pixels.dtype.kind in "ui" and int(high) - int(low) < STRETCH_LUT_LEVELS:
+        levels = np.arange(int(low), int(high) + 1, dtype=np.float64)
+        table = _stretch(levels, float(low), float(high))
+        return Image.fromarray(table[pixels - low], "L")
+    return Image.fromarray(_stretch(pixels.astype(np.float64), float(low), float(high)), "L")
+
+
+def _stretch(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    scaled = (values - low) * (255.0 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -258,7 +314,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def decode_image(
-    probed: ProbedImage, limits: ImageLimits, dicom: DicomOptions, param: str
+    probed: ProbedImage,
+    limits: ImageLimits,
+    dicom: DicomOptions,
+    param: str,
+    cache: PreparedImageCache | None = None,
 ) -> PreparedImage:
     """Decode, orient and convert to RGB, then resize as qwen-vl-utils' fetch_image does.
 
@@ -267,28 +327,62 @@ def decode_image(
     where the model card's pipeline resizes a second time, the engine's processor does that
     second resize, as the model card's processor does: one resize straight to the final size
     changes the model's answers (tests/parity shows it).
+
+    With a `cache`, an image whose bytes were prepared the same way recently is not decoded
+    again (a follow-up question re-sends its conversation's images).
     """
     started = time.perf_counter()
-    encoded, size = probed.encoded, probed.size
-    if probed.source_format == "DICOM":
-        image = dicom_to_image(
-            encoded.data, dicom, limits.default_ct_window, param, limits.max_image_pixels
-        )
-    else:
-        image = open_image(encoded.data, param, limits.max_image_pixels)
-    rgb = to_rgb(image)
-    if rgb.size != size.recipe:
-        rgb = rgb.resize(size.recipe, Image.Resampling.BICUBIC)
+    encoded, size, digest = probed.encoded, probed.size, probed.digest
+    name = pixels_id(digest, size, probed.source_format, dicom, limits.default_ct_window)
+    rgb = cache.get(name) if cache is not None else None
+    if rgb is None:
+        if probed.source_format == "DICOM":
+            image = dicom_to_image(
+                encoded.data, dicom, limits.default_ct_window, param, limits.max_image_pixels
+            )
+        else:
+            image = open_image(encoded.data, param, limits.max_image_pixels)
+        rgb = to_rgb_resized(image, size.recipe)
+        if cache is not None:
+            cache.put(name, rgb)
     return PreparedImage(
         image=rgb,
         size=size.final,
         source_format=probed.source_format,
         encoded_bytes=len(encoded.data),
         source_size=probed.source_size,
-        sha256=hashlib.sha256(encoded.data).hexdigest() if limits.hash_images else None,
+        sha256=digest if limits.hash_images else None,
         seconds=time.perf_counter() - started,
         num_tokens=size.tokens,
+        pixels_id=name,
     )
+
+
+def to_rgb_resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`to_rgb`, then a bicubic resize to `size` (where it differs), as fetch_image does.
+
+    A grayscale image is resized before it is made RGB: PIL resizes every band with the same
+    arithmetic, so the result is the same image for a third of the work (the parity tests
+    hold both orders to the model card's pixels)."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = stretch_to_8bit(image)
+    if image.mode == "L":
+        if image.size != size:
+            image = image.resize(size, Image.Resampling.BICUBIC)
+        return image.convert("RGB")
+    rgb = to_rgb(image)
+    return rgb if rgb.size == size else rgb.resize(size, Image.Resampling.BICUBIC)
+
+
+def pixels_id(
+    digest: str, size: ImageSize, source_format: str, dicom: DicomOptions, ct_window: str
+) -> str:
+    """A name for the pixels the engine gets: the encoded bytes' SHA-256 and everything else
+    that decides the pixels (sizes; for DICOM the window). Two images share a name only when
+    they are the same bytes prepared the same way, so the engine's caches (processed inputs,
+    prefix blocks) stay exact, and the engine skips hashing every decoded pixel."""
+    rendering = f"{dicom}/{ct_window}" if source_format == "DICOM" else source_format
+    return f"lingshu:{digest}:{size.recipe}:{size.final}:{rendering}"
 
 
 def prepare_image(
@@ -297,9 +391,11 @@ def prepare_image(
     budget: PixelBudget,
     dicom: DicomOptions,
     param: str,
+    cache: PreparedImageCache | None = None,
 ) -> PreparedImage:
     """Probe then decode one image (the two steps a request's images take, for one image)."""
     started = time.perf_counter()
-    prepared = decode_image(probe_image(encoded, limits, budget, param), limits, dicom, param)
+    probed = probe_image(encoded, limits, budget, param)
+    prepared = decode_image(probed, limits, dicom, param, cache)
     prepared.seconds = time.perf_counter() - started
     return prepared

@@ -18,6 +18,7 @@ from lingshu_server.api.protocol import ChatMessage, ImagePart, TextPart, VideoP
 from lingshu_server.inputs.dicom import DicomOptions
 from lingshu_server.inputs.dicomweb import DicomWebSource
 from lingshu_server.inputs.image_budget import PixelBudget
+from lingshu_server.inputs.image_cache import PreparedImageCache
 from lingshu_server.inputs.image_sources import ImageFetcher
 from lingshu_server.inputs.media import (
     EncodedImage,
@@ -181,6 +182,7 @@ class ChatPromptBuilder:
         max_model_len: int,
         dicomweb: DicomWebSource,
         videos: VideoInputs,
+        image_cache: PreparedImageCache | None = None,
     ):
         self._render = render
         self._tokenize = tokenize
@@ -191,6 +193,7 @@ class ChatPromptBuilder:
         self._max_model_len = max_model_len
         self._dicomweb = dicomweb
         self._videos = videos
+        self._image_cache = image_cache
 
     async def build(self, messages: list[ChatMessage]) -> ChatPrompt:
         parts = image_parts(messages)
@@ -231,7 +234,14 @@ class ChatPromptBuilder:
         images, prepared_videos = await asyncio.gather(
             asyncio.gather(
                 *(
-                    self._in_pool(decode_image, image, self._limits, _dicom_options(part), param)
+                    self._in_pool(
+                        decode_image,
+                        image,
+                        self._limits,
+                        _dicom_options(part),
+                        param,
+                        self._image_cache,
+                    )
                     for image, (param, part) in zip(probed, parts, strict=True)
                 )
             ),

@@ -193,6 +193,7 @@ class ChatService:
                 options,
                 request_id,
                 [(video.frames, video.metadata) for video in prompt.videos],
+                [image.pixels_id for image in prompt.images],
             )
             run = EngineRun(request_id, steps, deadline, self._admission.release)
             first = await run.next()
