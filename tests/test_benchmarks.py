@@ -347,3 +347,22 @@ def test_every_target_gets_the_same_engine_arguments(tmp_path):
     assert ours_args.pop("structured_outputs_config")["backend"] == "xgrammar"
     expected_args.pop("structured_outputs_config")
     assert ours_args == expected_args
+
+
+def test_profile_summary_groups_working_samples(capsys):
+    from benchmarks import profile_summary
+
+    raw = [
+        "thread (0x1): image_0;_worker (concurrent/futures/thread.py:81) 50\n",  # idle
+        "thread (0x1): image_0;decode_image (lingshu_server/inputs/media.py:330);"
+        "Image.resize (PIL/Image.py:2440) 30\n",
+        "thread (0x2): MainThread;"
+        "TelemetryMiddleware.__call__ (lingshu_server/api/telemetry.py:57);"
+        "RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:544) 10\n",
+    ]
+    total, threads, components = profile_summary.summarize(raw)
+    assert total == 40 and threads == {"image": 30, "MainThread": 10}
+    assert components["image resize (PIL)"] == 30
+    assert components["HTTP (uvicorn, starlette, socket writes)"] == 10
+    text = profile_summary.render(total, threads, components)
+    assert "75.0%  image resize (PIL)" in text
