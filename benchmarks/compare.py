@@ -280,16 +280,17 @@ class Runner:
         self.plan = plan
         self.log_dir = log_dir
         self.runs: list[dict[str, Any]] = []
-        self._bodies: dict[tuple[str, str], Bodies] = {}
+        self._bodies: dict[tuple[str, bool], Bodies] = {}
 
     def bodies(self, name: str, spec: LoadSpec, target: str) -> Bodies:
         # Built once (before any clock starts) and sent to a server in every repeat. vLLM's
         # server gets DICOM as the PNG a client would send it (it reads no DICOM).
-        if (name, target) not in self._bodies:
-            self._bodies[name, target] = Bodies.build(
-                spec, self.plan.config.served_model_name, no_dicom=target == VLLM
+        no_dicom = target == VLLM and any(image.fmt == "dicom" for image in spec.images)
+        if (name, no_dicom) not in self._bodies:
+            self._bodies[name, no_dicom] = Bodies.build(
+                spec, self.plan.config.served_model_name, no_dicom=no_dicom
             )
-        return self._bodies[name, target]
+        return self._bodies[name, no_dicom]
 
     def run(self) -> None:
         for name, spec in self.plan.cases:
