@@ -4,6 +4,7 @@ order."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import ctypes
 import json
 from collections import Counter
@@ -192,6 +193,14 @@ class ChatPromptBuilder:
         self._dicomweb = dicomweb
         self._videos = videos
 
+    def with_text_steps(
+        self, render: Callable[[list[dict[str, Any]]], str], tokenize: Callable[[str], list[int]]
+    ) -> ChatPromptBuilder:
+        """This builder rendering and tokenizing another way (/tokenize's template options)."""
+        other = copy.copy(self)
+        other._render, other._tokenize = render, tokenize
+        return other
+
     async def build(self, messages: list[ChatMessage]) -> ChatPrompt:
         parts = image_parts(messages)
         self._check_image_count(len(parts))
@@ -329,18 +338,29 @@ def _dicom_options(part: ImagePart) -> DicomOptions:
     return DicomOptions(window.window, window.center, window.width, window.frame)
 
 
-def tokenizer_encoder(tokenizer: Any) -> Callable[[str], list[int]]:
+def tokenizer_encoder(
+    tokenizer: Any, add_special_tokens: bool = False
+) -> Callable[[str], list[int]]:
     def encode(text: str) -> list[int]:
         # The template already wrote every special token the model needs.
-        return tokenizer.encode(text, add_special_tokens=False)
+        return tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
     return encode
 
 
-def template_renderer(tokenizer: Any, template: str) -> Callable[[list[dict[str, Any]]], str]:
+def template_renderer(
+    tokenizer: Any,
+    template: str,
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+) -> Callable[[list[dict[str, Any]]], str]:
     def render(messages: list[dict[str, Any]]) -> str:
         return tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+            messages,
+            chat_template=template,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
         )
 
     return render
