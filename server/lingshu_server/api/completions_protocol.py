@@ -34,7 +34,7 @@ class CompletionRequest(SamplingRequest):
     # Default: OpenAI's and vLLM's 16 tokens (within --max-tokens-cap). 0 with `echo` returns
     # the prompt alone.
     max_tokens: int | None = Field(default=None, ge=0)
-    echo: bool | None = False
+    echo: bool | None = Field(default=False, validate_default=True)
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     suffix: Text | None = None
     best_of: int | None = Field(default=None, ge=1)

@@ -196,7 +196,7 @@ async def create_completion(
     )
 
 
-@tokens.post("/tokenize", dependencies=[Depends(require_json)])
+@tokens.post("/tokenize", response_model=TokenizeResponse, dependencies=[Depends(require_json)])
 async def tokenize(
     request: Request, body: TokenizeRequest, service: TokenizeServiceDep
 ) -> TokenizeResponse | Response:
@@ -205,7 +205,7 @@ async def tokenize(
     return await until_disconnected(request, service.tokenize(body))
 
 
-@tokens.post("/detokenize", dependencies=[Depends(require_json)])
+@tokens.post("/detokenize", response_model=DetokenizeResponse, dependencies=[Depends(require_json)])
 async def detokenize(
     request: Request, body: DetokenizeRequest, service: TokenizeServiceDep
 ) -> DetokenizeResponse | Response:

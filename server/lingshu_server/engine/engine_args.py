@@ -47,8 +47,8 @@ SERVER_SET = {
     "structured_outputs_config": "nothing: the server sets xgrammar for response_format",
     "enable_lora": "--lora-modules",
 }
-# Words that mark an engine argument whose value must not reach a log line.
-SECRET_WORDS = ("token", "secret", "password", "key")
+# Words of an engine argument's name that mark a value no log line may show (hf_token).
+SECRET_WORDS = frozenset({"token", "secret", "password", "key"})
 
 
 class EngineArgsError(ValueError):
@@ -186,7 +186,8 @@ def loggable(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Engine arguments fit for a log line: secrets masked, values as JSON would show them."""
     shown: dict[str, Any] = {}
     for name, value in kwargs.items():
-        if any(word in name.lower() for word in SECRET_WORDS) and value not in (None, False):
+        secret = SECRET_WORDS.intersection(name.lower().split("_"))
+        if secret and value not in (None, False):
             shown[name] = "***"
         else:
             plain = isinstance(value, str | int | float | bool | None)
@@ -194,8 +195,19 @@ def loggable(kwargs: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def resolved_config(vllm_config: Any) -> dict[str, Any]:
-    """The knobs operators tune, as the engine resolved them (defaults filled in)."""
+def resolved_config(vllm_config: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """The knobs operators tune, as the engine resolved them (defaults filled in), and each
+    --engine-args field as the engine's configuration holds it."""
+    resolved = _typed_knobs(vllm_config)
+    configs = [value for value in vars(vllm_config).values() if dataclasses.is_dataclass(value)]
+    configs.append(getattr(vllm_config.model_config, "multimodal_config", None))
+    for name in extra:
+        holder = next((c for c in configs if c is not None and hasattr(c, name)), None)
+        resolved[name] = getattr(holder, name) if holder is not None else "(not in the config)"
+    return loggable(resolved)
+
+
+def _typed_knobs(vllm_config: Any) -> dict[str, Any]:
     model, cache, scheduler = (
         vllm_config.model_config,
         vllm_config.cache_config,

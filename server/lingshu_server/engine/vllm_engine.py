@@ -247,7 +247,8 @@ class Engine:
         logger.info("engine arguments", extra={"fields": loggable(kwargs)})
         self._llm = _async_llm_class().from_engine_args(AsyncEngineArgs(**kwargs))
         logger.info(
-            "engine configuration", extra={"fields": resolved_config(self._llm.vllm_config)}
+            "engine configuration",
+            extra={"fields": resolved_config(self._llm.vllm_config, settings.engine_args)},
         )
         self.max_model_len: int = self._llm.model_config.max_model_len
         self.tokenizer = self._llm.get_tokenizer()

@@ -53,7 +53,7 @@ class _Choice:
     """What one choice has returned so far."""
 
     prompt: int
-    echoed: bool = False
+    started: bool = False
     chars: int = 0  # characters of text returned, where the next token's text_offset starts
     tokens: int = 0  # generated tokens
     finished: bool = False
@@ -97,7 +97,8 @@ def legacy_logprobs(piece: _Piece, start: int, num_top: int) -> CompletionLogpro
             continue
         values.append(entry.logprob)
         top = dict(entry.top[:num_top])
-        top.setdefault(entry.token, entry.logprob)
+        # the chosen token's own logprob, even where another token has the same text
+        top[entry.token] = entry.logprob
         tops.append(top)
     return CompletionLogprobs(
         tokens=tokens, token_logprobs=values, top_logprobs=tops, text_offset=offsets
@@ -129,8 +130,8 @@ class _Choices:
             index = prompt_index * self._request.n + delta.index
             choice = self.choices[index]
             piece = _Piece(index=index)
-            if self._request.echo and not choice.echoed:
-                self._echo(choice, piece)
+            if not choice.started:
+                self._start(choice, piece)
             if not self._request.echo_only:
                 piece.text += delta.text
                 piece.token_ids = list(delta.token_ids)
@@ -144,12 +145,15 @@ class _Choices:
             pieces.append(piece)
         return pieces
 
-    def _echo(self, choice: _Choice, piece: _Piece) -> None:
-        choice.echoed = True
+    def _start(self, choice: _Choice, piece: _Piece) -> None:
+        """A choice's first piece: the prompt's ids (return_token_ids) and the echo."""
+        choice.started = True
         prompt = self._prompts[choice.prompt]
-        piece.text = prompt.text
         if self._request.return_token_ids:
             piece.prompt_token_ids = prompt.token_ids
+        if not self._request.echo:
+            return
+        piece.text = prompt.text
         if self._request.logprobs is not None:
             entries = self._prompt_logprobs.get(choice.prompt) or [None] * len(prompt.token_ids)
             piece.logprobs.extend(entries)
