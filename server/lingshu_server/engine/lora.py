@@ -104,7 +104,9 @@ def _read_config(module: LoraModule) -> dict[str, Any]:
         raise LoraModuleError(f"{where}: {config_path} is not a JSON object")
     peft_type = str(config.get("peft_type") or "LORA").upper()
     if peft_type != "LORA":
-        raise LoraModuleError(f"{where}: a {peft_type} adapter; only LoRA adapters are served")
+        raise LoraModuleError(
+            f"{where}: it is an {peft_type} adapter; only LoRA adapters are served"
+        )
     if not any((module.path / name).is_file() for name in WEIGHT_FILES):
         raise LoraModuleError(f"{where}: {module.path} has no {' or '.join(WEIGHT_FILES)}")
     return config
