@@ -140,6 +140,45 @@ CUSTOM_RESOURCE_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
             ["selector", "endpoints"],
         )
     ),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): _resource(
+        _closed(
+            {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _closed(
+                        {
+                            "name": _STR,
+                            "interval": _DURATION,
+                            "rules": {
+                                "type": "array",
+                                "items": _closed(
+                                    {
+                                        "alert": _STR,
+                                        "record": _STR,
+                                        "expr": {"type": ["string", "integer"]},
+                                        "for": _DURATION,
+                                        "keep_firing_for": _DURATION,
+                                        "labels": {
+                                            "type": "object",
+                                            "additionalProperties": _STR,
+                                        },
+                                        "annotations": {
+                                            "type": "object",
+                                            "additionalProperties": _STR,
+                                        },
+                                    },
+                                    ["expr"],
+                                ),
+                            },
+                        },
+                        ["name", "rules"],
+                    ),
+                }
+            },
+            ["groups"],
+        )
+    ),
     ("keda.sh/v1alpha1", "ScaledObject"): _resource(
         _closed(
             {
@@ -234,9 +273,9 @@ def test_custom_resource_schemas_catch_mistakes() -> None:
 def test_every_opt_in_template_is_rendered_by_some_case() -> None:
     kinds = {doc["kind"] for case in CASES for doc in manifests(rendered_case(case))}
     expected = {
-        "ConfigMap", "Secret", "ServiceAccount", "Service", "Deployment", "LeaderWorkerSet",
-        "HorizontalPodAutoscaler", "ScaledObject", "PodDisruptionBudget", "ServiceMonitor",
-        "NetworkPolicy", "Ingress",
+        "ConfigMap", "Secret", "ServiceAccount", "Service", "Deployment", "StatefulSet",
+        "LeaderWorkerSet", "HorizontalPodAutoscaler", "ScaledObject", "PodDisruptionBudget",
+        "ServiceMonitor", "PrometheusRule", "NetworkPolicy", "Ingress", "Pod",
     }  # fmt: skip
     assert expected <= kinds, expected - kinds
 
@@ -271,7 +310,7 @@ def test_multinode_leader_runs_ray_head_and_server_workers_join_it() -> None:
     (leader,) = lwt["leaderTemplate"]["spec"]["containers"]
     (worker,) = lwt["workerTemplate"]["spec"]["containers"]
     leader_script, worker_script = leader["command"][-1], worker["command"][-1]
-    port = re.search(r"ray start --head --port=(\d+)", leader_script).group(1)
+    port = re.search(r"ray start --head .*--port=(\d+)", leader_script).group(1)
     assert leader_script.rstrip().endswith("exec lingshu-server serve")
     assert f'--address="${{LWS_LEADER_ADDRESS}}:{port}"' in worker_script
     assert "--block" in worker_script
@@ -447,16 +486,24 @@ def test_download_init_container_is_opt_in_and_takes_the_token_from_a_secret() -
     )
     (deployment,) = of_kind(manifests(rendered_case("everything")), "Deployment")
     (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
-    assert init["command"][:2] == ["hf", "download"]
+    assert init["command"][:2] == ["sh", "-c"] and "\nhf download " in init["command"][2]
     (token,) = [v for v in init["env"] if v["name"] == "HF_TOKEN"]
     assert token["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token"}
     assert not [m for m in init["volumeMounts"] if m.get("readOnly")], "it writes the weights"
 
 
-@pytest.mark.parametrize(("claim", "downloaders"), [("shared-rox", 1), ("", 2)])
-def test_multinode_download_runs_once_per_shared_claim(claim: str, downloaders: int) -> None:
+@pytest.mark.parametrize(
+    ("model", "downloaders"),
+    [
+        ({"existingClaim": "shared-rwx", "existingClaimAccessMode": "ReadWriteMany"}, 1),
+        ({"existingClaim": ""}, 2),
+        ({"existingClaim": "", "perReplicaCache": {"enabled": True}}, 2),
+    ],
+    ids=["shared-claim", "empty-dirs", "per-replica-claims"],
+)
+def test_multinode_download_runs_once_per_volume(model: dict[str, Any], downloaders: int) -> None:
     values = values_for("multinode")
-    values["model"] |= {"existingClaim": claim, "download": {"enabled": True}}
+    values["model"] |= {**model, "download": {"enabled": True}}
     (lws,) = of_kind(manifests(render(values)), "LeaderWorkerSet")
     lwt = lws["spec"]["leaderWorkerTemplate"]
     roles = [lwt[role]["spec"] for role in ("leaderTemplate", "workerTemplate")]
