@@ -6,6 +6,7 @@ with helm-python-sdk for the default values and every example values file."""
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,8 @@ KUBE_VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
 CASES = ["default", *sorted(p.stem for p in EXAMPLES.glob("*.yaml"))]
 SETTINGS_FIELDS = set(Settings.model_fields)
 LITERAL_KEY = "lsk-literal-test-key-7f3a9c21d4e8b605"
+# Seconds the engine needs to exit once the server stopped serving: the grace margins cover it.
+ENGINE_EXIT_S = 5
 SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|SECRET|API_KEYS?)$")  # HF_TOKEN, LINGSHU_API_KEYS, ...
 
 
@@ -57,6 +60,11 @@ def render(values: dict[str, Any]) -> dict[str, str]:
     """Template path -> rendered text (empty templates dropped)."""
     rendered = _chart().render(values, name=RELEASE, namespace=NAMESPACE)
     return {path: text for path, text in sorted(rendered.items()) if text.strip()}
+
+
+@functools.cache
+def values_schema() -> dict[str, Any]:
+    return json.loads((CHART / "values.schema.json").read_text())
 
 
 @functools.cache

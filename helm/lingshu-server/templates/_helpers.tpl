@@ -213,9 +213,6 @@ lingshu-server/role: helm-test
 {{- if and $v.autoscaling.enabled $v.keda.enabled }}
 {{- fail "autoscaling.enabled and keda.enabled both scale the same workload: enable one" }}
 {{- end }}
-{{- if and (not $v.model.existingClaim) (not $v.model.download.enabled) }}
-{{- fail "no model source: set model.existingClaim (a PVC holding the weights) or model.download.enabled" }}
-{{- end }}
 {{- if and (not $v.apiKeys.enabled) (not $v.settings.allowUnauthenticated) }}
 {{- fail "apiKeys.enabled is false: the server refuses to serve /v1 without keys unless settings.allowUnauthenticated is true (only behind your own authenticating gateway)" }}
 {{- end }}
@@ -230,6 +227,9 @@ lingshu-server/role: helm-test
 {{- if not $v.model.download.enabled }}
 {{- fail "model.perReplicaCache needs model.download.enabled: the download fills each replica's claim" }}
 {{- end }}
+{{- end }}
+{{- if and (not $v.model.existingClaim) (not $v.model.download.enabled) }}
+{{- fail "no model source: set model.existingClaim (a PVC holding the weights) or model.download.enabled" }}
 {{- end }}
 {{- if $v.model.existingClaim }}
 {{- $mode := $v.model.existingClaimAccessMode }}
@@ -350,7 +350,11 @@ affinity:
 {{- with $root.Values.topologySpreadConstraints }}
 topologySpreadConstraints:
   {{- range . }}
-  - {{- toYaml (merge (deepCopy .) (dict "labelSelector" (dict "matchLabels" $.spreadLabels))) | nindent 4 }}
+  {{- $constraint := deepCopy . }}
+  {{- if not (hasKey $constraint "labelSelector") }}
+  {{- $_ := set $constraint "labelSelector" (dict "matchLabels" $.spreadLabels) }}
+  {{- end }}
+  - {{- toYaml $constraint | nindent 4 }}
   {{- end }}
 {{- end }}
 {{- with $root.Values.resourceClaims }}
