@@ -10,7 +10,6 @@ import stat
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from lingshu_server.serve import MIN_CONNECTION_CLOSE_S
@@ -24,6 +23,7 @@ from tests.deploy.files import (
     final_stage_value,
     prometheus_config,
 )
+from tests.utils.tools import require_tool
 
 ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
 
@@ -98,19 +98,17 @@ def test_dashboard_and_rules_are_parseable() -> None:
     assert yaml.safe_load(ALERT_RULES.read_text())["groups"]
 
 
-def tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not on PATH: apt-get install -y --no-install-recommends {package}")
-    return path
-
-
 def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     # The config names the rules file at its path inside the container: point it at the file here.
     config = prometheus_config() | {"rule_files": [str(ALERT_RULES)]}
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
-        [tool("promtool", "prometheus"), "check", "config", str(tmp_path / "prometheus.yml")],
+        [
+            require_tool("promtool", "prometheus"),
+            "check",
+            "config",
+            str(tmp_path / "prometheus.yml"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -128,7 +126,7 @@ def test_alerts_are_routed_to_alertmanager() -> None:
     assert f"--config.file={config_target}" in compose()["services"][host]["command"]
     assert (DEPLOY / bind_mounts(host)[config_target]).resolve() == ALERTMANAGER
     result = subprocess.run(
-        [tool("amtool", "prometheus-alertmanager"), "check-config", str(ALERTMANAGER)],
+        [require_tool("amtool", "prometheus-alertmanager"), "check-config", str(ALERTMANAGER)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -5,7 +5,6 @@ that run as PID 1, and RDMA only when asked."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +30,7 @@ from tests.deploy.files import (
     rendered_case,
     values_schema,
 )
+from tests.utils.tools import require_tool
 
 # LeaderWorkerSet controller facts (sigs.k8s.io/lws): the set's own name labels its pods, and
 # reconcileHeadlessServices creates a headless Service of that name only if none exists
@@ -215,13 +215,6 @@ def test_network_is_tcp_unless_rdma_is_asked_for() -> None:
 # ---------- the scripts as PID 1 ----------
 
 
-def unshare() -> str:
-    path = shutil.which("unshare")
-    if path is None:
-        pytest.fail("unshare is missing: apt-get install -y util-linux")
-    return path
-
-
 def fake_bin(root: Path, programs: dict[str, str]) -> Path:
     """Executables standing in for ray / python3 where the test needs no real Ray."""
     bin_dir = root / "bin"
@@ -236,7 +229,7 @@ def fake_bin(root: Path, programs: dict[str, str]) -> Path:
 def run_as_pid_1(script: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     """bash -c SCRIPT as PID 1 of a new PID namespace, as a container's command runs."""
     return subprocess.Popen(
-        [unshare(), "--pid", "--fork", "bash", "-c", script],
+        [require_tool("unshare", "util-linux"), "--pid", "--fork", "bash", "-c", script],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
