@@ -12,11 +12,14 @@ cd "$(dirname "$0")/.."
 scripts/install-cpu.sh
 VENV="${LINGSHU_VENV:-.venv}"
 
-# Real components the tests start (no mocks): promtool checks the alert rules; Orthanc with its
-# DICOMweb plugin is the PACS of tests/pacs; headless Chromium and its driver load the playground;
-# Node runs the official OpenAI JavaScript SDK.
+# Real components the tests start (no mocks): promtool and amtool check the alert rules and the
+# Alertmanager route; Orthanc with its DICOMweb plugin is the PACS of tests/pacs; headless Chromium
+# and its driver load the playground; Node runs the official OpenAI JavaScript SDK; unshare gives
+# the chart's PID 1 scripts a PID namespace of their own.
 ensure_debian_packages "the tests" \
     promtool=prometheus \
+    amtool=prometheus-alertmanager \
+    unshare=util-linux \
     Orthanc=orthanc \
     /usr/share/orthanc/plugins/libOrthancDicomWeb.so=orthanc-dicomweb \
     chromium=chromium \
