@@ -12,10 +12,10 @@ import pytest
 
 from lingshu_server.engine.demo_model import ensure_demo_model
 from tests.utils.lora import build_adapter
-from tests.utils.readme import blocks
+from tests.utils.readme import fenced_blocks, section
 from tests.utils.server import RunningServer, start_demo_server
 
-SECTION = "Engine knobs and LoRA adapters"
+SECTION = "## Engine knobs and LoRA adapters"
 ADAPTER = "chest-xray-lora"
 
 
@@ -26,9 +26,13 @@ class KnobsServer:
     adapter_dir: Path
 
 
+def examples(language: str) -> list[str]:
+    return fenced_blocks(language, section(SECTION))
+
+
 def readme_command() -> list[str]:
     """The README's server command as arguments after `lingshu-server`."""
-    command = blocks(SECTION, "shell")[0]
+    command = examples("shell")[0]
     words = shlex.split(command.replace("\\\n", " "))
     assert words[0] == "lingshu-server"
     return words[1:]

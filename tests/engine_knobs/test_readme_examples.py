@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import sys
 
-from tests.engine_knobs.conftest import ADAPTER, SECTION, KnobsServer, readme_command
+from tests.engine_knobs.conftest import ADAPTER, KnobsServer, examples, readme_command
 from tests.utils.images import encode, gradient_image, tokens_for
-from tests.utils.readme import blocks, on_port, run
+from tests.utils.readme import on_server, run_bash, run_example
 
 
 def test_the_section_has_a_command_a_curl_and_an_sdk_example():
-    shell, py = blocks(SECTION, "shell"), blocks(SECTION, "py")
+    shell, py = examples("shell"), examples("py")
     assert len(shell) == 2 and len(py) == 1
     assert f"--lora-modules {ADAPTER}=./{ADAPTER}" in shell[0]
     assert "--engine-args" in shell[0]
@@ -24,16 +24,16 @@ def test_curl_asks_the_adapter_about_an_image(knobs: KnobsServer):
     (knobs.workdir / "chest_xray.png").write_bytes(
         encode(gradient_image(512, 448, mode="L"), "PNG")
     )
-    script = on_port(blocks(SECTION, "shell")[1], knobs.server.port)
-    answer = json.loads(run(["bash", "-c", script], knobs.workdir))
+    script = on_server(examples("shell")[1], knobs.server.port)
+    answer = json.loads(run_bash(script, knobs.workdir))
     assert answer["object"] == "chat.completion"
     assert answer["model"] == ADAPTER
     assert answer["usage"]["prompt_tokens"] > tokens_for(512, 448)
 
 
 def test_sdk_lists_models_and_answers_with_both(knobs: KnobsServer):
-    code = on_port(blocks(SECTION, "py")[0], knobs.server.port)
-    lines = run([sys.executable, "-c", code], knobs.workdir).splitlines()
+    code = on_server(examples("py")[0], knobs.server.port)
+    lines = run_example([sys.executable, "-c", code], knobs.workdir).splitlines()
     assert lines[:2] == ["lingshu-demo None", f"{ADAPTER} lingshu-demo"]
     base, adapted = lines[2:4]
     assert base.startswith("lingshu-demo ") and adapted.startswith(f"{ADAPTER} ")
