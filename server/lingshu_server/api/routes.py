@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, TypeVar
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -148,21 +148,14 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T | Respon
     return Response(status_code=499)
 
 
-async def generated(
-    request: Request,
-    stream: bool | None,
-    complete: Callable[[], Awaitable[T]],
-    start_stream: Callable[[], Awaitable[AsyncIterator[str]]],
-) -> T | Response:
-    """A generating request's answer: JSON, or an SSE stream once its first step is ready."""
-    if not stream:
-        return await until_disconnected(request, complete())
-    # Until the first token the client can leave (queued, images loading, prefill): watch
-    # for it like a plain request; from then on StreamingResponse notices the disconnect.
-    events = await until_disconnected(request, start_stream())
-    if isinstance(events, Response):
-        return events
-    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+async def answer(request: Request, work: Awaitable[Any], stream: bool) -> Any:
+    """`work`'s answer; with `stream`, its events (an async iterator) as SSE. Until the first
+    token the client can leave (queued, images loading, prefill): watch for it like a plain
+    request; from then on StreamingResponse notices the disconnect."""
+    result = await until_disconnected(request, work)
+    if not stream or isinstance(result, Response):
+        return result
+    return StreamingResponse(result, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @v1.post(
@@ -174,9 +167,8 @@ async def generated(
 async def create_chat_completion(
     request: Request, body: ChatCompletionRequest, chat: ChatServiceDep
 ) -> ChatCompletion | Response:
-    return await generated(
-        request, body.stream, lambda: chat.complete(body), lambda: chat.stream(body)
-    )
+    work = chat.stream(body) if body.stream else chat.complete(body)
+    return await answer(request, work, bool(body.stream))
 
 
 @v1.post(
@@ -188,12 +180,9 @@ async def create_chat_completion(
 async def create_completion(
     request: Request, body: CompletionRequest, completions: CompletionServiceDep
 ) -> Completion | Response:
-    return await generated(
-        request,
-        body.stream,
-        lambda: completions.complete(body),
-        lambda: completions.stream(body),
-    )
+    """OpenAI's (legacy) completions, as vLLM serves them: text or token ids in, text out."""
+    work = completions.stream(body) if body.stream else completions.complete(body)
+    return await answer(request, work, bool(body.stream))
 
 
 @tokens.post("/tokenize", response_model=TokenizeResponse, dependencies=[Depends(require_json)])
