@@ -1,12 +1,9 @@
-"""The README's preview examples, run as written against the session's server."""
+"""The README's preview examples, run as written against the session's server, and the
+playground screenshot it shows."""
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,38 +12,21 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from tests.utils.preview import png_pixels
+from tests.utils.readme import README, on_server, only_block, run_example, section
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def preview_section() -> str:
-    text = README.read_text()
-    start = text.index("## See what the model sees")
-    return text[start : text.index("\n## ", start + 1)]
-
-
-def block(language: str) -> str:
-    (found,) = re.findall(rf"```{language}\n(.*?)```", preview_section(), flags=re.DOTALL)
-    assert "localhost:8000" in found
-    return found
-
-
-def run(command: list[str], cwd: Path) -> str:
-    env = {**os.environ, "LINGSHU_API_KEY": "unused-without-keys"}
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+HEADING = "## See what the model sees"
 
 
 def test_curl_and_sdk_examples_show_the_same_lung_window(server, tmp_path):
+    text = section(HEADING)
     (tmp_path / "chest_ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
-    script = block("shell").replace("localhost:8000", f"127.0.0.1:{server.port}")
-    run(["bash", "-c", script], tmp_path)
+    script = on_server(only_block("shell", text), server.port)
+    run_example(["bash", "-c", script], tmp_path, {"LINGSHU_API_KEY": "no-keys-on-this-server"})
     from_curl = json.loads((tmp_path / "preview.json").read_text())["images"][0]
     assert from_curl["dicom"]["window"]["preset"] == "lung"
 
-    code = block("py").replace("localhost:8000", f"127.0.0.1:{server.port}")
-    width, height, tokens, source = run([sys.executable, "-c", code], tmp_path).split()
+    code = on_server(only_block("py", text), server.port)
+    width, height, tokens, source = run_example([sys.executable, "-c", code], tmp_path).split()
     assert (int(width), int(height), int(tokens)) == (140, 140, 25)
     assert source == "request_preset"
     saved = np.asarray(Image.open(tmp_path / "seen_by_the_model.png"))
@@ -54,6 +34,6 @@ def test_curl_and_sdk_examples_show_the_same_lung_window(server, tmp_path):
 
 
 def test_the_screenshot_is_committed():
-    assert "](docs/playground.png)" in preview_section()
-    image = Image.open(io.BytesIO((README.parent / "docs/playground.png").read_bytes()))
+    assert "](docs/playground.png)" in section(HEADING)
+    image = Image.open(README.parent / "docs/playground.png")
     assert image.format == "PNG" and image.width >= 1200

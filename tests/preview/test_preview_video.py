@@ -63,11 +63,13 @@ def test_a_clip_shows_eight_of_its_sampled_frames_as_fetch_video_makes_them(clie
 
 
 def test_options_change_the_sampling(client):
-    url = clip_url(320, 240, 100, fps=10)
-    video = only_video(preview(client, video_part(url, fps=1.0, max_pixels=128 * 28 * 28)))
-    assert video["sampled_frames"] == 10  # 10 s at 1 per second
-    assert video["width"] * video["height"] <= 128 * 28 * 28
-    assert video["tokens"] == expected_tokens(320, 240, 10, max_pixels=128 * 28 * 28)
+    url = clip_url(640, 480, 60, fps=6)  # 10 s
+    default = only_video(preview(client, video_part(url)))
+    video = only_video(preview(client, video_part(url, fps=1.0, max_pixels=160 * 28 * 28)))
+    assert (default["sampled_frames"], video["sampled_frames"]) == (20, 10)
+    assert (video["width"], video["height"]) == model_frame_size(640, 480, 10, max_pixels=160 * 784)
+    assert video["width"] * video["height"] < default["width"] * default["height"]
+    assert video["tokens"] == expected_tokens(640, 480, 10, max_pixels=160 * 784)
     assert [frame["position"] for frame in video["shown"]] == [0, 1, 3, 4, 5, 6, 8, 9]
 
 
