@@ -18,7 +18,8 @@ from lingshu_server.api.errors import (
     EngineUnavailableError,
     UnsupportedMediaTypeError,
 )
-from lingshu_server.api.openapi import CHAT_RESPONSES, V1_RESPONSES
+from lingshu_server.api.openapi import CHAT_RESPONSES, PREVIEW_RESPONSES, V1_RESPONSES
+from lingshu_server.api.preview_protocol import PreviewRequest, PreviewResponse
 from lingshu_server.api.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -29,6 +30,7 @@ from lingshu_server.api.protocol import (
 from lingshu_server.engine.vllm_engine import Engine, vllm_version
 from lingshu_server.lifecycle import Lifecycle, Stage
 from lingshu_server.metrics import engine_exposition
+from lingshu_server.services.preview import PreviewService
 from lingshu_server.services.serving import ChatService
 
 T = TypeVar("T")
@@ -89,7 +91,12 @@ async def _engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
+async def _preview_service(request: Request) -> PreviewService:
+    return request.app.state.preview_service
+
+
 ChatServiceDep = Annotated[ChatService, Depends(_chat_service)]
+PreviewServiceDep = Annotated[PreviewService, Depends(_preview_service)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 
 v1 = APIRouter(
@@ -142,6 +149,19 @@ async def create_chat_completion(
     if isinstance(events, Response):
         return events
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@v1.post(
+    "/images/preview",
+    response_model=None,
+    dependencies=[Depends(require_json)],
+    responses=PREVIEW_RESPONSES,
+)
+async def preview_image(
+    request: Request, body: PreviewRequest, preview: PreviewServiceDep
+) -> PreviewResponse | Response:
+    """One chat content part (`image_url` or `video_url`) -> the pixels the model sees."""
+    return await until_disconnected(request, preview.preview(body))
 
 
 @v1.get("/models")
