@@ -403,6 +403,12 @@ class Settings(BaseSettings):
         description="Serve /openapi.json, /docs and /redoc (public, no key). Default: on when "
         "listening on a loopback address, off otherwise.",
     )
+    playground: bool = Field(
+        default=True,
+        description="Serve the playground page at /playground: try images, windows and "
+        "questions in a browser. The page is static and public; its API calls carry the key "
+        "typed into it.",
+    )
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(

@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
 from lingshu_server.api.completions_protocol import Completion, CompletionChunk
+from lingshu_server.api.preview_protocol import PreviewResponse
 from lingshu_server.api.protocol import ChatCompletion, ChatCompletionChunk, ErrorResponse
 
 ERROR_DESCRIPTIONS = {
@@ -95,6 +96,13 @@ COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
     **error_responses(400, 401, 404, 415, 429, 500),
 }
 TOKENIZE_RESPONSES = error_responses(400, 401, 404, 415, 429, 500)
+PREVIEW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": PreviewResponse,
+        "description": "The image (or a video's sampled frames) as the model sees it",
+    },
+    **error_responses(400, 401, 415, 429, 500),
+}
 V1_RESPONSES = error_responses(401, 429)
 
 

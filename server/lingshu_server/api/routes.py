@@ -22,9 +22,11 @@ from lingshu_server.api.errors import (
 from lingshu_server.api.openapi import (
     CHAT_RESPONSES,
     COMPLETION_RESPONSES,
+    PREVIEW_RESPONSES,
     TOKENIZE_RESPONSES,
     V1_RESPONSES,
 )
+from lingshu_server.api.preview_protocol import PreviewRequest, PreviewResponse
 from lingshu_server.api.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -41,6 +43,7 @@ from lingshu_server.engine.vllm_engine import vllm_version
 from lingshu_server.lifecycle import Lifecycle, Stage
 from lingshu_server.metrics import engine_exposition
 from lingshu_server.services.completions import CompletionService
+from lingshu_server.services.preview import PreviewService
 from lingshu_server.services.serving import ChatService
 from lingshu_server.services.tokenization import TokenizeService
 
@@ -106,9 +109,14 @@ async def _tokenize_service(request: Request) -> TokenizeService:
     return request.app.state.tokenize_service
 
 
+async def _preview_service(request: Request) -> PreviewService:
+    return request.app.state.preview_service
+
+
 ChatServiceDep = Annotated[ChatService, Depends(_chat_service)]
 CompletionServiceDep = Annotated[CompletionService, Depends(_completion_service)]
 TokenizeServiceDep = Annotated[TokenizeService, Depends(_tokenize_service)]
+PreviewServiceDep = Annotated[PreviewService, Depends(_preview_service)]
 
 v1 = APIRouter(
     prefix="/v1",
@@ -200,6 +208,19 @@ async def detokenize(
 ) -> DetokenizeResponse | Response:
     """vLLM's: token ids back to text."""
     return await until_disconnected(request, service.detokenize(body))
+
+
+@v1.post(
+    "/images/preview",
+    response_model=None,
+    dependencies=[Depends(require_json)],
+    responses=PREVIEW_RESPONSES,
+)
+async def preview_image(
+    request: Request, body: PreviewRequest, preview: PreviewServiceDep
+) -> PreviewResponse | Response:
+    """One chat content part (`image_url` or `video_url`) -> the pixels the model sees."""
+    return await until_disconnected(request, preview.preview(body))
 
 
 @v1.get("/models")
