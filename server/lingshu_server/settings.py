@@ -414,16 +414,6 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the server and the engine."
     )
-    engine_args: dict[str, Any] = Field(
-        default_factory=dict,
-        description="vLLM engine arguments passed through as they are: a JSON object of "
-        "AsyncEngineArgs fields, e.g. '{\"max_num_batched_tokens\": 8192}'.",
-    )
-
-    @field_validator("engine_args", mode="before")
-    @classmethod
-    def _engine_args_from_json(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
 
     @field_validator("*", mode="before")
     @classmethod
