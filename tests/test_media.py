@@ -355,14 +355,15 @@ def test_an_image_sent_again_is_not_decoded_again(monkeypatch):
 
     first, first_ct = prepared(png), prepared(ct)
     decoded = []
-    for name in ("open_image", "dicom_to_image"):
+    for name in ("open_image", "render_dicom"):
         original = getattr(media, name)
         monkeypatch.setattr(
             media, name, lambda *a, _f=original, **k: decoded.append(a) or _f(*a, **k)
         )
     again = prepared(png)
     assert again.image is first.image and again.pixels_id == first.pixels_id
-    assert prepared(ct).image is first_ct.image
+    again_ct = prepared(ct)
+    assert again_ct.image is first_ct.image and again_ct.dicom == first_ct.dicom
     assert decoded == []
     assert prepared(ct, window="lung").pixels_id != first_ct.pixels_id
     smaller = prepared(png, PixelBudget(QWEN_MIN_PIXELS, 16 * 28 * 28))
@@ -381,7 +382,7 @@ def test_the_image_cache_keeps_to_its_size():
         cache.put(str(i), image)
         cache.get("0")  # the oldest stays in use
     assert len(cache) == 3 and cache.bytes <= cache.max_bytes
-    assert cache.get("0") is images[0] and cache.get("4") is images[4]
+    assert cache.get("0") == (images[0], None) and cache.get("4") == (images[4], None)
     assert cache.get("1") is None
     cache.put("huge", Image.new("RGB", (1000, 1000)))
     assert cache.get("huge") is None

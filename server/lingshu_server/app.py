@@ -22,8 +22,10 @@ from lingshu_server.api.auth import ApiKeyMiddleware, ApiKeyStore, is_loopback
 from lingshu_server.api.errors import install_error_handlers
 from lingshu_server.api.limits import AdmissionController, BodySizeLimitMiddleware, RateLimiter
 from lingshu_server.api.openapi import install_openapi
-from lingshu_server.api.routes import public, v1
+from lingshu_server.api.playground import playground
+from lingshu_server.api.routes import public, tokens, v1
 from lingshu_server.api.telemetry import TelemetryMiddleware
+from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import check_supported_model
 from lingshu_server.engine.vllm_engine import Engine, vllm_version
 from lingshu_server.inputs.dicomweb import DicomWebSource
@@ -32,6 +34,7 @@ from lingshu_server.inputs.image_cache import PreparedImageCache
 from lingshu_server.inputs.image_sources import ImageFetcher, ImageSourcePolicy
 from lingshu_server.inputs.media import ImageLimits
 from lingshu_server.inputs.pacs_auth import FORWARD_HEADER, ForwardedCredentialMiddleware
+from lingshu_server.inputs.processor_resize import ProcessorResize
 from lingshu_server.inputs.video import VideoLimits
 from lingshu_server.inputs.video_inputs import VideoInputs
 from lingshu_server.lifecycle import Lifecycle, Stage, watch_engine
@@ -43,8 +46,12 @@ from lingshu_server.services.chat import (
     template_renderer,
     tokenizer_encoder,
 )
+from lingshu_server.services.completions import CompletionService
+from lingshu_server.services.models import ServedModels
+from lingshu_server.services.preview import PreviewService
 from lingshu_server.services.serving import ChatService
 from lingshu_server.services.structured_output import StructuredOutput
+from lingshu_server.services.tokenization import TokenizeService
 from lingshu_server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -82,7 +89,8 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
     """Load the engine (in a thread, the port already open) and wire the chat service."""
     lifecycle: Lifecycle = app.state.lifecycle
     lifecycle.enter(Stage.CHECKING_MODEL)
-    await asyncio.to_thread(check_supported_model, settings.model)
+    model_config = await asyncio.to_thread(check_supported_model, settings.model)
+    lora = await asyncio.to_thread(plan_adapters, settings, model_config)
     checkpoint = await asyncio.to_thread(checkpoint_budget, settings.model)
     budget, source = server_budget(settings.min_pixels, settings.max_pixels, checkpoint)
     low, high = budget.tokens
@@ -98,42 +106,73 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         },
     )
     lifecycle.enter(Stage.LOADING_ENGINE)
-    engine = await in_daemon_thread(Engine, settings, budget)
+    engine = await in_daemon_thread(Engine, settings, budget, lora)
     app.state.engine = engine
+    if lora.adapters:
+        await engine.load_adapters()
     lifecycle.enter(Stage.PREPARING)
     template = load_chat_template(settings.model, engine.tokenizer)
+    image_limits = ImageLimits.from_settings(settings, budget)
+    videos = VideoInputs(
+        app.state.image_pool,
+        VideoLimits.from_settings(settings),
+        settings.max_videos_per_request,
+        app.state.image_fetcher,
+        app.state.dicomweb,
+        engine.max_tokens_per_visual_item,
+    )
     prompts = ChatPromptBuilder(
         template_renderer(engine.tokenizer, template),
         tokenizer_encoder(engine.tokenizer),
         app.state.image_pool,
-        ImageLimits.from_settings(settings, budget),
+        image_limits,
         settings.max_images_per_request,
         app.state.image_fetcher,
         engine.max_model_len,
         app.state.dicomweb,
-        VideoInputs(
-            app.state.image_pool,
-            VideoLimits.from_settings(settings),
-            settings.max_videos_per_request,
-            app.state.image_fetcher,
-            app.state.dicomweb,
-            engine.max_tokens_per_visual_item,
-        ),
+        videos,
         PreparedImageCache(settings.prepared_image_cache_mb * 1024 * 1024)
         if settings.prepared_image_cache_mb
         else None,
     )
+    app.state.preview_service = PreviewService(
+        prompts,
+        videos,
+        image_limits,
+        await asyncio.to_thread(ProcessorResize, settings.model, budget),
+        app.state.image_pool,
+        app.state.metrics,
+    )
     admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)
     app.state.metrics.queued.set_function(lambda: admission.waiting)
+    app.state.models = ServedModels(
+        settings.served_model_names,
+        lora.adapters,
+        str(settings.model),
+        engine.max_model_len,
+        app.state.started_at,
+    )
     app.state.chat_service = ChatService(
         engine,
         prompts,
-        settings.served_model_names,
+        app.state.models,
         settings.max_tokens_cap,
         admission,
         app.state.metrics,
         StructuredOutput(app.state.image_pool),
         settings.request_timeout,
+    )
+    app.state.completion_service = CompletionService(
+        engine,
+        app.state.models,
+        app.state.image_pool,
+        settings.max_tokens_cap,
+        admission,
+        app.state.metrics,
+        settings.request_timeout,
+    )
+    app.state.tokenize_service = TokenizeService(
+        engine, app.state.models, prompts, template, app.state.image_pool, app.state.metrics
     )
     lifecycle.enter(Stage.READY)
     app.state.metrics.engine_loading.set(0)
@@ -220,7 +259,10 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
 
     install_error_handlers(app)
     app.include_router(v1)
+    app.include_router(tokens)
     app.include_router(public)
+    if settings.playground:
+        app.include_router(playground)
     install_openapi(app)
     # Outermost last: telemetry, CORS (so even a 401 carries its headers), the API key (from
     # the headers alone), then the body (size and read time), then the routes.
@@ -232,6 +274,8 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
         read_timeout=settings.body_read_timeout,
     )
     public_paths = {route.path for route in public.routes}
+    if settings.playground:  # a static page holding no data; its API calls carry the key
+        public_paths |= {route.path for route in playground.routes}
     public_paths |= {url for url in (app.openapi_url, app.docs_url, app.redoc_url) if url}
     if app.docs_url:
         public_paths.add(f"{app.docs_url}/oauth2-redirect")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import sys
+import time
 from types import FrameType
 
 import uvicorn
@@ -14,6 +16,8 @@ import uvicorn
 from lingshu_server.api.auth import insecure_listen_reason
 from lingshu_server.api.connections import guarded_http_protocol
 from lingshu_server.app import create_app
+from lingshu_server.engine.engine_args import check_engine_args
+from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import check_supported_model
 from lingshu_server.lifecycle import Lifecycle, Stage
 from lingshu_server.settings import Settings
@@ -21,6 +25,8 @@ from lingshu_server.settings import Settings
 logger = logging.getLogger(__name__)
 
 DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Seconds uvicorn still gives open connections to close once the drain has ended.
+MIN_CONNECTION_CLOSE_S = 1
 
 
 class StartupRefused(Exception):
@@ -61,8 +67,14 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         # Our own request for this drain is not in flight; wait for everyone else's.
+        started = time.monotonic()
         finished = await self.lifecycle.drain(self.drain_timeout)
         logger.info("drained" if finished else "drain timed out; stopping anyway")
+        # uvicorn then waits for open connections up to timeout_graceful_shutdown: give it only
+        # what is left of the one drain budget, so shutdown never takes two drain timeouts (the
+        # orchestrator's grace period counts one).
+        left = self.drain_timeout - (time.monotonic() - started)
+        self.config.timeout_graceful_shutdown = max(MIN_CONNECTION_CLOSE_S, math.ceil(left))
         self.should_exit = True
 
     def fatal(self) -> None:
@@ -76,8 +88,11 @@ def serve(settings: Settings) -> int:
     reason = insecure_listen_reason(settings)
     if reason:
         raise StartupRefused(reason)
-    # Refuse an unsupported checkpoint before the engine spends minutes loading it.
-    check_supported_model(settings.model)
+    # Refuse an unsupported checkpoint, engine arguments that cannot work and adapters that do
+    # not fit before the engine spends minutes loading.
+    model_config = check_supported_model(settings.model)
+    check_engine_args(settings)
+    plan_adapters(settings, model_config)
     holder: list[DrainingServer] = []
     app = create_app(settings, on_fatal=lambda: holder[0].fatal())
     config = uvicorn.Config(

@@ -181,11 +181,16 @@ def test_engine_core_killed_mid_stream(rel_server: RunningServer, target: Target
         core.kill()
 
     health_503 = None
+    refused: httpx.Response | None = None
     with httpx.Client(base_url=target.base_url) as http:
         while time.monotonic() - killed < 30 and health_503 is None:
             try:
                 if http.get("/health", timeout=5).status_code == 503:
                     health_503 = time.monotonic() - killed
+                    # a new request, while the process is still up, is refused the same way
+                    refused = http.post(
+                        "/v1/chat/completions", json=chat(), headers=target.auth(), timeout=30
+                    )
             except httpx.HTTPError:
                 health_503 = time.monotonic() - killed  # gone entirely: not healthy either
             time.sleep(0.05)
@@ -203,6 +208,9 @@ def test_engine_core_killed_mid_stream(rel_server: RunningServer, target: Target
     assert errors, "no stream in flight got an error event"
     assert health_503 is not None and health_503 < DEATH_HEALTH_BOUND_S
     assert code != 0
+    if refused is not None:
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["type"] == "server_error"
     # The streams cut short are logged with their real outcome, not as the 200 they began as.
     access = [
         json.loads(line)

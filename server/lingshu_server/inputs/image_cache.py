@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Any
 
 from PIL import Image
+
+# (the image, what decoding it found out: a DICOM file's frame and window, or None)
+Entry = tuple[Image.Image, Any]
 
 
 class PreparedImageCache:
@@ -22,7 +26,7 @@ class PreparedImageCache:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._images: OrderedDict[str, Image.Image] = OrderedDict()
+        self._images: OrderedDict[str, Entry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -30,14 +34,14 @@ class PreparedImageCache:
     def _size(image: Image.Image) -> int:
         return image.width * image.height * len(image.getbands())
 
-    def get(self, key: str) -> Image.Image | None:
+    def get(self, key: str) -> Entry | None:
         with self._lock:
-            image = self._images.get(key)
-            if image is not None:
+            entry = self._images.get(key)
+            if entry is not None:
                 self._images.move_to_end(key)
-            return image
+            return entry
 
-    def put(self, key: str, image: Image.Image) -> None:
+    def put(self, key: str, image: Image.Image, details: Any = None) -> None:
         size = self._size(image)
         if size > self.max_bytes:
             return
@@ -45,10 +49,10 @@ class PreparedImageCache:
             if key in self._images:
                 self._images.move_to_end(key)
                 return
-            self._images[key] = image
+            self._images[key] = (image, details)
             self._bytes += size
             while self._bytes > self.max_bytes:
-                _, evicted = self._images.popitem(last=False)
+                _, (evicted, _) = self._images.popitem(last=False)
                 self._bytes -= self._size(evicted)
 
     def __len__(self) -> int:

@@ -20,7 +20,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from qwen_vl_utils.vision_process import MAX_RATIO
 
 from lingshu_server.api.errors import InvalidRequestError
-from lingshu_server.inputs.dicom import DicomOptions, dicom_size, dicom_to_image, is_dicom
+from lingshu_server.inputs.dicom import (
+    DicomOptions,
+    DicomRendering,
+    dicom_size,
+    is_dicom,
+    render_dicom,
+)
 from lingshu_server.inputs.image_budget import RECIPE_DEFAULT, ImageSize, PixelBudget, model_size
 from lingshu_server.inputs.image_cache import PreparedImageCache
 from lingshu_server.settings import Settings
@@ -104,9 +110,15 @@ class PreparedImage:
     seconds: float  # probe + decode + resize time
     num_tokens: int  # visual tokens the model sees (one per 28x28 pixels)
     source: dict[str, str] | None = None  # DICOMweb: PACS host and UIDs, for the audit log only
+    dicom: DicomRendering | None = None  # DICOM: what the decoder did (frame, window)
     # Names these pixels for the engine's caches (see `pixels_id`): the engine then need not
     # hash the decoded image to recognise it.
     pixels_id: str | None = None
+
+    @property
+    def resized_twice(self) -> bool:
+        """The engine's processor resizes `image` again, to `size` (see image_budget)."""
+        return self.image.size != self.size
 
 
 def data_url_decoded_size(url: str) -> int:
@@ -334,17 +346,20 @@ def decode_image(
     started = time.perf_counter()
     encoded, size, digest = probed.encoded, probed.size, probed.digest
     name = pixels_id(digest, size, probed.source_format, dicom, limits.default_ct_window)
-    rgb = cache.get(name) if cache is not None else None
-    if rgb is None:
+    cached = cache.get(name) if cache is not None else None
+    if cached is not None:
+        rgb, rendering = cached
+    else:
+        rendering = None
         if probed.source_format == "DICOM":
-            image = dicom_to_image(
+            image, rendering = render_dicom(
                 encoded.data, dicom, limits.default_ct_window, param, limits.max_image_pixels
             )
         else:
             image = open_image(encoded.data, param, limits.max_image_pixels)
         rgb = to_rgb_resized(image, size.recipe)
         if cache is not None:
-            cache.put(name, rgb)
+            cache.put(name, rgb, rendering)
     return PreparedImage(
         image=rgb,
         size=size.final,
@@ -354,6 +369,7 @@ def decode_image(
         sha256=digest if limits.hash_images else None,
         seconds=time.perf_counter() - started,
         num_tokens=size.tokens,
+        dicom=rendering,
         pixels_id=name,
     )
 

@@ -4,6 +4,7 @@ order."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import ctypes
 import json
 from collections import Counter
@@ -24,6 +25,7 @@ from lingshu_server.inputs.media import (
     EncodedImage,
     ImageLimits,
     PreparedImage,
+    ProbedImage,
     data_url_decoded_size,
     decode_data_url,
     decode_image,
@@ -37,6 +39,7 @@ from lingshu_server.inputs.video_inputs import VideoInputs, video_parts
 IMAGE_PART = {"type": "image"}
 VIDEO_PART = {"type": "video"}  # <|vision_start|><|video_pad|><|vision_end|>
 T = TypeVar("T")
+ImageParts = list[tuple[str, ImagePart]]  # (request param, part), in prompt order
 
 
 @dataclass
@@ -104,7 +107,7 @@ def _image_param(message: int, part: int) -> str:
     return f"messages[{message}].content[{part}].image_url"
 
 
-def image_parts(messages: list[ChatMessage]) -> list[tuple[str, ImagePart]]:
+def image_parts(messages: list[ChatMessage]) -> ImageParts:
     """Every image part in prompt order, with the request param that names it."""
     found = []
     for i, message in enumerate(messages):
@@ -195,32 +198,25 @@ class ChatPromptBuilder:
         self._videos = videos
         self._image_cache = image_cache
 
+    def with_text_steps(
+        self, render: Callable[[list[dict[str, Any]]], str], tokenize: Callable[[str], list[int]]
+    ) -> ChatPromptBuilder:
+        """This builder rendering and tokenizing another way (/tokenize's template options)."""
+        other = copy.copy(self)
+        other._render, other._tokenize = render, tokenize
+        return other
+
     async def build(self, messages: list[ChatMessage]) -> ChatPrompt:
         parts = image_parts(messages)
         self._check_image_count(len(parts))
         videos = video_parts(messages)
         self._videos.check(videos)
-        inline = sum(
-            data_url_decoded_size(part.image_url.url)
-            for _, part in parts
-            if part.image_url.url.startswith("data:")
-        )
-        self._check_request_bytes(inline)
-        # DICOMweb series -> one part per slice (metadata only), counted before any fetch
-        parts = await self._dicomweb.expand_parts(parts, self._max_images)
-        self._check_image_count(len(parts))
+        parts = await self.expand_images(parts)
         images_per_part = Counter(param for param, _ in parts)
-        (text, token_ids), encoded, planned = await asyncio.gather(
+        (text, token_ids), probed, planned = await asyncio.gather(
             self._in_pool(self._text_tokens, messages, images_per_part),
-            asyncio.gather(*(self._fetch(part, param) for param, part in parts)),
+            self.probe_images(parts),
             self._videos.plan(videos),
-        )
-        self._check_request_bytes(sum(len(e.data) for e in encoded))
-        probed = await asyncio.gather(
-            *(
-                self._in_pool(probe_image, data, self._limits, self._budget(part), param)
-                for data, (param, part) in zip(encoded, parts, strict=True)
-            )
         )
         image_tokens = sum(image.num_tokens for image in probed)
         video_tokens = sum(video.num_tokens for video in planned)
@@ -232,26 +228,57 @@ class ChatPromptBuilder:
             len(planned),
         )
         images, prepared_videos = await asyncio.gather(
-            asyncio.gather(
+            self.decode_images(probed, parts), self._videos.decode(planned)
+        )
+        return ChatPrompt(text=text, token_ids=token_ids, images=images, videos=prepared_videos)
+
+    async def expand_images(self, parts: ImageParts) -> ImageParts:
+        """Count and inline bytes checked, then a DICOMweb series becomes one part per slice
+        (from its metadata), counted again before any image is fetched."""
+        self._check_image_count(len(parts))
+        inline = sum(
+            data_url_decoded_size(part.image_url.url)
+            for _, part in parts
+            if part.image_url.url.startswith("data:")
+        )
+        self._check_request_bytes(inline)
+        parts = await self._dicomweb.expand_parts(parts, self._max_images)
+        self._check_image_count(len(parts))
+        return parts
+
+    async def probe_images(self, parts: ImageParts) -> list[ProbedImage]:
+        """Every image fetched and its header read: sizes and token costs, nothing decoded."""
+        encoded = await asyncio.gather(*(self._fetch(part, param) for param, part in parts))
+        self._check_request_bytes(sum(len(e.data) for e in encoded))
+        return list(
+            await asyncio.gather(
                 *(
-                    self._in_pool(
-                        decode_image,
-                        image,
-                        self._limits,
-                        _dicom_options(part),
-                        param,
-                        self._image_cache,
-                    )
-                    for image, (param, part) in zip(probed, parts, strict=True)
+                    self._in_pool(probe_image, data, self._limits, self._budget(part), param)
+                    for data, (param, part) in zip(encoded, parts, strict=True)
                 )
-            ),
-            self._videos.decode(planned),
+            )
+        )
+
+    async def decode_images(
+        self, probed: list[ProbedImage], parts: ImageParts
+    ) -> list[PreparedImage]:
+        """The images as the engine receives them (in the worker pool)."""
+        images = await asyncio.gather(
+            *(
+                self._in_pool(
+                    decode_image,
+                    image,
+                    self._limits,
+                    _dicom_options(part),
+                    param,
+                    self._image_cache,
+                )
+                for image, (param, part) in zip(probed, parts, strict=True)
+            )
         )
         for image, (_, part) in zip(images, parts, strict=True):
             image.source = self._dicomweb.audit_record(part.image_url.url)
-        return ChatPrompt(
-            text=text, token_ids=token_ids, images=list(images), videos=prepared_videos
-        )
+        return list(images)
 
     def _check_image_count(self, count: int) -> None:
         if count > self._max_images:
@@ -339,18 +366,29 @@ def _dicom_options(part: ImagePart) -> DicomOptions:
     return DicomOptions(window.window, window.center, window.width, window.frame)
 
 
-def tokenizer_encoder(tokenizer: Any) -> Callable[[str], list[int]]:
+def tokenizer_encoder(
+    tokenizer: Any, add_special_tokens: bool = False
+) -> Callable[[str], list[int]]:
     def encode(text: str) -> list[int]:
         # The template already wrote every special token the model needs.
-        return tokenizer.encode(text, add_special_tokens=False)
+        return tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
     return encode
 
 
-def template_renderer(tokenizer: Any, template: str) -> Callable[[list[dict[str, Any]]], str]:
+def template_renderer(
+    tokenizer: Any,
+    template: str,
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+) -> Callable[[list[dict[str, Any]]], str]:
     def render(messages: list[dict[str, Any]]) -> str:
         return tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+            messages,
+            chat_template=template,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
         )
 
     return render

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from lingshu_server.api import request_context
-from lingshu_server.api.errors import (
-    APIError,
-    InternalServerError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    stack_without_message,
-)
 from lingshu_server.api.limits import AdmissionController
 from lingshu_server.api.protocol import (
     AssistantMessage,
@@ -32,51 +23,15 @@ from lingshu_server.api.protocol import (
 )
 from lingshu_server.api.protocol import TokenLogprob as WireTokenLogprob
 from lingshu_server.api.protocol import TopLogprob as WireTopLogprob
-from lingshu_server.api.request_context import ImageRecord
-from lingshu_server.engine.vllm_engine import Engine, EngineStep, SamplingOptions, TokenLogprob
-from lingshu_server.inputs.media import PreparedImage
+from lingshu_server.engine.vllm_engine import Engine, EngineStep, TokenLogprob
 from lingshu_server.metrics import Metrics
 from lingshu_server.services.chat import ChatPrompt, ChatPromptBuilder
-from lingshu_server.services.generation import EngineRun, deadline_after, elapsed_since
+from lingshu_server.services.generation import EngineRun, deadline_after, start_run, timeout_of
+from lingshu_server.services.models import ServedModels
+from lingshu_server.services.request_records import note_disconnect, note_usage, record_prompt
+from lingshu_server.services.sampling import sampling_options
+from lingshu_server.services.streaming import guarded_events, sse
 from lingshu_server.services.structured_output import StructuredOutput
-
-logger = logging.getLogger(__name__)
-
-
-def sampling_options(
-    request: ChatCompletionRequest, max_tokens_cap: int, grammar: str | None = None
-) -> SamplingOptions:
-    requested = request.requested_max_tokens
-    if requested is not None and requested > max_tokens_cap:
-        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-        raise InvalidRequestError(
-            f"{param} is too large: {requested}. This server allows at most "
-            f"{max_tokens_cap} completion tokens.",
-            param=param,
-        )
-    if request.min_tokens > (requested or max_tokens_cap):
-        raise InvalidRequestError(
-            f"min_tokens ({request.min_tokens}) must not exceed max_tokens, which is "
-            f"{max_tokens_cap} when not given",
-            param="min_tokens",
-        )
-    return SamplingOptions(
-        max_tokens=requested or max_tokens_cap,
-        n=request.n,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        top_k=request.top_k,
-        min_p=request.min_p,
-        seed=request.seed,
-        stop=request.stop_sequences,
-        presence_penalty=request.presence_penalty,
-        frequency_penalty=request.frequency_penalty,
-        repetition_penalty=request.repetition_penalty,
-        ignore_eos=request.ignore_eos,
-        min_tokens=request.min_tokens,
-        logprobs=(request.top_logprobs or 0) if request.logprobs else None,
-        grammar=grammar,
-    )
 
 
 def wire_logprobs(tokens: list[TokenLogprob]) -> list[WireTokenLogprob]:
@@ -102,22 +57,12 @@ class _ChoiceState:
     finish_reason: str | None = None
 
 
-# JSON leaves these unescaped, but Python's str.splitlines (which some SSE clients, httpx's
-# iter_lines among them, use to split events into lines) breaks lines at them: escaped, an event
-# is one line for every client. (Control characters below U+0020 are escaped by JSON already.)
-_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
-
-
-def sse(data: str) -> str:
-    return f"data: {data.translate(_LINE_BREAKS)}\n\n"
-
-
 class ChatService:
     def __init__(
         self,
         engine: Engine,
         prompts: ChatPromptBuilder,
-        served_model_names: list[str],
+        models: ServedModels,
         max_tokens_cap: int,
         admission: AdmissionController,
         metrics: Metrics,
@@ -126,86 +71,43 @@ class ChatService:
     ):
         self._engine = engine
         self._prompts = prompts
-        self._names = served_model_names
+        self._models = models
         self._max_tokens_cap = max_tokens_cap
         self._admission = admission
         self._metrics = metrics
         self._structured = structured
         self._request_timeout = request_timeout
 
-    def resolve_model(self, requested: str | None) -> str:
-        if requested is None:
-            return self._names[0]
-        if requested not in self._names:
-            raise ModelNotFoundError(
-                f"The model `{requested}` does not exist. Available: {', '.join(self._names)}",
-                param="model",
-            )
-        return requested
-
-    def _timeout(self, request: ChatCompletionRequest) -> float | None:
-        limits = [t for t in (request.request_timeout, self._request_timeout) if t is not None]
-        return min(limits) if limits else None
-
-    def _record_prompt(self, prompt: ChatPrompt, started: float) -> None:
-        self._metrics.preprocess.observe(elapsed_since(started))
-        ctx = request_context.get()
-        if ctx is not None:
-            ctx.prompt_tokens = prompt.num_tokens
-            ctx.images = [
-                ImageRecord(
-                    sha256=item.sha256,
-                    format=item.source_format
-                    if isinstance(item, PreparedImage)
-                    else f"{item.source_format} video",
-                    encoded_bytes=item.encoded_bytes,
-                    width=item.source_size[0],
-                    height=item.source_size[1],
-                    tokens=item.num_tokens,
-                    source=item.source,
-                )
-                for item in (*prompt.images, *prompt.videos)
-            ]
-        if prompt.images:
-            self._metrics.record_images(
-                [(image.source_format, image.seconds) for image in prompt.images],
-                encoded=sum(image.encoded_bytes for image in prompt.images),
-                pixels=sum(w * h for w, h in (image.source_size for image in prompt.images)),
-                tokens=prompt.image_tokens,
-            )
-
     async def _start(self, request: ChatCompletionRequest) -> tuple[str, EngineRun, EngineStep]:
         """Validate everything and wait for the engine's first step, so errors stay 4xx JSON."""
-        model = self.resolve_model(request.model)
+        model = self._models.resolve(request.model)
         grammar = await self._structured.grammar(request.response_format)
-        options = sampling_options(request, self._max_tokens_cap, grammar)
-        deadline = deadline_after(self._timeout(request))
-        await self._admission.acquire()
-        run: EngineRun | None = None
-        try:
+        options = sampling_options(
+            request, self._max_tokens_cap, logprobs=request.num_logprobs, grammar=grammar
+        )
+        deadline = deadline_after(timeout_of(request.request_timeout, self._request_timeout))
+        request_id = completion_id()
+        prompt: ChatPrompt | None = None
+
+        async def prepare() -> AsyncIterator[EngineStep]:
+            nonlocal prompt
             started = time.perf_counter()
             prompt = await self._prompts.build(request.messages)
-            self._record_prompt(prompt, started)
-            request_id = completion_id()
-            steps = self._engine.generate(
+            record_prompt(self._metrics, prompt, started)
+            return self._engine.generate(
                 prompt.token_ids,
                 [img.image for img in prompt.images],
                 options,
                 request_id,
                 [(video.frames, video.metadata) for video in prompt.videos],
-                [image.pixels_id for image in prompt.images],
+                adapter=model.adapter,
+                image_ids=[image.pixels_id for image in prompt.images],
             )
-            run = EngineRun(request_id, steps, deadline, self._admission.release)
-            first = await run.next()
-        except BaseException:
-            if run is not None:
-                await run.close()
-            else:
-                self._admission.release()
-            raise
+
+        run, first = await start_run(self._admission, request_id, deadline, prepare)
         if first is None:  # the deadline passed before the first token
             first = EngineStep(prompt_tokens=prompt.num_tokens, choices=[], finished=True)
-        return model, run, first
+        return model.name, run, first
 
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
         model, run, first = await self._start(request)
@@ -223,14 +125,14 @@ class ChatService:
                     state.finish_reason = delta.finish_reason or state.finish_reason
                 step = await run.next()
         except asyncio.CancelledError:
-            _note_disconnect()
+            note_disconnect()
             raise
         finally:
             await run.close()
         for state in states:
             state.finish_reason = state.finish_reason or "length"  # cut off by the deadline
         completion_tokens = sum(len(s.token_ids) for s in states)
-        _note_usage(completion_tokens)
+        note_usage(completion_tokens)
         return ChatCompletion(
             id=run.request_id,
             created=now(),
@@ -258,7 +160,7 @@ class ChatService:
     async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
         """Validate and start; the returned iterator yields SSE events exactly as OpenAI does."""
         model, run, first = await self._start(request)
-        return self._events(request, model, run, first)
+        return guarded_events(self._events(request, model, run, first), run)
 
     async def _events(
         self,
@@ -299,66 +201,29 @@ class ChatService:
         completion_tokens = 0
         prompt_tokens = first.prompt_tokens
         unfinished = set(range(request.n))
-        try:
-            prompt_ids = list(first.prompt_token_ids) if ids else None
-            for index in range(request.n):
-                yield chunk(index, Delta(role="assistant", content=""), prompt_token_ids=prompt_ids)
-                prompt_ids = None  # once, on the first chunk
-            step: EngineStep | None = first
-            while step is not None:
-                for delta in step.choices:
-                    completion_tokens += len(delta.token_ids)
-                    if delta.text or delta.logprobs or (ids and delta.token_ids):
-                        logprobs = delta.logprobs if request.logprobs else None
-                        token_ids = delta.token_ids if ids else None
-                        yield chunk(
-                            delta.index, Delta(content=delta.text), None, logprobs, token_ids
-                        )
-                    if delta.finish_reason is not None:
-                        unfinished.discard(delta.index)
-                        yield chunk(delta.index, Delta(), delta.finish_reason)
-                step = await run.next()
-            for index in sorted(unfinished):  # cut off by the deadline
-                yield chunk(index, Delta(), "length")
-            _note_usage(completion_tokens)
-            if include_usage:
-                usage = Usage(
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    total_tokens=prompt_tokens + completion_tokens,
-                )
-                yield sse(ChatCompletionChunk(**header, choices=[], usage=usage).model_dump_json())
-        except APIError as exc:
-            _note_stream_error(exc)
-            yield sse(exc.body().model_dump_json())
-        except (asyncio.CancelledError, GeneratorExit):
-            _note_disconnect()
-            raise
-        except Exception as exc:  # a bug: tell the client, log the type only
-            logger.error("stream failed: %s\n%s", type(exc).__name__, stack_without_message(exc))
-            error = InternalServerError("internal server error")
-            _note_stream_error(error)
-            yield sse(error.body().model_dump_json())
-        finally:
-            await run.close()
-        yield sse("[DONE]")
-
-
-def _note_usage(completion_tokens: int) -> None:
-    ctx = request_context.get()
-    if ctx is not None:
-        ctx.completion_tokens = completion_tokens
-
-
-def _note_disconnect() -> None:
-    ctx = request_context.get()
-    if ctx is not None:
-        ctx.client_disconnected = True
-
-
-def _note_stream_error(exc: APIError) -> None:
-    """A stream that fails after its 200 is logged and counted with the error's status."""
-    ctx = request_context.get()
-    if ctx is not None:
-        ctx.status = int(exc.status)
-        ctx.stream_error = exc.code or exc.type
+        prompt_ids = list(first.prompt_token_ids) if ids else None
+        for index in range(request.n):
+            yield chunk(index, Delta(role="assistant", content=""), prompt_token_ids=prompt_ids)
+            prompt_ids = None  # once, on the first chunk
+        step: EngineStep | None = first
+        while step is not None:
+            for delta in step.choices:
+                completion_tokens += len(delta.token_ids)
+                if delta.text or delta.logprobs or (ids and delta.token_ids):
+                    logprobs = delta.logprobs if request.logprobs else None
+                    token_ids = delta.token_ids if ids else None
+                    yield chunk(delta.index, Delta(content=delta.text), None, logprobs, token_ids)
+                if delta.finish_reason is not None:
+                    unfinished.discard(delta.index)
+                    yield chunk(delta.index, Delta(), delta.finish_reason)
+            step = await run.next()
+        for index in sorted(unfinished):  # cut off by the deadline
+            yield chunk(index, Delta(), "length")
+        note_usage(completion_tokens)
+        if include_usage:
+            usage = Usage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+            )
+            yield sse(ChatCompletionChunk(**header, choices=[], usage=usage).model_dump_json())

@@ -1,0 +1,64 @@
+"""The README's fenced code blocks, read and run exactly as a user would paste them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import textwrap
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def section(heading: str) -> str:
+    """The README from the heading line that starts with `heading` to the next heading of the
+    same or a higher level."""
+    text = README.read_text()
+    start = text.index(f"\n{heading}") + 1
+    level = len(heading) - len(heading.lstrip("#"))
+    following = re.search(rf"\n#{{1,{level}}} ", text[start + len(heading) :])
+    return text[start : start + len(heading) + following.start()] if following else text[start:]
+
+
+def fenced_blocks(language: str, text: str | None = None) -> list[str]:
+    """Every ```language block, in order, dedented (blocks inside list items are indented)."""
+    text = README.read_text() if text is None else text
+    pattern = rf"^( *)```{language}\n(.*?)^\1```"
+    found = re.findall(pattern, text, flags=re.DOTALL | re.MULTILINE)
+    return [textwrap.dedent(body) for _, body in found]
+
+
+def only_block(language: str, text: str) -> str:
+    (block,) = fenced_blocks(language, text)
+    return block
+
+
+def commands(block: str) -> list[str]:
+    """The command lines of a shell block (no blank lines, no comments)."""
+    lines = (line.strip() for line in block.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def on_server(example: str, port: int) -> str:
+    """An example written for localhost:8000, pointed at the test server."""
+    assert "localhost:8000" in example
+    return example.replace("localhost:8000", f"127.0.0.1:{port}")
+
+
+def run_example(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run an example as a user would, with their environment; its standard output."""
+    result = subprocess.run(
+        command,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def run_bash(script: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    return run_example(["bash", "-euo", "pipefail", "-c", script], cwd, env)
