@@ -42,8 +42,10 @@ from lingshu_server.services.chat import (
     template_renderer,
     tokenizer_encoder,
 )
+from lingshu_server.services.responses import ResponsesService
 from lingshu_server.services.serving import ChatService
 from lingshu_server.services.structured_output import StructuredOutput
+from lingshu_server.services.tool_template import handles_tools
 from lingshu_server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,16 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
     app.state.engine = engine
     lifecycle.enter(Stage.PREPARING)
     template = load_chat_template(settings.model, engine.tokenizer)
+    logger.info(
+        "tool calls",
+        extra={
+            "fields": {
+                "template": "the checkpoint's"
+                if handles_tools(template)
+                else "built-in (Qwen2.5 tools section, Qwen2.5-VL turns)"
+            }
+        },
+    )
     prompts = ChatPromptBuilder(
         template_renderer(engine.tokenizer, template),
         tokenizer_encoder(engine.tokenizer),
@@ -131,6 +143,7 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         StructuredOutput(app.state.image_pool),
         settings.request_timeout,
     )
+    app.state.responses_service = ResponsesService(app.state.chat_service.runner)
     lifecycle.enter(Stage.READY)
     app.state.metrics.engine_loading.set(0)
     app.state.metrics.engine_healthy.set(1)

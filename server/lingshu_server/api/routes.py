@@ -18,7 +18,7 @@ from lingshu_server.api.errors import (
     EngineUnavailableError,
     UnsupportedMediaTypeError,
 )
-from lingshu_server.api.openapi import CHAT_RESPONSES, V1_RESPONSES
+from lingshu_server.api.openapi import CHAT_RESPONSES, RESPONSES_RESPONSES, V1_RESPONSES
 from lingshu_server.api.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -26,9 +26,11 @@ from lingshu_server.api.protocol import (
     ModelList,
     ServerStatus,
 )
+from lingshu_server.api.responses_protocol import ResponsesRequest, ResponsesResponse
 from lingshu_server.engine.vllm_engine import Engine, vllm_version
 from lingshu_server.lifecycle import Lifecycle, Stage
 from lingshu_server.metrics import engine_exposition
+from lingshu_server.services.responses import ResponsesService
 from lingshu_server.services.serving import ChatService
 
 T = TypeVar("T")
@@ -89,7 +91,12 @@ async def _engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
+async def _responses_service(request: Request) -> ResponsesService:
+    return request.app.state.responses_service
+
+
 ChatServiceDep = Annotated[ChatService, Depends(_chat_service)]
+ResponsesServiceDep = Annotated[ResponsesService, Depends(_responses_service)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 
 v1 = APIRouter(
@@ -139,6 +146,24 @@ async def create_chat_completion(
     # Until the first token the client can leave (queued, images loading, prefill): watch
     # for it like a plain request; from then on StreamingResponse notices the disconnect.
     events = await until_disconnected(request, chat.stream(body))
+    if isinstance(events, Response):
+        return events
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@v1.post(
+    "/responses",
+    response_model=None,
+    dependencies=[Depends(require_json)],
+    responses=RESPONSES_RESPONSES,
+)
+async def create_response(
+    request: Request, body: ResponsesRequest, responses: ResponsesServiceDep
+) -> ResponsesResponse | Response:
+    """OpenAI's Responses API, stateless (`store` false)."""
+    if not body.stream:
+        return await until_disconnected(request, responses.create(body))
+    events = await until_disconnected(request, responses.stream(body))
     if isinstance(events, Response):
         return events
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import itertools
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -30,6 +31,7 @@ from lingshu_server.inputs.media import (
 )
 from lingshu_server.inputs.video import PreparedVideo
 from lingshu_server.inputs.video_inputs import VideoInputs, video_parts
+from lingshu_server.services.tool_template import QWEN_VL_TOOL_TEMPLATE, handles_tools, uses_tools
 
 # The template expands each image part to <|vision_start|><|image_pad|><|vision_end|>;
 # vLLM then expands the single <|image_pad|> to one token per 28x28 pixels.
@@ -95,8 +97,29 @@ def _template_messages(
                     content.append(VIDEO_PART)
                 else:
                     content.extend([IMAGE_PART] * images_per_part.get(_image_param(i, j), 1))
-        rendered.append({"role": role, "content": content})
+        rendered.append({"role": role, "content": content, **_tool_fields(message)})
     return rendered
+
+
+def _tool_fields(message: ChatMessage) -> dict[str, Any]:
+    """Tool turns as chat templates take them (Hugging Face's convention, as vLLM passes them):
+    a call's arguments as an object, which the template writes back as JSON."""
+    if message.role == "tool":
+        return {"tool_call_id": message.tool_call_id}
+    if not message.tool_calls:
+        return {}
+    calls = [
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {
+                "name": call.function.name,
+                "arguments": json.loads(call.function.arguments or "{}"),
+            },
+        }
+        for call in message.tool_calls
+    ]
+    return {"tool_calls": calls}
 
 
 def _image_param(message: int, part: int) -> str:
@@ -172,7 +195,7 @@ class ChatPromptBuilder:
 
     def __init__(
         self,
-        render: Callable[[list[dict[str, Any]]], str],
+        render: Callable[..., str],
         tokenize: Callable[[str], list[int]],
         pool: Executor,
         limits: ImageLimits,
@@ -192,7 +215,10 @@ class ChatPromptBuilder:
         self._dicomweb = dicomweb
         self._videos = videos
 
-    async def build(self, messages: list[ChatMessage]) -> ChatPrompt:
+    async def build(
+        self, messages: list[ChatMessage], tools: list[dict[str, Any]] | None = None
+    ) -> ChatPrompt:
+        """`tools`: function tools in chat completions' shape, rendered by the template."""
         parts = image_parts(messages)
         self._check_image_count(len(parts))
         videos = video_parts(messages)
@@ -208,7 +234,7 @@ class ChatPromptBuilder:
         self._check_image_count(len(parts))
         images_per_part = Counter(param for param, _ in parts)
         (text, token_ids), encoded, planned = await asyncio.gather(
-            self._in_pool(self._text_tokens, messages, images_per_part),
+            self._in_pool(self._text_tokens, messages, images_per_part, tools),
             asyncio.gather(*(self._fetch(part, param) for param, part in parts)),
             self._videos.plan(videos),
         )
@@ -256,16 +282,21 @@ class ChatPromptBuilder:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _text_tokens(
-        self, messages: list[ChatMessage], images_per_part: Mapping[str, int]
+        self,
+        messages: list[ChatMessage],
+        images_per_part: Mapping[str, int],
+        tools: list[dict[str, Any]] | None = None,
     ) -> tuple[str, list[int]]:
         """The rendered prompt and its tokens, refusing early a text that cannot fit."""
-        chars = text_length(messages)
+        tool_text = json.dumps(tools, ensure_ascii=False) if tools else ""
+        chars = text_length(messages) + len(tool_text)
         if chars > self._max_model_len:  # only then can the text alone overflow the context
-            at_least = tokens_at_least(message_texts(messages), self._tokenize, self._max_model_len)
+            texts = itertools.chain(message_texts(messages), [tool_text])
+            at_least = tokens_at_least(texts, self._tokenize, self._max_model_len)
             if at_least >= self._max_model_len:
                 release_memory()
                 raise self._too_long(f"more than {at_least} tokens of text")
-        text = self._render(_template_messages(messages, images_per_part))
+        text = self._render(_template_messages(messages, images_per_part), tools)
         token_ids = self._tokenize(text)
         if chars > TRIM_AFTER_CHARS:
             release_memory()
@@ -337,10 +368,19 @@ def tokenizer_encoder(tokenizer: Any) -> Callable[[str], list[int]]:
     return encode
 
 
-def template_renderer(tokenizer: Any, template: str) -> Callable[[list[dict[str, Any]]], str]:
-    def render(messages: list[dict[str, Any]]) -> str:
+def template_renderer(tokenizer: Any, template: str) -> Callable[..., str]:
+    """render(messages, tools=None): the checkpoint's template, or for a conversation with
+    tools that template only if it renders tools (see tool_template)."""
+    tool_template = template if handles_tools(template) else QWEN_VL_TOOL_TEMPLATE
+
+    def render(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        chosen = tool_template if uses_tools(messages, tools) else template
         return tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+            messages,
+            tools=tools or None,
+            chat_template=chosen,
+            tokenize=False,
+            add_generation_prompt=True,
         )
 
     return render

@@ -1,21 +1,13 @@
-"""Chat completions: request -> prompt and sampling options -> engine -> response or SSE chunks."""
+"""Chat completions: request -> the shared runner -> response or SSE chunks, tool calls read
+from the answer when the request offers tools."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
-from lingshu_server.api import request_context
-from lingshu_server.api.errors import (
-    APIError,
-    InternalServerError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    stack_without_message,
-)
+from lingshu_server.api.errors import APIError, InternalServerError, stack_without_message
 from lingshu_server.api.limits import AdmissionController
 from lingshu_server.api.protocol import (
     AssistantMessage,
@@ -26,57 +18,40 @@ from lingshu_server.api.protocol import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    FunctionCall,
+    FunctionCallDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
-    completion_id,
     now,
 )
 from lingshu_server.api.protocol import TokenLogprob as WireTokenLogprob
 from lingshu_server.api.protocol import TopLogprob as WireTopLogprob
-from lingshu_server.api.request_context import ImageRecord
-from lingshu_server.engine.vllm_engine import Engine, EngineStep, SamplingOptions, TokenLogprob
-from lingshu_server.inputs.media import PreparedImage
+from lingshu_server.engine.vllm_engine import Engine, EngineStep, TokenLogprob
 from lingshu_server.metrics import Metrics
-from lingshu_server.services.chat import ChatPrompt, ChatPromptBuilder
-from lingshu_server.services.generation import EngineRun, deadline_after, elapsed_since
+from lingshu_server.services.chat import ChatPromptBuilder
+from lingshu_server.services.runner import (
+    GenerationRunner,
+    StartedRun,
+    collect,
+    note_disconnect,
+    note_stream_error,
+    note_usage,
+    sse,
+)
 from lingshu_server.services.structured_output import StructuredOutput
+from lingshu_server.services.tool_calls import (
+    ArgumentsDelta,
+    CallFinished,
+    CallStarted,
+    ContentDelta,
+    ToolCallReader,
+    ToolEvent,
+    read_answer,
+)
 
 logger = logging.getLogger(__name__)
-
-
-def sampling_options(
-    request: ChatCompletionRequest, max_tokens_cap: int, grammar: str | None = None
-) -> SamplingOptions:
-    requested = request.requested_max_tokens
-    if requested is not None and requested > max_tokens_cap:
-        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-        raise InvalidRequestError(
-            f"{param} is too large: {requested}. This server allows at most "
-            f"{max_tokens_cap} completion tokens.",
-            param=param,
-        )
-    if request.min_tokens > (requested or max_tokens_cap):
-        raise InvalidRequestError(
-            f"min_tokens ({request.min_tokens}) must not exceed max_tokens, which is "
-            f"{max_tokens_cap} when not given",
-            param="min_tokens",
-        )
-    return SamplingOptions(
-        max_tokens=requested or max_tokens_cap,
-        n=request.n,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        top_k=request.top_k,
-        min_p=request.min_p,
-        seed=request.seed,
-        stop=request.stop_sequences,
-        presence_penalty=request.presence_penalty,
-        frequency_penalty=request.frequency_penalty,
-        repetition_penalty=request.repetition_penalty,
-        ignore_eos=request.ignore_eos,
-        min_tokens=request.min_tokens,
-        logprobs=(request.top_logprobs or 0) if request.logprobs else None,
-        grammar=grammar,
-    )
+__all__ = ["ChatService", "sse"]
 
 
 def wire_logprobs(tokens: list[TokenLogprob]) -> list[WireTokenLogprob]:
@@ -94,22 +69,9 @@ def wire_logprobs(tokens: list[TokenLogprob]) -> list[WireTokenLogprob]:
     ]
 
 
-@dataclass
-class _ChoiceState:
-    text: list[str] = field(default_factory=list)
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    token_ids: list[int] = field(default_factory=list)
-    finish_reason: str | None = None
-
-
-# JSON leaves these unescaped, but Python's str.splitlines (which some SSE clients, httpx's
-# iter_lines among them, use to split events into lines) breaks lines at them: escaped, an event
-# is one line for every client. (Control characters below U+0020 are escaped by JSON already.)
-_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
-
-
-def sse(data: str) -> str:
-    return f"data: {data.translate(_LINE_BREAKS)}\n\n"
+def finish_with_calls(finish_reason: str, called: bool) -> str:
+    """OpenAI's finish_reason for an answer that ended by itself with tool calls."""
+    return "tool_calls" if called and finish_reason == "stop" else finish_reason
 
 
 class ChatService:
@@ -124,129 +86,47 @@ class ChatService:
         structured: StructuredOutput,
         request_timeout: float | None = None,
     ):
-        self._engine = engine
-        self._prompts = prompts
-        self._names = served_model_names
-        self._max_tokens_cap = max_tokens_cap
-        self._admission = admission
-        self._metrics = metrics
-        self._structured = structured
-        self._request_timeout = request_timeout
+        # The core, shared with the other generating surfaces (responses).
+        self.runner = GenerationRunner(
+            engine,
+            prompts,
+            served_model_names,
+            max_tokens_cap,
+            admission,
+            metrics,
+            structured,
+            request_timeout,
+        )
 
     def resolve_model(self, requested: str | None) -> str:
-        if requested is None:
-            return self._names[0]
-        if requested not in self._names:
-            raise ModelNotFoundError(
-                f"The model `{requested}` does not exist. Available: {', '.join(self._names)}",
-                param="model",
-            )
-        return requested
-
-    def _timeout(self, request: ChatCompletionRequest) -> float | None:
-        limits = [t for t in (request.request_timeout, self._request_timeout) if t is not None]
-        return min(limits) if limits else None
-
-    def _record_prompt(self, prompt: ChatPrompt, started: float) -> None:
-        self._metrics.preprocess.observe(elapsed_since(started))
-        ctx = request_context.get()
-        if ctx is not None:
-            ctx.prompt_tokens = prompt.num_tokens
-            ctx.images = [
-                ImageRecord(
-                    sha256=item.sha256,
-                    format=item.source_format
-                    if isinstance(item, PreparedImage)
-                    else f"{item.source_format} video",
-                    encoded_bytes=item.encoded_bytes,
-                    width=item.source_size[0],
-                    height=item.source_size[1],
-                    tokens=item.num_tokens,
-                    source=item.source,
-                )
-                for item in (*prompt.images, *prompt.videos)
-            ]
-        if prompt.images:
-            self._metrics.record_images(
-                [(image.source_format, image.seconds) for image in prompt.images],
-                encoded=sum(image.encoded_bytes for image in prompt.images),
-                pixels=sum(w * h for w, h in (image.source_size for image in prompt.images)),
-                tokens=prompt.image_tokens,
-            )
-
-    async def _start(self, request: ChatCompletionRequest) -> tuple[str, EngineRun, EngineStep]:
-        """Validate everything and wait for the engine's first step, so errors stay 4xx JSON."""
-        model = self.resolve_model(request.model)
-        grammar = await self._structured.grammar(request.response_format)
-        options = sampling_options(request, self._max_tokens_cap, grammar)
-        deadline = deadline_after(self._timeout(request))
-        await self._admission.acquire()
-        run: EngineRun | None = None
-        try:
-            started = time.perf_counter()
-            prompt = await self._prompts.build(request.messages)
-            self._record_prompt(prompt, started)
-            request_id = completion_id()
-            steps = self._engine.generate(
-                prompt.token_ids,
-                [img.image for img in prompt.images],
-                options,
-                request_id,
-                [(video.frames, video.metadata) for video in prompt.videos],
-            )
-            run = EngineRun(request_id, steps, deadline, self._admission.release)
-            first = await run.next()
-        except BaseException:
-            if run is not None:
-                await run.close()
-            else:
-                self._admission.release()
-            raise
-        if first is None:  # the deadline passed before the first token
-            first = EngineStep(prompt_tokens=prompt.num_tokens, choices=[], finished=True)
-        return model, run, first
+        return self.runner.resolve_model(requested)
 
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
-        model, run, first = await self._start(request)
-        states = [_ChoiceState() for _ in range(request.n)]
-        prompt_tokens = first.prompt_tokens
-        step: EngineStep | None = first
-        try:
-            while step is not None:
-                for delta in step.choices:
-                    state = states[delta.index]
-                    state.text.append(delta.text)
-                    state.token_ids.extend(delta.token_ids)
-                    if delta.logprobs:
-                        state.logprobs.extend(delta.logprobs)
-                    state.finish_reason = delta.finish_reason or state.finish_reason
-                step = await run.next()
-        except asyncio.CancelledError:
-            _note_disconnect()
-            raise
-        finally:
-            await run.close()
-        for state in states:
-            state.finish_reason = state.finish_reason or "length"  # cut off by the deadline
-        completion_tokens = sum(len(s.token_ids) for s in states)
-        _note_usage(completion_tokens)
-        return ChatCompletion(
-            id=run.request_id,
-            created=now(),
-            model=model,
-            choices=[
+        started = await self.runner.start(request)
+        outputs = await collect(started, request.n)
+        prompt_tokens = started.first.prompt_tokens
+        completion_tokens = sum(len(output.token_ids) for output in outputs)
+        choices = []
+        for i, output in enumerate(outputs):
+            message, finish_reason = _message("".join(output.text), output.finish_reason, started)
+            choices.append(
                 Choice(
                     index=i,
-                    message=AssistantMessage(content="".join(s.text)),
-                    logprobs=ChoiceLogprobs(content=wire_logprobs(s.logprobs))
+                    message=message,
+                    logprobs=ChoiceLogprobs(content=wire_logprobs(output.logprobs))
                     if request.logprobs
                     else None,
-                    finish_reason=s.finish_reason,
-                    token_ids=s.token_ids if request.return_token_ids else None,
+                    finish_reason=finish_reason,
+                    token_ids=output.token_ids if request.return_token_ids else None,
                 )
-                for i, s in enumerate(states)
-            ],
-            prompt_token_ids=list(first.prompt_token_ids) if request.return_token_ids else None,
+            )
+        prompt_ids = started.first.prompt_token_ids
+        return ChatCompletion(
+            id=started.run.request_id,
+            created=now(),
+            model=started.model,
+            choices=choices,
+            prompt_token_ids=list(prompt_ids) if request.return_token_ids else None,
             usage=Usage(
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
@@ -256,22 +136,24 @@ class ChatService:
 
     async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
         """Validate and start; the returned iterator yields SSE events exactly as OpenAI does."""
-        model, run, first = await self._start(request)
-        return self._events(request, model, run, first)
+        started = await self.runner.start(request)
+        return self._events(request, started)
 
     async def _events(
-        self,
-        request: ChatCompletionRequest,
-        model: str,
-        run: EngineRun,
-        first: EngineStep,
+        self, request: ChatCompletionRequest, started: StartedRun
     ) -> AsyncIterator[str]:
+        run, first = started.run, started.first
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         # OpenAI sends "usage": null on every chunk when usage was asked for, else no usage key.
         exclude = None if include_usage else {"usage"}
-        header = {"id": run.request_id, "created": now(), "model": model}
+        header = {"id": run.request_id, "created": now(), "model": started.model}
 
         ids = request.return_token_ids
+        readers = (
+            [ToolCallReader(started.tools) for _ in range(request.n)]
+            if started.reads_calls and started.tools is not None
+            else None
+        )
 
         def chunk(
             index: int,
@@ -295,6 +177,16 @@ class ChatService:
             )
             return sse(body.model_dump_json(exclude=exclude))
 
+        def finish_chunks(index: int, finish_reason: str) -> list[str]:
+            if readers is None:
+                return [chunk(index, Delta(), finish_reason)]
+            reader = readers[index]
+            deltas = _deltas(reader.finish())
+            finish_reason = finish_with_calls(finish_reason, bool(reader.calls))
+            return [chunk(index, delta) for delta in deltas] + [
+                chunk(index, Delta(), finish_reason)
+            ]
+
         completion_tokens = 0
         prompt_tokens = first.prompt_tokens
         unfinished = set(range(request.n))
@@ -307,19 +199,33 @@ class ChatService:
             while step is not None:
                 for delta in step.choices:
                     completion_tokens += len(delta.token_ids)
-                    if delta.text or delta.logprobs or (ids and delta.token_ids):
-                        logprobs = delta.logprobs if request.logprobs else None
-                        token_ids = delta.token_ids if ids else None
+                    logprobs = delta.logprobs if request.logprobs else None
+                    token_ids = delta.token_ids if ids else None
+                    if readers is None:
+                        has_output = delta.text or logprobs or token_ids
+                        deltas = [Delta(content=delta.text)] if has_output else []
+                    else:
+                        deltas = _deltas(readers[delta.index].feed(delta.text))
+                    if not deltas and (logprobs or token_ids):
+                        deltas = [Delta()]  # the step's logprobs or ids still go out
+                    for j, wire in enumerate(deltas):
+                        first_of_step = j == 0
                         yield chunk(
-                            delta.index, Delta(content=delta.text), None, logprobs, token_ids
+                            delta.index,
+                            wire,
+                            None,
+                            logprobs if first_of_step else None,
+                            token_ids if first_of_step else None,
                         )
                     if delta.finish_reason is not None:
                         unfinished.discard(delta.index)
-                        yield chunk(delta.index, Delta(), delta.finish_reason)
+                        for event in finish_chunks(delta.index, delta.finish_reason):
+                            yield event
                 step = await run.next()
             for index in sorted(unfinished):  # cut off by the deadline
-                yield chunk(index, Delta(), "length")
-            _note_usage(completion_tokens)
+                for event in finish_chunks(index, "length"):
+                    yield event
+            note_usage(completion_tokens)
             if include_usage:
                 usage = Usage(
                     prompt_tokens=prompt_tokens,
@@ -328,36 +234,55 @@ class ChatService:
                 )
                 yield sse(ChatCompletionChunk(**header, choices=[], usage=usage).model_dump_json())
         except APIError as exc:
-            _note_stream_error(exc)
+            note_stream_error(exc)
             yield sse(exc.body().model_dump_json())
         except (asyncio.CancelledError, GeneratorExit):
-            _note_disconnect()
+            note_disconnect()
             raise
         except Exception as exc:  # a bug: tell the client, log the type only
             logger.error("stream failed: %s\n%s", type(exc).__name__, stack_without_message(exc))
             error = InternalServerError("internal server error")
-            _note_stream_error(error)
+            note_stream_error(error)
             yield sse(error.body().model_dump_json())
         finally:
             await run.close()
         yield sse("[DONE]")
 
 
-def _note_usage(completion_tokens: int) -> None:
-    ctx = request_context.get()
-    if ctx is not None:
-        ctx.completion_tokens = completion_tokens
+def _message(text: str, finish_reason: str, started: StartedRun) -> tuple[AssistantMessage, str]:
+    if not started.reads_calls or started.tools is None:
+        return AssistantMessage(content=text), finish_reason
+    answer = read_answer(text, started.tools)
+    calls = [
+        ToolCall(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments))
+        for call in answer.calls
+    ]
+    return (
+        AssistantMessage(content=answer.content, tool_calls=calls or None),
+        finish_with_calls(finish_reason, bool(calls)),
+    )
 
 
-def _note_disconnect() -> None:
-    ctx = request_context.get()
-    if ctx is not None:
-        ctx.client_disconnected = True
+def _deltas(events: list[ToolEvent]) -> list[Delta]:
+    """A tool reader's events as OpenAI streams them: text, a call's name, argument fragments
+    (the end of a call has no chunk of its own)."""
+    return [_delta(event) for event in events if not isinstance(event, CallFinished)]
 
 
-def _note_stream_error(exc: APIError) -> None:
-    """A stream that fails after its 200 is logged and counted with the error's status."""
-    ctx = request_context.get()
-    if ctx is not None:
-        ctx.status = int(exc.status)
-        ctx.stream_error = exc.code or exc.type
+def _delta(event: ContentDelta | CallStarted | ArgumentsDelta) -> Delta:
+    if isinstance(event, ContentDelta):
+        return Delta(content=event.text)
+    if isinstance(event, CallStarted):
+        call = ToolCallDelta(
+            index=event.index,
+            id=event.id,
+            type="function",
+            function=FunctionCallDelta(name=event.name, arguments=""),
+        )
+        return Delta(tool_calls=[call])
+    assert isinstance(event, ArgumentsDelta)
+    return Delta(
+        tool_calls=[
+            ToolCallDelta(index=event.index, function=FunctionCallDelta(arguments=event.text))
+        ]
+    )

@@ -201,12 +201,17 @@ def formats_as_patterns(schema: Any) -> Any:
     return copy
 
 
-def _build_grammar(schema_json: str, any_whitespace: bool) -> str:
+# Item and key separators when whitespace is not free: compact, so a weak model cannot pad with
+# spaces; tool arguments use the template's own (json.dumps') so calls look as the model saw them.
+COMPACT = (",", ":")
+
+
+def _build_grammar(schema_json: str, any_whitespace: bool, separators: tuple[str, str]) -> str:
     import xgrammar
 
     options: dict[str, Any] = {"any_whitespace": any_whitespace}
     if not any_whitespace:
-        options["separators"] = (",", ":")  # compact: a weak model cannot pad with spaces
+        options["separators"] = separators
     try:
         grammar = str(xgrammar.Grammar.from_json_schema(schema_json, **options))
     except Exception as exc:  # xgrammar raises RuntimeError for schemas it cannot convert
@@ -216,23 +221,31 @@ def _build_grammar(schema_json: str, any_whitespace: bool) -> str:
 
 
 class GrammarCache:
-    """Grammars per (schema, whitespace), least recently used dropped beyond `capacity`."""
+    """Grammars per (schema, whitespace, separators), least recently used dropped beyond
+    `capacity`."""
 
     def __init__(self, capacity: int = 256):
         self._capacity = capacity
-        self._grammars: OrderedDict[tuple[str, bool], str] = OrderedDict()
+        self._grammars: OrderedDict[tuple[str, bool, tuple[str, str]], str] = OrderedDict()
         self._lock = Lock()  # used from the worker pool's threads
         self.builds = 0
 
-    def grammar(self, schema: dict[str, Any], any_whitespace: bool) -> str:
+    def grammar(
+        self,
+        schema: dict[str, Any],
+        any_whitespace: bool,
+        separators: tuple[str, str] = COMPACT,
+    ) -> str:
         """Check `schema` and return its grammar (CPU work: call it from the worker pool)."""
-        key = (json.dumps(schema, sort_keys=True, ensure_ascii=False), any_whitespace)
+        key = (json.dumps(schema, sort_keys=True, ensure_ascii=False), any_whitespace, separators)
         with self._lock:
             if key in self._grammars:
                 self._grammars.move_to_end(key)
                 return self._grammars[key]
         check_schema(schema)
-        grammar = _build_grammar(json.dumps(formats_as_patterns(schema)), any_whitespace)
+        grammar = _build_grammar(
+            json.dumps(formats_as_patterns(schema)), any_whitespace, separators
+        )
         with self._lock:
             self.builds += 1
             self._grammars[key] = grammar
@@ -241,20 +254,31 @@ class GrammarCache:
         return grammar
 
 
+def format_schema(fmt: ResponseFormat | None) -> dict[str, Any] | None:
+    """The schema a response_format asks for (json_object: any object); None for text."""
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_schema" and fmt.json_schema is not None:
+        return fmt.json_schema.schema_ or JSON_OBJECT_SCHEMA
+    return JSON_OBJECT_SCHEMA
+
+
 class StructuredOutput:
     """The grammar for a request's response_format, built in the worker pool."""
 
     def __init__(self, pool: Executor, cache: GrammarCache | None = None):
-        self._pool = pool
+        self.pool = pool
         self.cache = cache or GrammarCache()
 
-    async def grammar(self, fmt: ResponseFormat | None) -> str | None:
-        if fmt is None or fmt.type == "text":
+    def format_grammar(self, fmt: ResponseFormat | None) -> str | None:
+        """The response_format's grammar (CPU work: call it from the worker pool)."""
+        schema = format_schema(fmt)
+        if schema is None or fmt is None:
             return None
-        schema = JSON_OBJECT_SCHEMA
-        if fmt.type == "json_schema" and fmt.json_schema is not None:
-            schema = fmt.json_schema.schema_ or JSON_OBJECT_SCHEMA
+        return self.cache.grammar(schema, fmt.allow_whitespace)
+
+    async def grammar(self, fmt: ResponseFormat | None) -> str | None:
+        if format_schema(fmt) is None:
+            return None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, self.cache.grammar, schema, fmt.allow_whitespace
-        )
+        return await loop.run_in_executor(self.pool, self.format_grammar, fmt)
