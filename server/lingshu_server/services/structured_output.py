@@ -190,7 +190,8 @@ def _resolve(ref: str, root: dict[str, Any], path: str) -> None:
 
 
 def formats_as_patterns(schema: Any) -> Any:
-    """A copy of `schema` with the FORMAT_PATTERNS formats written as patterns."""
+    """A copy of `schema` with the FORMAT_PATTERNS formats written as patterns, and every
+    pattern in the form xgrammar reads right (see optional_groups_bounded)."""
     if isinstance(schema, list):
         return [formats_as_patterns(item) for item in schema]
     if not isinstance(schema, dict):
@@ -198,7 +199,38 @@ def formats_as_patterns(schema: Any) -> Any:
     copy = {key: formats_as_patterns(value) for key, value in schema.items()}
     if copy.get("format") in FORMAT_PATTERNS and copy.get("type") == "string":
         copy["pattern"] = FORMAT_PATTERNS[copy.pop("format")]
+    if isinstance(copy.get("pattern"), str):
+        copy["pattern"] = optional_groups_bounded(copy["pattern"])
     return copy
+
+
+def optional_groups_bounded(pattern: str) -> str:
+    """`(...)?` written as `(...){0,1}`, the same language.
+
+    xgrammar 0.2.8 turns an optional group that ends in a repeated element into a grammar where
+    the group's first element is optional too: `(?:x[0-9]+)?Z` accepts "12Z", and the time
+    format's `(?:\\.[0-9]{1,6})?` accepts "18:27:4572Z". `{0,1}` on a group it reads right.
+    """
+    out: list[str] = []
+    escaped = in_class = group_closed = False
+    for char in pattern:
+        if char == "?" and group_closed:
+            out.append("{0,1}")
+            group_closed = False
+            continue
+        group_closed = False
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:  # a `]` first in a class (`[]...]`, `[^]...]`) is a character
+            in_class = char != "]" or out[-1] == "[" or out[-2:] == ["[", "^"]
+        elif char == "[":
+            in_class = True
+        elif char == ")":
+            group_closed = True
+        out.append(char)
+    return "".join(out)
 
 
 # Item and key separators when whitespace is not free: compact, so a weak model cannot pad with
