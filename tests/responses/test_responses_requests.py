@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import INLINE_KEY
+from tests.conftest import FILE_KEYS
 from tests.utils.errors import assert_openai_error
 from tests.utils.images import image_data_url
 from tests.utils.metrics import scrape, value
@@ -164,7 +164,7 @@ def test_counted_under_its_own_route(client, server):
 
 
 def test_audited_and_keyed_like_chat(secured):
-    headers = {"Authorization": f"Bearer {INLINE_KEY}"}
+    headers = {"Authorization": f"Bearer {FILE_KEYS[35]}"}
     with httpx.Client(base_url=secured.base_url, timeout=120) as http:
         assert_openai_error(http.post(RESPONSES, json={"input": "x"}), 401)
         url = image_data_url(64, 64)

@@ -46,7 +46,7 @@ NAMED = {"type": "function", "function": {"name": "lookup_patient"}}
 
 def ask(client: httpx.Client, **params) -> dict:
     body = {"messages": [user("Find the patient.")], "tools": TOOLS, "max_tokens": 400}
-    body.update(temperature=1, seed=7, **params)
+    body.update({"temperature": 1, "seed": 7, **params})
     return chat(client, body.pop("messages"), **body)
 
 
@@ -236,6 +236,11 @@ BAD_REQUESTS = [
         None,
     ),
     (
+        {"messages": [user("x"), {"role": "assistant", "content": "y", "tool_calls": []}]},
+        "messages[1].tool_calls",
+        None,
+    ),
+    (
         {
             "messages": [
                 user("x"),
@@ -255,7 +260,22 @@ BAD_REQUESTS = [
         None,
     ),
     (
-        {"messages": [user("x"), {"role": "user", "content": "y", "tool_calls": []}]},
+        {
+            "messages": [
+                user("x"),
+                {
+                    "role": "user",
+                    "content": "y",
+                    "tool_calls": [
+                        {
+                            "id": "c",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "{}"},
+                        }
+                    ],
+                },
+            ]
+        },
         "messages[1]",
         None,
     ),

@@ -178,14 +178,15 @@ class ChatMessage(WireModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[ContentPart] | None = None
     name: Text | None = None
-    tool_calls: list[AssistantToolCall] | None = None  # assistant turns that called tools
+    # assistant turns that called tools
+    tool_calls: list[AssistantToolCall] | None = Field(default=None, min_length=1)
     tool_call_id: Text | None = None  # tool turns: the call this result answers
 
     @model_validator(mode="after")
     def _content_required(self) -> ChatMessage:
         if self.content is None and self.role != "assistant":
             raise ValueError(f"a {self.role} message needs content")
-        if self.tool_calls and self.role != "assistant":
+        if self.tool_calls is not None and self.role != "assistant":
             raise ValueError("only assistant messages carry tool_calls")
         if self.role == "tool":
             if not self.tool_call_id:

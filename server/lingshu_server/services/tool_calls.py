@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from threading import Lock
 from typing import Any, Literal
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator
 
 from lingshu_server.api.errors import InvalidRequestError
 from lingshu_server.api.protocol import (
@@ -361,5 +361,6 @@ def _valid(call: ParsedCall, use: ToolUse) -> bool:
         return False
     if not isinstance(arguments, dict):
         return False
-    validator = Draft202012Validator(function.parameters, format_checker=FormatChecker())
+    checker = Draft202012Validator.FORMAT_CHECKER  # draft 2020-12's formats (time with offset)
+    validator = Draft202012Validator(function.parameters, format_checker=checker)
     return validator.is_valid(arguments)

@@ -1,0 +1,85 @@
+"""The official OpenAI JavaScript SDK (npm `openai`, pinned in package-lock.json) runs
+conformance.mjs against the session's real servers: chat and responses with an image, streamed
+and not, tool calls, structured output, and the SDK's error classes for 401, 404, 400, 413 and
+429 (the secured server has keys, a body limit and a per-key rate limit).
+
+Needs Node 20+ and `npm ci --prefix tests/js`; without them this test fails and says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FILE_KEYS, MAX_BODY
+from tests.utils.images import image_data_url
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "conformance.mjs"
+INSTALL_HINT = (
+    "the JavaScript SDK conformance test needs Node 20+ and npm (Debian: apt-get install -y "
+    "nodejs npm) and the pinned SDK: npm ci --prefix tests/js"
+)
+CHECKS = {
+    "chat: image",
+    "chat: image, streamed",
+    "chat: stream helper",
+    "chat: structured output",
+    "chat: tool calls, then the result",
+    "chat: tool calls, streamed",
+    "responses: image",
+    "responses: streamed events",
+    "responses: stream helper, structured output",
+    "responses: function calls over turns",
+    "responses: function calls, streamed",
+    "errors: 401 AuthenticationError",
+    "errors: 404 NotFoundError",
+    "errors: 400 BadRequestError",
+    "errors: 413 request too large",
+    "errors: 429 RateLimitError",
+}
+
+
+def node() -> str:
+    found = shutil.which("node")
+    if found is None:
+        pytest.fail(f"node is not installed: {INSTALL_HINT}")
+    version = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
+    if int(version.lstrip("v").split(".")[0]) < 20:
+        pytest.fail(f"node {version.strip()} is too old: {INSTALL_HINT}")
+    if not (HERE / "node_modules" / "openai" / "package.json").is_file():
+        pytest.fail(f"tests/js/node_modules has no openai package: {INSTALL_HINT}")
+    return found
+
+
+def test_official_js_sdk_conformance(server, secured, tmp_path):
+    executable = node()
+    image_file = tmp_path / "image.txt"
+    image_file.write_text(image_data_url(224, 224))
+    env = {
+        **os.environ,
+        "LINGSHU_URL": server.base_url,
+        "LINGSHU_MODEL": server.model,
+        "LINGSHU_IMAGE_FILE": str(image_file),
+        "LINGSHU_SECURED_URL": secured.base_url,
+        "LINGSHU_KEY": FILE_KEYS[38],
+        "LINGSHU_RATE_KEY": FILE_KEYS[39],
+        "LINGSHU_MAX_BODY": str(MAX_BODY),
+    }
+    result = subprocess.run(
+        [executable, str(SCRIPT)], capture_output=True, text=True, env=env, timeout=1200, cwd=HERE
+    )
+    try:
+        report = json.loads(result.stdout)
+    except ValueError:
+        pytest.fail(f"no report from the script:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    failed = [f"{r['name']}: {r['error']}" for r in report["results"] if not r["ok"]]
+    assert not failed, "\n\n".join(failed)
+    assert {r["name"] for r in report["results"]} == CHECKS
+    assert result.returncode == 0, result.stderr
+    lock = json.loads((HERE / "package-lock.json").read_text())
+    assert report["sdk"] == lock["packages"]["node_modules/openai"]["version"]
