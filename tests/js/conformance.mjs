@@ -1,10 +1,10 @@
 // The official OpenAI JavaScript SDK against a running lingshu-server: every check below must
 // pass, and the report (JSON on stdout) names each one. Run by tests/js/test_js_sdk.py.
 //
-// Environment: LINGSHU_URL (a server without keys), LINGSHU_MODEL, LINGSHU_IMAGE_FILE (a file
-// holding an image data URL), LINGSHU_SECURED_URL (a server with API keys, a body limit of
-// LINGSHU_MAX_BODY bytes and a per-key rate limit), LINGSHU_KEY and LINGSHU_RATE_KEY (two of
-// its keys: one for the checks, one spent on reaching the rate limit).
+// Environment: LINGSHU_URL (a server with API keys, a body limit of LINGSHU_MAX_BODY bytes and
+// a per-key rate limit), LINGSHU_KEYS (some of its keys, comma-separated: requests take turns,
+// to stay under the rate limit), LINGSHU_RATE_KEY (one more, spent on reaching the limit),
+// LINGSHU_MODEL, LINGSHU_IMAGE_FILE (a file holding an image data URL).
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
@@ -13,9 +13,12 @@ import OpenAI from 'openai';
 const env = process.env;
 const model = env.LINGSHU_MODEL;
 const image = readFileSync(env.LINGSHU_IMAGE_FILE, 'utf8').trim();
-const options = { maxRetries: 0, timeout: 600_000 };
-const client = new OpenAI({ baseURL: `${env.LINGSHU_URL}/v1`, apiKey: 'unused', ...options });
-const secured = (apiKey) => new OpenAI({ baseURL: `${env.LINGSHU_SECURED_URL}/v1`, apiKey, ...options });
+const keys = env.LINGSHU_KEYS.split(',');
+let requests = 0;
+const connect = (apiKey) =>
+  new OpenAI({ baseURL: `${env.LINGSHU_URL}/v1`, apiKey, maxRetries: 0, timeout: 600_000 });
+// A client for the next request, with the next key.
+const client = () => connect(keys[requests++ % keys.length]);
 
 const WEATHER = {
   type: 'object',
@@ -94,7 +97,7 @@ async function expectError(promise, errorClass, status) {
 
 const checks = {
   async 'chat: image'() {
-    const completion = await client.chat.completions.create({
+    const completion = await client().chat.completions.create({
       model,
       messages: [imageMessage('Describe the findings.')],
       max_tokens: 8,
@@ -106,7 +109,7 @@ const checks = {
   },
 
   async 'chat: image, streamed'() {
-    const stream = await client.chat.completions.create({
+    const stream = await client().chat.completions.create({
       model,
       messages: [imageMessage('Describe the findings.')],
       max_tokens: 8,
@@ -123,13 +126,13 @@ const checks = {
   },
 
   async 'chat: stream helper'() {
-    const runner = client.chat.completions.stream({ model, messages: [imageMessage('Findings?')], max_tokens: 6 });
+    const runner = client().chat.completions.stream({ model, messages: [imageMessage('Findings?')], max_tokens: 6 });
     const final = await runner.finalChatCompletion();
     assert.equal(typeof final.choices[0].message.content, 'string');
   },
 
   async 'responses: image'() {
-    const response = await client.responses.create({
+    const response = await client().responses.create({
       model,
       input: imageInput('Describe the findings.'),
       instructions: 'You are a radiology assistant.',
@@ -144,7 +147,7 @@ const checks = {
   },
 
   async 'responses: streamed events'() {
-    const stream = await client.responses.create({
+    const stream = await client().responses.create({
       model,
       input: imageInput('Describe the findings.'),
       max_output_tokens: 5,
@@ -172,7 +175,7 @@ const checks = {
   },
 
   async 'responses: stream helper, structured output'() {
-    const stream = client.responses.stream({
+    const stream = client().responses.stream({
       model,
       input: 'Report as JSON.',
       text: { format: { type: 'json_schema', name: 'report', schema: REPORT, strict: true } },
@@ -184,7 +187,7 @@ const checks = {
   },
 
   async 'chat: structured output'() {
-    const completion = await client.chat.completions.create({
+    const completion = await client().chat.completions.create({
       model,
       messages: [imageMessage('Report as JSON.')],
       response_format: { type: 'json_schema', json_schema: { name: 'report', schema: REPORT, strict: true } },
@@ -196,7 +199,7 @@ const checks = {
 
   async 'chat: tool calls, then the result'() {
     const messages = [imageMessage('What is the weather where this patient lives?')];
-    const first = await client.chat.completions.create({
+    const first = await client().chat.completions.create({
       model,
       messages,
       tools: CHAT_TOOLS,
@@ -211,7 +214,7 @@ const checks = {
     assert.equal(call.type, 'function');
     assert.equal(call.function.name, 'get_weather');
     weatherArguments(call.function.arguments);
-    const second = await client.chat.completions.create({
+    const second = await client().chat.completions.create({
       model,
       messages: [...messages, choice.message, { role: 'tool', tool_call_id: call.id, content: 'Sunny, 21 C' }],
       tools: CHAT_TOOLS,
@@ -221,7 +224,7 @@ const checks = {
   },
 
   async 'chat: tool calls, streamed'() {
-    const runner = client.chat.completions.stream({
+    const runner = client().chat.completions.stream({
       model,
       messages: [{ role: 'user', content: 'Weather in Oslo?' }],
       tools: CHAT_TOOLS,
@@ -237,7 +240,7 @@ const checks = {
 
   async 'responses: function calls over turns'() {
     const input = imageInput('What is the weather where this patient lives?');
-    const first = await client.responses.create({
+    const first = await client().responses.create({
       model,
       input,
       tools: RESPONSE_TOOLS,
@@ -248,7 +251,7 @@ const checks = {
     const [call] = first.output;
     assert.equal(call.type, 'function_call');
     weatherArguments(call.arguments);
-    const second = await client.responses.create({
+    const second = await client().responses.create({
       model,
       input: [...input, ...first.output, { type: 'function_call_output', call_id: call.call_id, output: 'Sunny' }],
       tools: RESPONSE_TOOLS,
@@ -258,7 +261,7 @@ const checks = {
   },
 
   async 'responses: function calls, streamed'() {
-    const stream = client.responses.stream({
+    const stream = client().responses.stream({
       model,
       input: 'Weather in two cities?',
       tools: RESPONSE_TOOLS,
@@ -276,33 +279,33 @@ const checks = {
   },
 
   async 'errors: 401 AuthenticationError'() {
-    const error = await expectError(secured('sk-wrong').models.list(), OpenAI.AuthenticationError, 401);
+    const error = await expectError(connect('sk-wrong').models.list(), OpenAI.AuthenticationError, 401);
     assert.equal(error.code, 'invalid_api_key');
   },
 
   async 'errors: 404 NotFoundError'() {
-    const request = client.responses.create({ model: 'gpt-nonexistent', input: 'x' });
+    const request = client().responses.create({ model: 'gpt-nonexistent', input: 'x' });
     const error = await expectError(request, OpenAI.NotFoundError, 404);
     assert.equal(error.code, 'model_not_found');
     assert.equal(error.param, 'model');
   },
 
   async 'errors: 400 BadRequestError'() {
-    const chat = client.chat.completions.create({ model, messages: [{ role: 'user', content: 'x' }], temperature: 5 });
+    const chat = client().chat.completions.create({ model, messages: [{ role: 'user', content: 'x' }], temperature: 5 });
     assert.equal((await expectError(chat, OpenAI.BadRequestError, 400)).param, 'temperature');
-    const stored = client.responses.create({ model, input: 'x', store: true });
+    const stored = client().responses.create({ model, input: 'x', store: true });
     assert.equal((await expectError(stored, OpenAI.BadRequestError, 400)).param, 'store');
   },
 
   async 'errors: 413 request too large'() {
     const big = 'a'.repeat(Number(env.LINGSHU_MAX_BODY) + 1);
-    const request = secured(env.LINGSHU_KEY).chat.completions.create({ model, messages: [{ role: 'user', content: big }] });
+    const request = client().chat.completions.create({ model, messages: [{ role: 'user', content: big }] });
     const error = await expectError(request, OpenAI.APIError, 413);
     assert.equal(error.code, 'request_too_large');
   },
 
   async 'errors: 429 RateLimitError'() {
-    const limited = secured(env.LINGSHU_RATE_KEY);
+    const limited = connect(env.LINGSHU_RATE_KEY);
     for (let i = 0; i < 50; i += 1) {
       try {
         await limited.models.list();

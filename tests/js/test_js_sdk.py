@@ -1,7 +1,7 @@
 """The official OpenAI JavaScript SDK (npm `openai`, pinned in package-lock.json) runs
-conformance.mjs against the session's real servers: chat and responses with an image, streamed
-and not, tool calls, structured output, and the SDK's error classes for 401, 404, 400, 413 and
-429 (the secured server has keys, a body limit and a per-key rate limit).
+conformance.mjs against the session's secured server (API keys, a body limit, a per-key rate
+limit): chat and responses with an image, streamed and not, tool calls, structured output, and
+the SDK's error classes for 401, 404, 400, 413 and 429.
 
 Needs Node 20+ and `npm ci --prefix tests/js`; without them this test fails and says so."""
 
@@ -56,17 +56,17 @@ def node() -> str:
     return found
 
 
-def test_official_js_sdk_conformance(server, secured, tmp_path):
+def test_official_js_sdk_conformance(secured, tmp_path):
+    """Against the secured server alone: keys, a body limit and a rate limit, as deployed."""
     executable = node()
     image_file = tmp_path / "image.txt"
     image_file.write_text(image_data_url(224, 224))
     env = {
         **os.environ,
-        "LINGSHU_URL": server.base_url,
-        "LINGSHU_MODEL": server.model,
+        "LINGSHU_URL": secured.base_url,
+        "LINGSHU_MODEL": secured.model,
         "LINGSHU_IMAGE_FILE": str(image_file),
-        "LINGSHU_SECURED_URL": secured.base_url,
-        "LINGSHU_KEY": FILE_KEYS[38],
+        "LINGSHU_KEYS": ",".join(FILE_KEYS[i] for i in (33, 34, 36, 37, 38)),
         "LINGSHU_RATE_KEY": FILE_KEYS[39],
         "LINGSHU_MAX_BODY": str(MAX_BODY),
     }

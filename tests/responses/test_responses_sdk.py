@@ -46,7 +46,12 @@ def sdk(server):
 
 def strict(response) -> Response:
     """The response exactly as the SDK's pydantic types validate it (not just constructed)."""
-    return Response.model_validate(response.model_dump(mode="json", exclude_unset=True))
+    return Response.model_validate(dumped(response))
+
+
+def dumped(model) -> dict:
+    """What the server sent, as the SDK's models hold it."""
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 def xray_input(prompt: str = "Describe the findings.") -> list[dict]:
@@ -108,7 +113,7 @@ def test_stream_of_text_is_the_responses_event_sequence(sdk, server):
         )
     )
     for event in events:
-        EVENTS.validate_python(event.model_dump(mode="json", exclude_unset=True))
+        EVENTS.validate_python(dumped(event))
     kinds = event_types(events)
     deltas = kinds.count("response.output_text.delta")
     assert kinds == [
@@ -235,7 +240,7 @@ def test_streamed_function_calls(sdk, server):
         )
     )
     for event in events:
-        EVENTS.validate_python(event.model_dump(mode="json", exclude_unset=True))
+        EVENTS.validate_python(dumped(event))
     final = strict(events[-1].response)
     assert events[-1].type == "response.completed"
     calls = final.output

@@ -66,7 +66,29 @@ class InputImage(WireModel):
         return self
 
 
-InputContent = Annotated[InputText | OutputText | InputImage, Field(discriminator="type")]
+def _tagged(prefix: str, default: str | None = None) -> Any:
+    """A discriminator on `type` whose tags carry a prefix with a dash, so that an error's
+    param reads `input[0].content[1].image_url`, not `...[1].input_image.image_url`."""
+
+    def tag(value: Any) -> str | None:
+        kind = (
+            value.get("type", default) if isinstance(value, dict) else getattr(value, "type", None)
+        )
+        return f"{prefix}-{kind}" if isinstance(kind, str) else None
+
+    return tag
+
+
+InputContent = Annotated[
+    Annotated[InputText, Tag("part-input_text")]
+    | Annotated[OutputText, Tag("part-output_text")]
+    | Annotated[InputImage, Tag("part-input_image")],
+    Discriminator(
+        _tagged("part"),
+        custom_error_type="invalid_content_part",
+        custom_error_message="a content part is input_text, input_image or output_text",
+    ),
+]
 
 
 class MessageItem(WireModel):
@@ -92,17 +114,15 @@ class FunctionCallOutputItem(WireModel):
     output: Text | list[InputText]
 
 
-def _item_type(item: Any) -> str | None:
-    if isinstance(item, dict):
-        return item.get("type", "message")  # an easy input message has no type
-    return getattr(item, "type", None)
-
-
 InputItem = Annotated[
-    Annotated[MessageItem, Tag("message")]
-    | Annotated[FunctionCallItem, Tag("function_call")]
-    | Annotated[FunctionCallOutputItem, Tag("function_call_output")],
-    Discriminator(_item_type),
+    Annotated[MessageItem, Tag("item-message")]
+    | Annotated[FunctionCallItem, Tag("item-function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("item-function_call_output")],
+    Discriminator(
+        _tagged("item", default="message"),  # an easy input message has no type
+        custom_error_type="invalid_input_item",
+        custom_error_message="an input item is a message, function_call or function_call_output",
+    ),
 ]
 
 
