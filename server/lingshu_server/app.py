@@ -43,6 +43,7 @@ from lingshu_server.services.chat import (
     tokenizer_encoder,
 )
 from lingshu_server.services.responses import ResponsesService
+from lingshu_server.services.runner import GenerationRunner
 from lingshu_server.services.serving import ChatService
 from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tool_template import handles_tools
@@ -133,7 +134,7 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
     )
     admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)
     app.state.metrics.queued.set_function(lambda: admission.waiting)
-    app.state.chat_service = ChatService(
+    runner = GenerationRunner(
         engine,
         prompts,
         settings.served_model_names,
@@ -143,7 +144,8 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         StructuredOutput(app.state.image_pool),
         settings.request_timeout,
     )
-    app.state.responses_service = ResponsesService(app.state.chat_service.runner)
+    app.state.chat_service = ChatService(runner)
+    app.state.responses_service = ResponsesService(runner)
     lifecycle.enter(Stage.READY)
     app.state.metrics.engine_loading.set(0)
     app.state.metrics.engine_healthy.set(1)

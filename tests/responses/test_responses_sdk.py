@@ -15,17 +15,9 @@ from pydantic import TypeAdapter
 
 from tests.utils.images import image_data_url
 from tests.utils.schemas import SCHEMAS
+from tests.utils.tools import WEATHER
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
-WEATHER = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "minLength": 1, "maxLength": 12},
-        "days": {"type": "integer", "minimum": 1, "maximum": 7},
-    },
-    "required": ["city", "days"],
-    "additionalProperties": False,
-}
 TOOLS = [
     {
         "type": "function",

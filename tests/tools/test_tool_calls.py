@@ -19,17 +19,8 @@ from lingshu_server.services.tool_template import QWEN_VL_TOOL_TEMPLATE
 from tests.utils.chat import CHAT, chat, sse_events, user
 from tests.utils.errors import assert_openai_error
 from tests.utils.images import image_data_url, image_part
-from tests.utils.tools import Answer, check_calls, function_tool
+from tests.utils.tools import WEATHER, Answer, check_calls, function_tool
 
-WEATHER = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "minLength": 1, "maxLength": 12},
-        "days": {"type": "integer", "minimum": 1, "maximum": 7},
-    },
-    "required": ["city", "days"],
-    "additionalProperties": False,
-}
 PATIENT = {
     "type": "object",
     "properties": {"mrn": {"type": "string", "pattern": "^[A-Z]{2}[0-9]{4}$"}},

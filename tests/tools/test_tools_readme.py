@@ -18,20 +18,17 @@ def test_curl_example_returns_a_valid_call(server, tmp_path):
     )
     choice = answer["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
-    calls = choice["message"]["tool_calls"]
-    assert calls
-    for call in calls:
-        assert call["function"]["name"] == "find_prior_studies"
-        arguments = json.loads(call["function"]["arguments"])
-        assert re.fullmatch("[A-Z]{2}[0-9]{4}", arguments["mrn"])
-        assert set(arguments) <= {"mrn", "modality"}
+    (call,) = choice["message"]["tool_calls"]  # parallel_tool_calls false: one call
+    assert call["function"]["name"] == "find_prior_studies"
+    arguments = json.loads(call["function"]["arguments"])
+    assert re.fullmatch("[A-Z]{2}[0-9]{4}", arguments["mrn"])
+    assert set(arguments) <= {"mrn", "modality"}
 
 
 def test_sdk_example_calls_then_answers(server, tmp_path):
     output = run([sys.executable, "-c", block(SECTION, "py")], tmp_path, server.port)
     lines = output.splitlines()
-    calls = [line for line in lines if line.startswith("find_prior_studies ")]
-    assert calls
-    for line in calls:
-        arguments = ast.literal_eval(line.split(" ", 1)[1])  # the dict the example printed
-        assert re.fullmatch("[A-Z]{2}[0-9]{4}", arguments["mrn"])
+    (call,) = [line for line in lines if line.startswith("find_prior_studies ")]
+    arguments = ast.literal_eval(call.split(" ", 1)[1])  # the dict the example printed
+    assert re.fullmatch("[A-Z]{2}[0-9]{4}", arguments["mrn"])
+    assert lines.index(call) < len(lines) - 1  # the answer to the result was printed after it

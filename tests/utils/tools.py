@@ -8,6 +8,17 @@ from dataclasses import dataclass
 
 import jsonschema
 
+# A function's parameters, as a weather tool would declare them.
+WEATHER = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "minLength": 1, "maxLength": 12},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+    },
+    "required": ["city", "days"],
+    "additionalProperties": False,
+}
+
 
 def function_tool(name: str, parameters: dict, description: str = "") -> dict:
     """A chat completions tool."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -132,6 +132,16 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T | Respon
     return Response(status_code=499)
 
 
+async def answer(request: Request, work: Awaitable[Any], stream: bool) -> Any:
+    """`work`'s answer; with `stream`, its events (an async iterator) as SSE. Until the first
+    token the client can leave (queued, images loading, prefill): watch for it like a plain
+    request; from then on StreamingResponse notices the disconnect."""
+    result = await until_disconnected(request, work)
+    if not stream or isinstance(result, Response):
+        return result
+    return StreamingResponse(result, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
 @v1.post(
     "/chat/completions",
     response_model=None,
@@ -141,14 +151,8 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T | Respon
 async def create_chat_completion(
     request: Request, body: ChatCompletionRequest, chat: ChatServiceDep
 ) -> ChatCompletion | Response:
-    if not body.stream:
-        return await until_disconnected(request, chat.complete(body))
-    # Until the first token the client can leave (queued, images loading, prefill): watch
-    # for it like a plain request; from then on StreamingResponse notices the disconnect.
-    events = await until_disconnected(request, chat.stream(body))
-    if isinstance(events, Response):
-        return events
-    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    work = chat.stream(body) if body.stream else chat.complete(body)
+    return await answer(request, work, bool(body.stream))
 
 
 @v1.post(
@@ -161,12 +165,8 @@ async def create_response(
     request: Request, body: ResponsesRequest, responses: ResponsesServiceDep
 ) -> ResponsesResponse | Response:
     """OpenAI's Responses API, stateless (`store` false)."""
-    if not body.stream:
-        return await until_disconnected(request, responses.create(body))
-    events = await until_disconnected(request, responses.stream(body))
-    if isinstance(events, Response):
-        return events
-    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    work = responses.stream(body) if body.stream else responses.create(body)
+    return await answer(request, work, bool(body.stream))
 
 
 @v1.get("/models")

@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from lingshu_server.api.errors import APIError, InternalServerError, stack_without_message
-from lingshu_server.api.limits import AdmissionController
 from lingshu_server.api.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -27,9 +26,7 @@ from lingshu_server.api.protocol import (
 )
 from lingshu_server.api.protocol import TokenLogprob as WireTokenLogprob
 from lingshu_server.api.protocol import TopLogprob as WireTopLogprob
-from lingshu_server.engine.vllm_engine import Engine, EngineStep, TokenLogprob
-from lingshu_server.metrics import Metrics
-from lingshu_server.services.chat import ChatPromptBuilder
+from lingshu_server.engine.vllm_engine import EngineStep, TokenLogprob
 from lingshu_server.services.runner import (
     GenerationRunner,
     StartedRun,
@@ -39,7 +36,6 @@ from lingshu_server.services.runner import (
     note_usage,
     sse,
 )
-from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tool_calls import (
     ArgumentsDelta,
     CallFinished,
@@ -75,28 +71,8 @@ def finish_with_calls(finish_reason: str, called: bool) -> str:
 
 
 class ChatService:
-    def __init__(
-        self,
-        engine: Engine,
-        prompts: ChatPromptBuilder,
-        served_model_names: list[str],
-        max_tokens_cap: int,
-        admission: AdmissionController,
-        metrics: Metrics,
-        structured: StructuredOutput,
-        request_timeout: float | None = None,
-    ):
-        # The core, shared with the other generating surfaces (responses).
-        self.runner = GenerationRunner(
-            engine,
-            prompts,
-            served_model_names,
-            max_tokens_cap,
-            admission,
-            metrics,
-            structured,
-            request_timeout,
-        )
+    def __init__(self, runner: GenerationRunner):
+        self.runner = runner  # the core, shared with the other generating surfaces
 
     def resolve_model(self, requested: str | None) -> str:
         return self.runner.resolve_model(requested)
