@@ -56,9 +56,10 @@ def node() -> str:
     return found
 
 
-def test_official_js_sdk_conformance(secured, tmp_path):
+def test_official_js_sdk_conformance(request, tmp_path):
     """Against the secured server alone: keys, a body limit and a rate limit, as deployed."""
-    executable = node()
+    executable = node()  # before the server starts: a missing install fails at once
+    secured = request.getfixturevalue("secured")
     image_file = tmp_path / "image.txt"
     image_file.write_text(image_data_url(224, 224))
     env = {

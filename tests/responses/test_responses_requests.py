@@ -13,6 +13,7 @@ from tests.conftest import FILE_KEYS
 from tests.utils.errors import assert_openai_error
 from tests.utils.images import image_data_url
 from tests.utils.metrics import scrape, value
+from tests.utils.waiting import wait_for
 
 RESPONSES = "/v1/responses"
 
@@ -173,8 +174,13 @@ def test_audited_and_keyed_like_chat(secured):
         )
         assert response.status_code == 200, response.text
         request_id = response.headers["x-request-id"]
-    records = [json.loads(line) for line in secured.audit_path.read_text().splitlines()]
-    (record,) = [r for r in records if r.get("request_id") == request_id]
+
+    def records() -> list[dict]:  # written after the answer is sent
+        lines = secured.audit_path.read_text().splitlines()
+        return [r for r in map(json.loads, lines) if r.get("request_id") == request_id]
+
+    assert wait_for(records)
+    (record,) = records()
     assert record["route"] == "/v1/responses"
     assert record["images"] and record["images"][0]["width"] == 64
     assert "Findings?" not in secured.audit_path.read_text()
