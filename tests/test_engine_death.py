@@ -46,36 +46,60 @@ def engine_core_processes(pid: int) -> list[psutil.Process]:
 def test_engine_core_death_fails_health_and_exits_non_zero(doomed_server):
     base = doomed_server.base_url
     assert httpx.get(f"{base}/health").status_code == 200
+    chat = {
+        "messages": [{"role": "user", "content": "A long report."}],
+        "max_tokens": 4000,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    long_text = {
+        "type": "json_schema",
+        "name": "r",
+        "schema": {"type": "string", "minLength": 3000},
+    }
+    answer = {  # the grammar keeps it going: no early end
+        "input": "A long report.",
+        "max_output_tokens": 4000,
+        "text": {"format": long_text},
+        "stream": True,
+    }
     stream_lines: list[str] = []
+    response_lines: list[str] = []
 
-    def stream() -> None:
-        body = {
-            "messages": [{"role": "user", "content": "A long report."}],
-            "max_tokens": 4000,
-            "ignore_eos": True,
-            "stream": True,
-        }
+    def stream(path: str, body: dict, lines: list[str]) -> None:
         try:
-            with httpx.stream(
-                "POST", f"{base}/v1/chat/completions", json=body, timeout=60
-            ) as response:
-                stream_lines.extend(line for line in response.iter_lines() if line)
+            with httpx.stream("POST", f"{base}{path}", json=body, timeout=60) as response:
+                lines.extend(line for line in response.iter_lines() if line)
         except httpx.HTTPError:
-            stream_lines.append("<connection lost>")
+            lines.append("<connection lost>")
 
-    reader = threading.Thread(target=stream)
-    reader.start()
-    while len(stream_lines) < 3 and reader.is_alive():  # wait until tokens are flowing
+    readers = [
+        threading.Thread(target=stream, args=("/v1/chat/completions", chat, stream_lines)),
+        threading.Thread(target=stream, args=("/v1/responses", answer, response_lines)),
+    ]
+    for reader in readers:
+        reader.start()
+    # wait until tokens are flowing in both
+    while min(len(stream_lines), len(response_lines)) < 12 and all(r.is_alive() for r in readers):
         time.sleep(0.05)
     cores = engine_core_processes(doomed_server.process.pid)
     assert cores, "expected vLLM's engine core to run in a child process"
     for core in cores:
         core.kill()
-    reader.join(60)
+    for reader in readers:
+        reader.join(60)
     # A mid-stream failure arrives as an SSE error event, then [DONE].
     assert stream_lines[-1] == "data: [DONE]", stream_lines[-3:]
     error = json.loads(stream_lines[-2].removeprefix("data: "))["error"]
     assert error["type"] == "server_error" and error["message"]
+    # ...and in a Responses stream as an `error` event, then `response.failed`.
+    assert response_lines[-4] == "event: error", response_lines[-4:]
+    error_event = json.loads(response_lines[-3].removeprefix("data: "))
+    assert error_event["type"] == "error" and error_event["code"] == "engine_unavailable"
+    assert response_lines[-2] == "event: response.failed", response_lines[-4:]
+    failed = json.loads(response_lines[-1].removeprefix("data: "))["response"]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
+    assert failed["output"][0]["type"] == "message"
 
     deadline = time.monotonic() + 30
     status = 200
