@@ -155,6 +155,13 @@ def test_auto_answers_in_text_when_the_model_calls_nothing(client):
         assert whole["message"]["content"] == streamed
 
 
+def test_empty_tools_are_no_tools(client):
+    plain = chat(client, [user("Find the patient.")], max_tokens=1)
+    for fields in ({"tools": []}, {"tools": [], "tool_choice": "auto"}, {"tool_choice": "none"}):
+        answer = chat(client, [user("Find the patient.")], max_tokens=1, **fields)
+        assert answer["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"]
+
+
 def test_none_renders_the_tools_but_never_calls(client):
     with_tools = ask(client, tool_choice="none", max_tokens=20)
     without = chat(client, [user("Find the patient.")], max_tokens=1)
@@ -208,7 +215,6 @@ BAD_REQUESTS = [
     ({"tool_choice": "required", "tools": None}, "tool_choice", None),
     ({"tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice", None),
     ({"tools": [TOOLS[0], TOOLS[0]]}, "tools", None),
-    ({"tools": []}, "tools", None),
     ({"tools": [function_tool("has space", WEATHER)]}, "tools[0].function.name", None),
     ({"tools": [{"type": "retrieval", "function": TOOLS[0]["function"]}]}, "tools[0].type", None),
     (

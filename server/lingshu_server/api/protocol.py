@@ -229,8 +229,9 @@ def check_unique_names(names: list[str]) -> None:
 
 
 def check_tool_choice(choice: str | None, named: str | None, names: list[str] | None) -> None:
-    """OpenAI's rules for tool_choice (`named`: the function it names, if it names one)."""
-    if choice in (None, "none"):
+    """OpenAI's rules for tool_choice (`named`: the function it names, if it names one);
+    `auto` with no tools is harmless and accepted."""
+    if choice in (None, "none", "auto"):
         return
     if not names:
         raise ValueError("tool_choice is only allowed when tools are given")
@@ -296,7 +297,7 @@ class ChatCompletionRequest(WireModel):
     return_token_ids: bool = False
     # Extension: seconds this request may generate (at most the server's --request-timeout)
     request_timeout: float | None = Field(default=None, gt=0.0)
-    tools: list[ChatTool] | None = Field(default=None, min_length=1)
+    tools: list[ChatTool] | None = None  # [] is no tools, as vLLM takes it
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = True
 
