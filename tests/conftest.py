@@ -20,6 +20,8 @@ import pytest
 from tests.utils.images import encode, gradient_image
 from tests.utils.server import Restartable, RunningServer, start_demo_server
 
+pytest_plugins = ["tests.utils.no_skips"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     # Here, not in tests/reliability/conftest.py: pytest reads options only from the conftest

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 def test_models_list_shape(client):
     body = client.get("/v1/models").json()
@@ -28,3 +30,19 @@ def test_version(client):
 
     assert body["version"] == __version__
     assert body["vllm_version"] == "0.32.0"
+
+
+def test_health_reports_loading_stages_while_the_model_loads(server):
+    statuses = server.startup_statuses
+    assert {"status": "loading_engine", "stage": "loading_engine"} in statuses
+    assert statuses[-1] == {"status": "ok", "stage": "ready"}
+    stages = [
+        json.loads(line)
+        for line in server.log_text().splitlines()
+        if line.startswith("{") and '"lingshu_server.lifecycle"' in line
+    ]
+    seen = [entry["stage"] for entry in stages]
+    assert seen[:4] == ["checking_model", "loading_engine", "preparing_chat_template", "ready"]
+    assert all(isinstance(entry["elapsed_s"], float) for entry in stages)
+    loading = next(entry for entry in stages if entry["stage"] == "preparing_chat_template")
+    assert loading["previous"] == "loading_engine" and loading["previous_s"] > 1

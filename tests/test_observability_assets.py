@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.utils.images import image_data_url, image_part
+from tests.utils.tools import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "lingshu-dashboard.json"
@@ -154,19 +153,13 @@ def contract_exposition() -> str:
     return generate_latest(registry).decode()
 
 
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(
-            "promtool is not on PATH: install Debian's prometheus package "
-            "(`apt-get install -y --no-install-recommends prometheus`); CI installs it"
-        )
-    return path
-
-
 def run_promtool(*args: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [promtool(), *args], capture_output=True, text=True, timeout=120, check=False
+        [require_tool("promtool", "prometheus"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, f"promtool {' '.join(args)}:\n{result.stdout}{result.stderr}"
     return result

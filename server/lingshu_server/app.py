@@ -22,6 +22,7 @@ from lingshu_server.api.auth import ApiKeyMiddleware, ApiKeyStore, is_loopback
 from lingshu_server.api.errors import install_error_handlers
 from lingshu_server.api.limits import AdmissionController, BodySizeLimitMiddleware, RateLimiter
 from lingshu_server.api.openapi import install_openapi
+from lingshu_server.api.playground import playground
 from lingshu_server.api.routes import public, v1
 from lingshu_server.api.telemetry import TelemetryMiddleware
 from lingshu_server.engine.model_check import check_supported_model
@@ -31,6 +32,7 @@ from lingshu_server.inputs.image_budget import checkpoint_budget, server_budget
 from lingshu_server.inputs.image_sources import ImageFetcher, ImageSourcePolicy
 from lingshu_server.inputs.media import ImageLimits
 from lingshu_server.inputs.pacs_auth import FORWARD_HEADER, ForwardedCredentialMiddleware
+from lingshu_server.inputs.processor_resize import ProcessorResize
 from lingshu_server.inputs.video import VideoLimits
 from lingshu_server.inputs.video_inputs import VideoInputs
 from lingshu_server.lifecycle import Lifecycle, Stage, watch_engine
@@ -42,6 +44,7 @@ from lingshu_server.services.chat import (
     template_renderer,
     tokenizer_encoder,
 )
+from lingshu_server.services.preview import PreviewService
 from lingshu_server.services.responses import ResponsesService
 from lingshu_server.services.runner import GenerationRunner
 from lingshu_server.services.serving import ChatService
@@ -114,23 +117,33 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
             }
         },
     )
+    image_limits = ImageLimits.from_settings(settings, budget)
+    videos = VideoInputs(
+        app.state.image_pool,
+        VideoLimits.from_settings(settings),
+        settings.max_videos_per_request,
+        app.state.image_fetcher,
+        app.state.dicomweb,
+        engine.max_tokens_per_visual_item,
+    )
     prompts = ChatPromptBuilder(
         template_renderer(engine.tokenizer, template),
         tokenizer_encoder(engine.tokenizer),
         app.state.image_pool,
-        ImageLimits.from_settings(settings, budget),
+        image_limits,
         settings.max_images_per_request,
         app.state.image_fetcher,
         engine.max_model_len,
         app.state.dicomweb,
-        VideoInputs(
-            app.state.image_pool,
-            VideoLimits.from_settings(settings),
-            settings.max_videos_per_request,
-            app.state.image_fetcher,
-            app.state.dicomweb,
-            engine.max_tokens_per_visual_item,
-        ),
+        videos,
+    )
+    app.state.preview_service = PreviewService(
+        prompts,
+        videos,
+        image_limits,
+        await asyncio.to_thread(ProcessorResize, settings.model, budget),
+        app.state.image_pool,
+        app.state.metrics,
     )
     admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)
     app.state.metrics.queued.set_function(lambda: admission.waiting)
@@ -232,6 +245,8 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(public)
+    if settings.playground:
+        app.include_router(playground)
     install_openapi(app)
     # Outermost last: telemetry, CORS (so even a 401 carries its headers), the API key (from
     # the headers alone), then the body (size and read time), then the routes.
@@ -243,6 +258,8 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
         read_timeout=settings.body_read_timeout,
     )
     public_paths = {route.path for route in public.routes}
+    if settings.playground:  # a static page holding no data; its API calls carry the key
+        public_paths |= {route.path for route in playground.routes}
     public_paths |= {url for url in (app.openapi_url, app.docs_url, app.redoc_url) if url}
     if app.docs_url:
         public_paths.add(f"{app.docs_url}/oauth2-redirect")

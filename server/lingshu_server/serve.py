@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import sys
+import time
 from types import FrameType
 
 import uvicorn
@@ -21,6 +23,8 @@ from lingshu_server.settings import Settings
 logger = logging.getLogger(__name__)
 
 DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Seconds uvicorn still gives open connections to close once the drain has ended.
+MIN_CONNECTION_CLOSE_S = 1
 
 
 class StartupRefused(Exception):
@@ -61,8 +65,14 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         # Our own request for this drain is not in flight; wait for everyone else's.
+        started = time.monotonic()
         finished = await self.lifecycle.drain(self.drain_timeout)
         logger.info("drained" if finished else "drain timed out; stopping anyway")
+        # uvicorn then waits for open connections up to timeout_graceful_shutdown: give it only
+        # what is left of the one drain budget, so shutdown never takes two drain timeouts (the
+        # orchestrator's grace period counts one).
+        left = self.drain_timeout - (time.monotonic() - started)
+        self.config.timeout_graceful_shutdown = max(MIN_CONNECTION_CLOSE_S, math.ceil(left))
         self.should_exit = True
 
     def fatal(self) -> None:

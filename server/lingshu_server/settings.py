@@ -313,11 +313,27 @@ class Settings(BaseSettings):
         description="Serve /openapi.json, /docs and /redoc (public, no key). Default: on when "
         "listening on a loopback address, off otherwise.",
     )
+    playground: bool = Field(
+        default=True,
+        description="Serve the playground page at /playground: try images, windows and "
+        "questions in a browser. The page is static and public; its API calls carry the key "
+        "typed into it.",
+    )
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the server and the engine."
     )
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="vLLM engine arguments passed through as they are: a JSON object of "
+        "AsyncEngineArgs fields, e.g. '{\"max_num_batched_tokens\": 8192}'.",
+    )
+
+    @field_validator("engine_args", mode="before")
+    @classmethod
+    def _engine_args_from_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
 
     @field_validator("*", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ with helm-python-sdk for the default values and every example values file."""
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,8 @@ KUBE_VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
 CASES = ["default", *sorted(p.stem for p in EXAMPLES.glob("*.yaml"))]
 SETTINGS_FIELDS = set(Settings.model_fields)
 LITERAL_KEY = "lsk-literal-test-key-7f3a9c21d4e8b605"
+# Seconds the engine needs to exit once the server stopped serving: the grace margins cover it.
+ENGINE_EXIT_S = 5
 SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|SECRET|API_KEYS?)$")  # HF_TOKEN, LINGSHU_API_KEYS, ...
 
 
@@ -48,6 +51,8 @@ def values_for(case: str) -> dict[str, Any]:
 
 @functools.cache
 def _chart() -> helm_python.Chart:
+    # files/ links to the alert rules and the dashboard under deploy/: Helm logs each link.
+    helm_python.disable_logging()
     return helm_python.Chart.load(CHART)
 
 
@@ -55,6 +60,11 @@ def render(values: dict[str, Any]) -> dict[str, str]:
     """Template path -> rendered text (empty templates dropped)."""
     rendered = _chart().render(values, name=RELEASE, namespace=NAMESPACE)
     return {path: text for path, text in sorted(rendered.items()) if text.strip()}
+
+
+@functools.cache
+def values_schema() -> dict[str, Any]:
+    return json.loads((CHART / "values.schema.json").read_text())
 
 
 @functools.cache
@@ -75,10 +85,11 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, pod spec) of every pod template: Deployment, LWS leader and worker."""
+    """(where, pod spec) of every workload pod template: Deployment or StatefulSet, LWS leader
+    and worker (not the `helm test` pod)."""
     for doc in docs:
-        if doc["kind"] == "Deployment":
-            yield "Deployment", doc["spec"]["template"]["spec"]
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            yield doc["kind"], doc["spec"]["template"]["spec"]
         elif doc["kind"] == "LeaderWorkerSet":
             lwt = doc["spec"]["leaderWorkerTemplate"]
             yield "LWS leader", lwt["leaderTemplate"]["spec"]
@@ -96,8 +107,35 @@ def serving_containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def config_env(docs: list[dict[str, Any]]) -> dict[str, str]:
-    (configmap,) = of_kind(docs, "ConfigMap")
+    (configmap,) = [c for c in of_kind(docs, "ConfigMap") if "LINGSHU_MODEL" in c["data"]]
     return configmap["data"]
+
+
+def chart_values(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The chart's values.yaml with overrides merged in, as Helm merges them."""
+    return _chart().merge_values(overrides)
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (doc,) = of_kind(docs, kind)
+    return doc
+
+
+def lws_templates(lws: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(leader pod template, worker pod template) of a LeaderWorkerSet."""
+    lwt = lws["spec"]["leaderWorkerTemplate"]
+    return lwt["leaderTemplate"], lwt["workerTemplate"]
+
+
+def multinode_values(**overrides: Any) -> dict[str, Any]:
+    """The multi-node example with top-level sections replaced or merged (dicts merge)."""
+    values = values_for("multinode")
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    return values
 
 
 def camel_to_snake(name: str) -> str:

@@ -3,7 +3,6 @@ server setting, and every value carries a helm-docs comment."""
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from typing import Any
@@ -21,12 +20,8 @@ from tests.deploy.files import (
     _chart,
     camel_to_snake,
     values_for,
+    values_schema,
 )
-
-
-@functools.cache
-def values_schema() -> dict[str, Any]:
-    return json.loads((CHART / "values.schema.json").read_text())
 
 
 @pytest.mark.parametrize("case", CASES)

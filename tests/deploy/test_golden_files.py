@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import re
 
@@ -16,11 +17,16 @@ from tests.deploy.files import (
 
 
 def normalized(rendered: dict[str, str]) -> str:
-    """All rendered templates as one text, a generated (random) API key masked."""
+    """All rendered templates as one text, a generated (random) API key masked and the Grafana
+    dashboard (checked against deploy/ in test_platform.py) reduced to its digest."""
     parts = []
     for path, text in rendered.items():
         if path.endswith("secret.yaml") and "lingshu-server/generated-key" in text:
             text = re.sub(r'(\n  keys: )"[^"]*"', r'\1"<generated at install>"', text)
+        if path.endswith("grafana-dashboard.yaml"):
+            head, dashboard = text.split("lingshu-dashboard.json: |-\n")
+            digest = hashlib.sha256(dashboard.encode()).hexdigest()
+            text = f"{head}lingshu-dashboard.json: <the dashboard of deploy/, sha256 {digest}>"
         parts.append(f"# Source: {path}\n{text.strip()}\n")
     return "---\n".join(parts)
 

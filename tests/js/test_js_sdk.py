@@ -3,13 +3,13 @@ conformance.mjs against the session's secured server (API keys, a body limit, a 
 limit): chat and responses with an image, streamed and not, tool calls, structured output, and
 the SDK's error classes for 401, 404, 400, 413 and 429.
 
-Needs Node 20+ and `npm ci --prefix tests/js`; without them this test fails and says so."""
+Needs Node 20+ and `npm ci --prefix tests/js` (scripts/install-test.sh does both); without them
+this test fails and says so."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,13 +17,10 @@ import pytest
 
 from tests.conftest import FILE_KEYS, MAX_BODY
 from tests.utils.images import image_data_url
+from tests.utils.tools import INSTALL_HINT, require_tool
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "conformance.mjs"
-INSTALL_HINT = (
-    "the JavaScript SDK conformance test needs Node 20+ and npm (Debian: apt-get install -y "
-    "nodejs npm) and the pinned SDK: npm ci --prefix tests/js"
-)
 CHECKS = {
     "chat: image",
     "chat: image, streamed",
@@ -45,14 +42,16 @@ CHECKS = {
 
 
 def node() -> str:
-    found = shutil.which("node")
-    if found is None:
-        pytest.fail(f"node is not installed: {INSTALL_HINT}")
+    found = require_tool("node", "nodejs")
     version = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
     if int(version.lstrip("v").split(".")[0]) < 20:
-        pytest.fail(f"node {version.strip()} is too old: {INSTALL_HINT}")
+        pytest.fail(f"node {version.strip()} is older than 20: {INSTALL_HINT}", pytrace=False)
     if not (HERE / "node_modules" / "openai" / "package.json").is_file():
-        pytest.fail(f"tests/js/node_modules has no openai package: {INSTALL_HINT}")
+        pytest.fail(
+            "tests/js/node_modules has no openai package (npm ci --prefix tests/js): "
+            f"{INSTALL_HINT}",
+            pytrace=False,
+        )
     return found
 
 

@@ -3,42 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
-from pathlib import Path
 
 from tests.pacs.conftest import API_KEYS, USERS
+from tests.utils.readme import only_block, run_bash, run_example, section
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 USER = "alice"
 
 
-def pacs_section() -> str:
-    text = README.read_text()
-    start = text.index("## Ask about a study in the PACS (DICOMweb)")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
-
-
 def block(language: str) -> str:
-    (found,) = re.findall(rf"```{language}\n(.*?)```", pacs_section(), flags=re.DOTALL)
-    return found
-
-
-def run(command: list[str], env: dict[str, str], cwd: Path) -> str:
-    """Run an example as a user would, with their environment; its standard output."""
-    result = subprocess.run(
-        command,
-        cwd=cwd,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return only_block(language, section("## Ask about a study in the PACS (DICOMweb)"))
 
 
 def on_test_setup(text: str, server, pacs) -> str:
@@ -60,14 +35,10 @@ def test_curl_example_asks_about_four_slices_of_a_series(pacs_server, pacs, tmp_
     script = on_test_setup(block("shell"), pacs_server, pacs)
     script = re.sub(r"(?m)^STUDY=\S+", f"STUDY={pacs.ct.study_uid}", script)
     script = re.sub(r"(?m)^SERIES=\S+", f"SERIES={pacs.ct.series_uid}", script)
-    body = json.loads(run(["bash", "-euo", "pipefail", "-c", script], user_env(), tmp_path))
+    body = json.loads(run_bash(script, tmp_path, user_env()))
     assert body["object"] == "chat.completion"
     single = json.loads(
-        run(
-            ["bash", "-euo", "pipefail", "-c", script.replace('"slices": 4', '"slices": 1')],
-            user_env(),
-            tmp_path,
-        )
+        run_bash(script.replace('"slices": 4', '"slices": 1'), tmp_path, user_env())
     )
     slice_tokens = body["usage"]["prompt_tokens"] - single["usage"]["prompt_tokens"]
     assert slice_tokens > 0 and slice_tokens % 3 == 0  # three more slices, same size each
@@ -77,5 +48,5 @@ def test_python_example_asks_about_one_instance(pacs_server, pacs, tmp_path):
     code = on_test_setup(block("py"), pacs_server, pacs)
     ct = pacs.files["CT_small.dcm"]
     env = {**user_env(), "STUDY": ct.study, "SERIES": ct.series, "SOP": ct.sop}
-    answer = run([sys.executable, "-c", code], env, tmp_path)
+    answer = run_example([sys.executable, "-c", code], tmp_path, env)
     assert answer.strip()

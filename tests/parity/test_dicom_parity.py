@@ -1,16 +1,10 @@
-"""DICOM: the server's windowed image equals pydicom's own pipeline, file by file.
-
-The reference, written with pydicom's public functions only: decode the frame
-(`Dataset.pixel_array`), `apply_modality_lut` (stored values -> HU for CT), then `apply_voi_lut`
-(the file's VOI LUT or window; for CT without one the default preset window, otherwise the
-image's full range), scale that output range to 0..255, and invert MONOCHROME1. Colour images:
-pydicom's RGB (YBR converted by the decoder, palettes through `apply_color_lut`), scaled from
-their bit depth. Every file of pydicom's and pydicom-data's test sets that has pixels is checked.
+"""DICOM: the server's windowed image equals pydicom's own pipeline (tests/utils/
+dicom_reference.py), file by file: every file of pydicom's and pydicom-data's test sets that
+has pixels is checked.
 """
 
 from __future__ import annotations
 
-import copy
 from importlib.resources import files
 from pathlib import Path
 
@@ -18,12 +12,10 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from lingshu_server.api.errors import InvalidRequestError
-from lingshu_server.inputs.dicom import CT_WINDOWS, DicomOptions, dicom_to_image
-
-DEFAULT_CT_WINDOW = "mediastinum"
+from lingshu_server.inputs.dicom import DicomOptions, dicom_to_image
+from tests.utils.dicom_reference import DEFAULT_CT_WINDOW, reference_pixels
 
 
 def _pixel_files() -> list[str]:
@@ -46,66 +38,6 @@ def _pixel_files() -> list[str]:
 
 
 PIXEL_FILES = _pixel_files()
-
-
-def _window(values: np.ndarray, ds: pydicom.Dataset, center: float, width: float) -> np.ndarray:
-    ds = copy.deepcopy(ds)
-    for keyword in ("VOILUTSequence", "VOILUTFunction"):
-        if keyword in ds:
-            del ds[keyword]
-    ds.WindowCenter, ds.WindowWidth = center, width
-    return _to_8bit(apply_voi_lut(values, ds), *_window_output_range(ds))
-
-
-def _window_output_range(ds: pydicom.Dataset) -> tuple[float, float]:
-    """The output range pydicom's windowing maps onto, found by asking pydicom itself."""
-    extremes = apply_voi_lut(np.array([-1e12, 1e12]), ds)
-    return float(extremes[0]), float(extremes[1])
-
-
-def _to_8bit(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    scaled = (values.astype(np.float64) - low) * 255.0 / max(high - low, 1e-12)
-    return np.clip(np.rint(scaled), 0, 255)
-
-
-def with_frame_groups(ds: pydicom.Dataset, frame: int) -> pydicom.Dataset:
-    """Enhanced multi-frame files carry rescale and window per frame in functional groups
-    (PS3.3 C.7.6.16), which pydicom's LUT functions do not read: lift the frame's values."""
-    shared = ds.get("SharedFunctionalGroupsSequence") or []
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
-    for group in [*shared[:1], *per_frame[frame : frame + 1]]:
-        for sequence in ("PixelValueTransformationSequence", "FrameVOILUTSequence"):
-            if sequence in group:
-                ds.update(group[sequence][0])
-    return ds
-
-
-def reference_pixels(path: str) -> np.ndarray:
-    ds = pydicom.dcmread(path, force=True)
-    frames = int(ds.get("NumberOfFrames") or 1)
-    ds = with_frame_groups(ds, frames // 2)
-    pixels = ds.pixel_array
-    if frames > 1:
-        pixels = pixels[frames // 2]
-    photometric = str(ds.PhotometricInterpretation).strip().upper()
-    if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(pixels, ds)
-        return _to_8bit(rgb, 0, 2 ** (8 * rgb.itemsize) - 1)
-    if pixels.ndim == 3:
-        return _to_8bit(pixels, 0, 2 ** int(ds.BitsStored) - 1)
-    values = apply_modality_lut(pixels, ds)
-    lut = ds.get("VOILUTSequence")
-    if lut:
-        windowed = _to_8bit(apply_voi_lut(values, ds), 0, 2 ** int(lut[0].LUTDescriptor[2]) - 1)
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        windowed = _to_8bit(apply_voi_lut(values, ds), *_window_output_range(ds))
-    elif str(ds.get("Modality", "")).upper() == "CT":
-        windowed = _window(values, ds, *CT_WINDOWS[DEFAULT_CT_WINDOW])
-    else:
-        windowed = _to_8bit(values, float(values.min()), float(values.max()))
-    if photometric == "MONOCHROME1":
-        windowed = 255 - windowed
-    return windowed
 
 
 @pytest.mark.parametrize("path", PIXEL_FILES, ids=lambda p: Path(p).name)

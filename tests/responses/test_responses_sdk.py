@@ -13,9 +13,9 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from tests.utils.function_tools import WEATHER
 from tests.utils.images import image_data_url
 from tests.utils.schemas import SCHEMAS
-from tests.utils.tools import WEATHER
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
 TOOLS = [

@@ -1,6 +1,6 @@
 """A real PACS for tests and benchmarks: Orthanc with its DICOMweb plugin, on loopback.
 
-Debian's `orthanc` and `orthanc-dicomweb` packages (scripts/install-system.sh installs them).
+Debian's `orthanc` and `orthanc-dicomweb` packages (scripts/install-test.sh installs them).
 Each instance gets a generated configuration, its own storage folder and free ports; data is
 loaded through Orthanc's REST API (`POST /instances`), as a modality or another PACS would.
 """
@@ -63,7 +63,7 @@ def orthanc_binary() -> str:
     binary = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin")
     if binary is None or not DICOMWEB_PLUGIN.exists():
         raise RuntimeError(
-            "Orthanc with its DICOMweb plugin is not installed: run scripts/install-system.sh "
+            "Orthanc with its DICOMweb plugin is not installed: run scripts/install-test.sh "
             "(Debian packages orthanc and orthanc-dicomweb)"
         )
     return binary

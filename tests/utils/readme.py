@@ -1,33 +1,64 @@
-"""The README's examples, found by section, to run as a user would paste them."""
+"""The README's fenced code blocks, read and run exactly as a user would paste them."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import textwrap
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def section(title: str) -> str:
-    """The text of the `## {title}` section."""
+def section(heading: str) -> str:
+    """The README from the heading line that starts with `heading` to the next heading of the
+    same or a higher level."""
     text = README.read_text()
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end >= 0 else len(text)]
+    start = text.index(f"\n{heading}") + 1
+    level = len(heading) - len(heading.lstrip("#"))
+    following = re.search(rf"\n#{{1,{level}}} ", text[start + len(heading) :])
+    return text[start : start + len(heading) + following.start()] if following else text[start:]
 
 
-def block(title: str, language: str) -> str:
-    """The one `language` block of a section, pointed at `localhost:8000`."""
-    (found,) = re.findall(rf"```{language}\n(.*?)```", section(title), flags=re.DOTALL)
-    assert "localhost:8000" in found
-    return found
+def fenced_blocks(language: str, text: str | None = None) -> list[str]:
+    """Every ```language block, in order, dedented (blocks inside list items are indented)."""
+    text = README.read_text() if text is None else text
+    pattern = rf"^( *)```{language}\n(.*?)^\1```"
+    found = re.findall(pattern, text, flags=re.DOTALL | re.MULTILINE)
+    return [textwrap.dedent(body) for _, body in found]
 
 
-def run(command: list[str], cwd: Path, port: int) -> str:
-    """Run `command` (whose last item is the example) against the test server; its stdout."""
-    *head, script = command
-    script = script.replace("localhost:8000", f"127.0.0.1:{port}")
-    result = subprocess.run([*head, script], cwd=cwd, capture_output=True, text=True, timeout=300)
+def only_block(language: str, text: str) -> str:
+    (block,) = fenced_blocks(language, text)
+    return block
+
+
+def commands(block: str) -> list[str]:
+    """The command lines of a shell block (no blank lines, no comments)."""
+    lines = (line.strip() for line in block.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def on_server(example: str, port: int) -> str:
+    """An example written for localhost:8000, pointed at the test server."""
+    assert "localhost:8000" in example
+    return example.replace("localhost:8000", f"127.0.0.1:{port}")
+
+
+def run_example(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run an example as a user would, with their environment; its standard output."""
+    result = subprocess.run(
+        command,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def run_bash(script: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    return run_example(["bash", "-euo", "pipefail", "-c", script], cwd, env)

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
+from lingshu_server.api.preview_protocol import PreviewResponse
 from lingshu_server.api.protocol import ChatCompletion, ChatCompletionChunk, ErrorResponse
 from lingshu_server.api.responses_protocol import ResponsesResponse, StreamEvent
 
@@ -113,6 +114,13 @@ RESPONSES_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {"schema": RESPONSES_SSE_EVENT}},
     },
     **error_responses(400, 401, 404, 415, 429, 500),
+}
+PREVIEW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": PreviewResponse,
+        "description": "The image (or a video's sampled frames) as the model sees it",
+    },
+    **error_responses(400, 401, 415, 429, 500),
 }
 V1_RESPONSES = error_responses(401, 429)
 

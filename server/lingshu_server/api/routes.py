@@ -18,7 +18,13 @@ from lingshu_server.api.errors import (
     EngineUnavailableError,
     UnsupportedMediaTypeError,
 )
-from lingshu_server.api.openapi import CHAT_RESPONSES, RESPONSES_RESPONSES, V1_RESPONSES
+from lingshu_server.api.openapi import (
+    CHAT_RESPONSES,
+    PREVIEW_RESPONSES,
+    RESPONSES_RESPONSES,
+    V1_RESPONSES,
+)
+from lingshu_server.api.preview_protocol import PreviewRequest, PreviewResponse
 from lingshu_server.api.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -30,6 +36,7 @@ from lingshu_server.api.responses_protocol import ResponsesRequest, ResponsesRes
 from lingshu_server.engine.vllm_engine import Engine, vllm_version
 from lingshu_server.lifecycle import Lifecycle, Stage
 from lingshu_server.metrics import engine_exposition
+from lingshu_server.services.preview import PreviewService
 from lingshu_server.services.responses import ResponsesService
 from lingshu_server.services.serving import ChatService
 
@@ -95,8 +102,13 @@ async def _responses_service(request: Request) -> ResponsesService:
     return request.app.state.responses_service
 
 
+async def _preview_service(request: Request) -> PreviewService:
+    return request.app.state.preview_service
+
+
 ChatServiceDep = Annotated[ChatService, Depends(_chat_service)]
 ResponsesServiceDep = Annotated[ResponsesService, Depends(_responses_service)]
+PreviewServiceDep = Annotated[PreviewService, Depends(_preview_service)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 
 v1 = APIRouter(
@@ -167,6 +179,19 @@ async def create_response(
     """OpenAI's Responses API, stateless (`store` false)."""
     work = responses.stream(body) if body.stream else responses.create(body)
     return await answer(request, work, bool(body.stream))
+
+
+@v1.post(
+    "/images/preview",
+    response_model=None,
+    dependencies=[Depends(require_json)],
+    responses=PREVIEW_RESPONSES,
+)
+async def preview_image(
+    request: Request, body: PreviewRequest, preview: PreviewServiceDep
+) -> PreviewResponse | Response:
+    """One chat content part (`image_url` or `video_url`) -> the pixels the model sees."""
+    return await until_disconnected(request, preview.preview(body))
 
 
 @v1.get("/models")

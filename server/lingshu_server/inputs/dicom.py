@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pydicom
@@ -65,6 +65,40 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _FRAME_GROUPS = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
 
 
+# Where the window that was applied came from (a closed set, named once here).
+WindowSource = Literal[
+    "request",  # the request's center and width
+    "request_preset",  # the request's named CT window
+    "file_voi_lut",  # the file's VOI LUT sequence
+    "file_window",  # the file's Window Center / Width (the first pair)
+    "default_preset",  # CT without either: the server's --dicom-default-ct-window
+    "full_range",  # the image's own minimum to maximum
+]
+
+
+@dataclass(frozen=True)
+class AppliedWindow:
+    """The VOI step the decoder really applied to a grayscale frame."""
+
+    source: WindowSource
+    center: float | None = None  # None for a VOI LUT, which is a table, not a line
+    width: float | None = None
+    function: str | None = None  # LINEAR, LINEAR_EXACT or SIGMOID (PS3.3 C.11.2.1.2)
+    preset: str | None = None  # the CT_WINDOWS name, for the two preset sources
+
+
+@dataclass(frozen=True)
+class DicomRendering:
+    """What the decoder did to one frame, from the decoder itself. Only display facts: no
+    header value that could identify a patient, a study or an institution."""
+
+    modality: str | None  # "CT", "CR", "MR"...; None when absent or not a plain code
+    photometric_interpretation: str | None  # as stored (YBR is shown converted to RGB)
+    frame: int  # 0-based
+    frames: int
+    window: AppliedWindow | None  # None for colour images (no window applies)
+
+
 @dataclass(frozen=True)
 class DicomOptions:
     window: str | None = None  # a CT_WINDOWS preset name
@@ -86,6 +120,17 @@ def dicom_to_image(
     max_pixels: int | None = None,
 ) -> Image.Image:
     """One frame of a DICOM file as a mode "L" or "RGB" image, windowed for display."""
+    return render_dicom(data, options, default_ct_window, param, max_pixels)[0]
+
+
+def render_dicom(
+    data: bytes,
+    options: DicomOptions,
+    default_ct_window: str,
+    param: str,
+    max_pixels: int | None = None,
+) -> tuple[Image.Image, DicomRendering]:
+    """`dicom_to_image`, with what the decoder did (frame, window and where it came from)."""
     _check_options(options, param)
     with _untrusted(param):
         ds = _read(data, param)
@@ -138,8 +183,8 @@ def dicom_frames(
     default_ct_window: str,
     param: str,
     max_pixels: int | None = None,
-) -> Iterator[Image.Image]:
-    """The frames at `indices`, each windowed as `dicom_to_image` windows one; the file is
+) -> Iterator[tuple[Image.Image, DicomRendering]]:
+    """The frames at `indices`, each windowed as `render_dicom` windows one; the file is
     parsed once."""
     _check_options(options, param)
     with _untrusted(param):
@@ -150,8 +195,8 @@ def dicom_frames(
         if not 0 <= index < frames:
             raise _error(f"DICOM frame {index} is out of range", param, "invalid_dicom_options")
         with _untrusted(param):
-            image = _render_frame(ds, index, options, default_ct_window)
-        yield image  # outside the guard: the consumer's errors stay its own
+            rendered = _render_frame(ds, index, options, default_ct_window)
+        yield rendered  # outside the guard: the consumer's errors stay its own
 
 
 @contextmanager
@@ -216,20 +261,27 @@ def _check_options(options: DicomOptions, param: str) -> None:
 
 def _render_frame(
     ds: Dataset, frame: int, options: DicomOptions, default_ct_window: str
-) -> Image.Image:
+) -> tuple[Image.Image, DicomRendering]:
     _flatten_frame_groups(ds, frame)
     pixels = pixel_array(ds, index=frame)  # decodes this frame only; YBR_FULL(_422) -> RGB
 
     photometric = str(ds.PhotometricInterpretation).strip().upper()
+
+    def rendering(window: AppliedWindow | None) -> DicomRendering:
+        return DicomRendering(
+            _modality_code(ds), _code(photometric), frame, _frame_count(ds), window
+        )
+
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(pixels, ds)
-        return Image.fromarray(_scale_to_uint8(rgb, 8 * rgb.itemsize), "RGB")
+        return Image.fromarray(_scale_to_uint8(rgb, 8 * rgb.itemsize), "RGB"), rendering(None)
     if pixels.ndim == 3:  # RGB, or YBR already converted to RGB by the decoder
-        return Image.fromarray(_scale_to_uint8(pixels, int(ds.BitsStored)), "RGB")
-    gray = _window_grayscale(pixels, ds, options, default_ct_window)
+        image = Image.fromarray(_scale_to_uint8(pixels, int(ds.BitsStored)), "RGB")
+        return image, rendering(None)
+    gray, window = _window_grayscale(pixels, ds, options, default_ct_window)
     if photometric == "MONOCHROME1":  # low values are white; pydicom leaves this to us
         gray = 255 - gray
-    return Image.fromarray(gray, "L")
+    return Image.fromarray(gray, "L"), rendering(window)
 
 
 # Values longer than this are left unread when only the header matters (the pixel data above all).
@@ -283,9 +335,20 @@ def _sop_class_name(ds: Dataset) -> str:
     return uid.name.removesuffix(" Storage")
 
 
+def _code(value: str) -> str | None:
+    """A DICOM code string (CS: up to 16 of A-Z, 0-9, space, _), else None: a hostile file
+    must not get free text into a message or an answer."""
+    value = value.strip()
+    return value if re.fullmatch(r"[A-Z0-9_ ]{1,16}", value) else None
+
+
+def _modality_code(ds: Dataset) -> str | None:
+    return _code(str(ds.get("Modality", "")))
+
+
 def _modality(ds: Dataset) -> str:
-    modality = str(ds.get("Modality", "")).strip()
-    return f"modality {modality}" if re.fullmatch(r"[A-Z0-9_ ]{1,16}", modality) else ""
+    modality = _modality_code(ds)
+    return f"modality {modality}" if modality else ""
 
 
 def _flatten_frame_groups(ds: Dataset, frame: int) -> None:
@@ -303,26 +366,30 @@ def _flatten_frame_groups(ds: Dataset, frame: int) -> None:
 
 def _window_grayscale(
     pixels: np.ndarray, ds: Dataset, options: DicomOptions, default_ct_window: str
-) -> np.ndarray:
+) -> tuple[np.ndarray, AppliedWindow]:
     """Modality LUT (-> HU for CT), then the first window that applies, as uint8."""
     values = apply_modality_lut(pixels, ds)
     if options.center is not None and options.width is not None:
-        return _window(values, options.center, options.width)
+        return _window(values, "request", options.center, options.width)
     if options.window is not None:
-        return _window(values, *CT_WINDOWS[options.window])
+        center, width = CT_WINDOWS[options.window]
+        return _window(values, "request_preset", center, width, preset=options.window)
     voi_lut = ds.get("VOILUTSequence")
     if voi_lut and "LUTDescriptor" in voi_lut[0] and "LUTData" in voi_lut[0]:
         mapped = apply_voi(np.rint(values).astype(np.int64), ds)
-        return _scale_to_uint8(mapped, int(voi_lut[0].LUTDescriptor[2]))
+        gray = _scale_to_uint8(mapped, int(voi_lut[0].LUTDescriptor[2]))
+        return gray, AppliedWindow("file_voi_lut")
     center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
     if center is not None and width is not None and width > 0:
-        return _window(values, center, width, str(ds.get("VOILUTFunction") or "LINEAR"))
+        function = str(ds.get("VOILUTFunction") or "LINEAR")
+        return _window(values, "file_window", center, width, function)
     if str(ds.get("Modality", "")).upper() == "CT":
-        return _window(values, *CT_WINDOWS[default_ct_window])
+        center, width = CT_WINDOWS[default_ct_window]
+        return _window(values, "default_preset", center, width, preset=default_ct_window)
     low, high = float(values.min()), float(values.max())
     if high <= low:  # a constant image has no contrast to show
-        return np.zeros(values.shape, dtype=np.uint8)
-    return _window(values, (low + high) / 2, high - low, "LINEAR_EXACT")
+        return np.zeros(values.shape, dtype=np.uint8), AppliedWindow("full_range")
+    return _window(values, "full_range", (low + high) / 2, high - low, "LINEAR_EXACT")
 
 
 def _first(value: Any) -> float | None:
@@ -336,8 +403,13 @@ def _first(value: Any) -> float | None:
 
 
 def _window(
-    values: np.ndarray, center: float, width: float, function: str = "LINEAR"
-) -> np.ndarray:
+    values: np.ndarray,
+    source: WindowSource,
+    center: float,
+    width: float,
+    function: str = "LINEAR",
+    preset: str | None = None,
+) -> tuple[np.ndarray, AppliedWindow]:
     """DICOM windowing (PS3.3 C.11.2.1.2) straight to 0..255, through pydicom's apply_windowing:
     an 8-bit unsigned output with no rescale makes its output range exactly 0..255."""
     function = function.strip().upper()
@@ -345,6 +417,7 @@ def _window(
         function = "LINEAR"
     if function == "LINEAR" and width < 1:  # LINEAR needs width >= 1; EXACT is the same line
         function = "LINEAR_EXACT"
+    applied = AppliedWindow(source, center, width, function, preset)
     voi = Dataset()
     voi.PhotometricInterpretation = "MONOCHROME2"
     voi.BitsStored = 8
@@ -352,7 +425,7 @@ def _window(
     voi.WindowCenter = center
     voi.WindowWidth = width
     voi.VOILUTFunction = function
-    return np.clip(np.rint(apply_windowing(values, voi)), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(apply_windowing(values, voi)), 0, 255).astype(np.uint8), applied
 
 
 def _scale_to_uint8(values: np.ndarray, bits: int) -> np.ndarray:

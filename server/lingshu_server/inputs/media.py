@@ -20,7 +20,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from qwen_vl_utils.vision_process import MAX_RATIO
 
 from lingshu_server.api.errors import InvalidRequestError
-from lingshu_server.inputs.dicom import DicomOptions, dicom_size, dicom_to_image, is_dicom
+from lingshu_server.inputs.dicom import (
+    DicomOptions,
+    DicomRendering,
+    dicom_size,
+    is_dicom,
+    render_dicom,
+)
 from lingshu_server.inputs.image_budget import RECIPE_DEFAULT, ImageSize, PixelBudget, model_size
 from lingshu_server.settings import Settings
 
@@ -102,6 +108,12 @@ class PreparedImage:
     seconds: float  # probe + decode + resize time
     num_tokens: int  # visual tokens the model sees (one per 28x28 pixels)
     source: dict[str, str] | None = None  # DICOMweb: PACS host and UIDs, for the audit log only
+    dicom: DicomRendering | None = None  # DICOM: what the decoder did (frame, window)
+
+    @property
+    def resized_twice(self) -> bool:
+        """The engine's processor resizes `image` again, to `size` (see image_budget)."""
+        return self.image.size != self.size
 
 
 def data_url_decoded_size(url: str) -> int:
@@ -270,8 +282,9 @@ def decode_image(
     """
     started = time.perf_counter()
     encoded, size = probed.encoded, probed.size
+    rendering = None
     if probed.source_format == "DICOM":
-        image = dicom_to_image(
+        image, rendering = render_dicom(
             encoded.data, dicom, limits.default_ct_window, param, limits.max_image_pixels
         )
     else:
@@ -288,6 +301,7 @@ def decode_image(
         sha256=hashlib.sha256(encoded.data).hexdigest() if limits.hash_images else None,
         seconds=time.perf_counter() - started,
         num_tokens=size.tokens,
+        dicom=rendering,
     )
 
 

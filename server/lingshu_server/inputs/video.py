@@ -19,7 +19,7 @@ import hashlib
 import io
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,10 +34,11 @@ from torchvision.transforms.functional import resize
 from lingshu_server.api.errors import InvalidRequestError
 from lingshu_server.inputs.dicom import (
     DicomOptions,
+    DicomRendering,
     dicom_frames,
     dicom_motion,
-    dicom_to_image,
     is_dicom,
+    render_dicom,
 )
 from lingshu_server.inputs.image_budget import IMAGE_FACTOR
 from lingshu_server.inputs.media import check_aspect_ratio, to_rgb
@@ -149,6 +150,7 @@ class PreparedVideo:
     seconds: float
     sha256: str | None = None
     source: dict[str, str] | None = field(default=None)  # DICOMweb audit record
+    dicom: DicomRendering | None = None  # DICOM: what the decoder did to the first frame
 
 
 def error(message: str, param: str, code: str = INVALID) -> InvalidRequestError:
@@ -376,33 +378,39 @@ def probe_dicom(data: bytes, limits: VideoLimits, param: str) -> VideoSource:
 
 
 def _rgb_frames(
-    images: Iterable[Image.Image], size: tuple[int, int], deadline: Deadline
-) -> Iterator[np.ndarray]:
-    for image in images:
+    rendered: Iterable[tuple[Image.Image, DicomRendering]],
+    size: tuple[int, int],
+    deadline: Deadline,
+) -> tuple[np.ndarray, DicomRendering | None]:
+    """The frames, resized, and what the decoder did to the first of them."""
+    frames, first = [], None
+    for image, rendering in rendered:
         deadline.check()
-        yield resize_frame(np.array(to_rgb(image)), size)  # writable, for torch
+        frames.append(resize_frame(np.array(to_rgb(image)), size))  # writable, for torch
+        first = first or rendering
+    return np.stack(frames), first
 
 
 def decode_dicom(
     data: bytes, plan: VideoPlan, options: DicomOptions, limits: VideoLimits, param: str
-) -> np.ndarray:
+) -> tuple[np.ndarray, DicomRendering | None]:
     deadline = Deadline(limits.decode_timeout, param)
-    images = dicom_frames(
+    rendered = dicom_frames(
         data, plan.sample.indices, options, limits.default_ct_window, param, limits.max_frame_pixels
     )
-    return np.stack(list(_rgb_frames(images, plan.size, deadline)))
+    return _rgb_frames(rendered, plan.size, deadline)
 
 
 def decode_slices(
     slices: Sequence[bytes], plan: VideoPlan, options: DicomOptions, limits: VideoLimits, param: str
-) -> np.ndarray:
+) -> tuple[np.ndarray, DicomRendering | None]:
     """A series' chosen slices (one image each, already in plan order) as frames."""
     deadline = Deadline(limits.decode_timeout, param)
     window = limits.default_ct_window
-    images = (
-        dicom_to_image(data, options, window, param, limits.max_frame_pixels) for data in slices
+    rendered = (
+        render_dicom(data, options, window, param, limits.max_frame_pixels) for data in slices
     )
-    return np.stack(list(_rgb_frames(images, plan.size, deadline)))
+    return _rgb_frames(rendered, plan.size, deadline)
 
 
 # ---------------------------------------------------------------- one video, both steps
@@ -418,11 +426,12 @@ def decode_video(
     data: bytes, plan: VideoPlan, options: DicomOptions, limits: VideoLimits, param: str
 ) -> PreparedVideo:
     started = time.perf_counter()
+    dicom = None
     if plan.source.format == "DICOM":
-        frames = decode_dicom(data, plan, options, limits, param)
+        frames, dicom = decode_dicom(data, plan, options, limits, param)
     else:
         frames = decode_container(data, plan, limits, param)
-    return prepared(frames, plan, [data], limits, started)
+    return prepared(frames, plan, [data], limits, started, dicom)
 
 
 def prepared(
@@ -431,6 +440,7 @@ def prepared(
     encoded: Sequence[bytes],
     limits: VideoLimits,
     started: float,
+    dicom: DicomRendering | None = None,
 ) -> PreparedVideo:
     digest = None
     if limits.hash_videos:
@@ -448,4 +458,5 @@ def prepared(
         num_tokens=plan.num_tokens,
         seconds=time.perf_counter() - started,
         sha256=digest,
+        dicom=dicom,
     )

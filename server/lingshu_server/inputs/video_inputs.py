@@ -202,10 +202,10 @@ class VideoInputs:
     async def _decode(self, video: PlannedVideo) -> PreparedVideo:
         if video.plan.source.format == "DICOM series":
             started = time.perf_counter()
-            frames = await self._in_pool(
+            frames, dicom = await self._in_pool(
                 decode_slices, video.encoded, video.plan, video.dicom, self._limits, video.param
             )
-            result = prepared(frames, video.plan, video.encoded, self._limits, started)
+            result = prepared(frames, video.plan, video.encoded, self._limits, started, dicom)
         else:
             result = await self._in_pool(
                 decode_video, video.encoded[0], video.plan, video.dicom, self._limits, video.param

@@ -24,6 +24,7 @@ from lingshu_server.inputs.media import (
     EncodedImage,
     ImageLimits,
     PreparedImage,
+    ProbedImage,
     data_url_decoded_size,
     decode_data_url,
     decode_image,
@@ -38,6 +39,7 @@ from lingshu_server.services.tool_template import QWEN_VL_TOOL_TEMPLATE, handles
 IMAGE_PART = {"type": "image"}
 VIDEO_PART = {"type": "video"}  # <|vision_start|><|video_pad|><|vision_end|>
 T = TypeVar("T")
+ImageParts = list[tuple[str, ImagePart]]  # (request param, part), in prompt order
 
 
 @dataclass
@@ -126,7 +128,7 @@ def _image_param(message: int, part: int) -> str:
     return f"messages[{message}].content[{part}].image_url"
 
 
-def image_parts(messages: list[ChatMessage]) -> list[tuple[str, ImagePart]]:
+def image_parts(messages: list[ChatMessage]) -> ImageParts:
     """Every image part in prompt order, with the request param that names it."""
     found = []
     for i, message in enumerate(messages):
@@ -223,27 +225,12 @@ class ChatPromptBuilder:
         self._check_image_count(len(parts))
         videos = video_parts(messages)
         self._videos.check(videos)
-        inline = sum(
-            data_url_decoded_size(part.image_url.url)
-            for _, part in parts
-            if part.image_url.url.startswith("data:")
-        )
-        self._check_request_bytes(inline)
-        # DICOMweb series -> one part per slice (metadata only), counted before any fetch
-        parts = await self._dicomweb.expand_parts(parts, self._max_images)
-        self._check_image_count(len(parts))
+        parts = await self.expand_images(parts)
         images_per_part = Counter(param for param, _ in parts)
-        (text, token_ids), encoded, planned = await asyncio.gather(
+        (text, token_ids), probed, planned = await asyncio.gather(
             self._in_pool(self._text_tokens, messages, images_per_part, tools),
-            asyncio.gather(*(self._fetch(part, param) for param, part in parts)),
+            self.probe_images(parts),
             self._videos.plan(videos),
-        )
-        self._check_request_bytes(sum(len(e.data) for e in encoded))
-        probed = await asyncio.gather(
-            *(
-                self._in_pool(probe_image, data, self._limits, self._budget(part), param)
-                for data, (param, part) in zip(encoded, parts, strict=True)
-            )
         )
         image_tokens = sum(image.num_tokens for image in probed)
         video_tokens = sum(video.num_tokens for video in planned)
@@ -255,19 +242,50 @@ class ChatPromptBuilder:
             len(planned),
         )
         images, prepared_videos = await asyncio.gather(
-            asyncio.gather(
+            self.decode_images(probed, parts), self._videos.decode(planned)
+        )
+        return ChatPrompt(text=text, token_ids=token_ids, images=images, videos=prepared_videos)
+
+    async def expand_images(self, parts: ImageParts) -> ImageParts:
+        """Count and inline bytes checked, then a DICOMweb series becomes one part per slice
+        (from its metadata), counted again before any image is fetched."""
+        self._check_image_count(len(parts))
+        inline = sum(
+            data_url_decoded_size(part.image_url.url)
+            for _, part in parts
+            if part.image_url.url.startswith("data:")
+        )
+        self._check_request_bytes(inline)
+        parts = await self._dicomweb.expand_parts(parts, self._max_images)
+        self._check_image_count(len(parts))
+        return parts
+
+    async def probe_images(self, parts: ImageParts) -> list[ProbedImage]:
+        """Every image fetched and its header read: sizes and token costs, nothing decoded."""
+        encoded = await asyncio.gather(*(self._fetch(part, param) for param, part in parts))
+        self._check_request_bytes(sum(len(e.data) for e in encoded))
+        return list(
+            await asyncio.gather(
                 *(
-                    self._in_pool(decode_image, image, self._limits, _dicom_options(part), param)
-                    for image, (param, part) in zip(probed, parts, strict=True)
+                    self._in_pool(probe_image, data, self._limits, self._budget(part), param)
+                    for data, (param, part) in zip(encoded, parts, strict=True)
                 )
-            ),
-            self._videos.decode(planned),
+            )
+        )
+
+    async def decode_images(
+        self, probed: list[ProbedImage], parts: ImageParts
+    ) -> list[PreparedImage]:
+        """The images as the engine receives them (in the worker pool)."""
+        images = await asyncio.gather(
+            *(
+                self._in_pool(decode_image, image, self._limits, _dicom_options(part), param)
+                for image, (param, part) in zip(probed, parts, strict=True)
+            )
         )
         for image, (_, part) in zip(images, parts, strict=True):
             image.source = self._dicomweb.audit_record(part.image_url.url)
-        return ChatPrompt(
-            text=text, token_ids=token_ids, images=list(images), videos=prepared_videos
-        )
+        return list(images)
 
     def _check_image_count(self, count: int) -> None:
         if count > self._max_images:

@@ -16,12 +16,11 @@ from lingshu_server.api import request_context
 from lingshu_server.api.errors import APIError, InvalidRequestError, ModelNotFoundError
 from lingshu_server.api.limits import AdmissionController
 from lingshu_server.api.protocol import ChatCompletionRequest, completion_id
-from lingshu_server.api.request_context import ImageRecord
 from lingshu_server.engine.vllm_engine import Engine, EngineStep, SamplingOptions, TokenLogprob
-from lingshu_server.inputs.media import PreparedImage
 from lingshu_server.metrics import Metrics
 from lingshu_server.services.chat import ChatPrompt, ChatPromptBuilder
 from lingshu_server.services.generation import EngineRun, deadline_after, elapsed_since
+from lingshu_server.services.input_records import record_inputs
 from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tool_calls import ToolGrammars, ToolUse
 
@@ -150,27 +149,7 @@ class GenerationRunner:
         ctx = request_context.get()
         if ctx is not None:
             ctx.prompt_tokens = prompt.num_tokens
-            ctx.images = [
-                ImageRecord(
-                    sha256=item.sha256,
-                    format=item.source_format
-                    if isinstance(item, PreparedImage)
-                    else f"{item.source_format} video",
-                    encoded_bytes=item.encoded_bytes,
-                    width=item.source_size[0],
-                    height=item.source_size[1],
-                    tokens=item.num_tokens,
-                    source=item.source,
-                )
-                for item in (*prompt.images, *prompt.videos)
-            ]
-        if prompt.images:
-            self._metrics.record_images(
-                [(image.source_format, image.seconds) for image in prompt.images],
-                encoded=sum(image.encoded_bytes for image in prompt.images),
-                pixels=sum(w * h for w, h in (image.source_size for image in prompt.images)),
-                tokens=prompt.image_tokens,
-            )
+        record_inputs(self._metrics, prompt.images, prompt.videos)
 
     async def start(self, request: ChatCompletionRequest) -> StartedRun:
         """Validate everything and wait for the engine's first step, so errors stay 4xx JSON."""

@@ -7,15 +7,13 @@ import json
 import re
 import sys
 
-from tests.utils.readme import block, run
+from tests.utils.readme import on_server, only_block, run_bash, run_example, section
 
-SECTION = "Tool calling"
+SECTION = "## Tool calling"
 
 
 def test_curl_example_returns_a_valid_call(server, tmp_path):
-    answer = json.loads(
-        run(["bash", "-euo", "pipefail", "-c", block(SECTION, "shell")], tmp_path, server.port)
-    )
+    answer = json.loads(run_bash(example("shell", server.port), tmp_path))
     choice = answer["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     (call,) = choice["message"]["tool_calls"]  # parallel_tool_calls false: one call
@@ -26,9 +24,13 @@ def test_curl_example_returns_a_valid_call(server, tmp_path):
 
 
 def test_sdk_example_calls_then_answers(server, tmp_path):
-    output = run([sys.executable, "-c", block(SECTION, "py")], tmp_path, server.port)
+    output = run_example([sys.executable, "-c", example("py", server.port)], tmp_path)
     lines = output.splitlines()
     (call,) = [line for line in lines if line.startswith("find_prior_studies ")]
     arguments = ast.literal_eval(call.split(" ", 1)[1])  # the dict the example printed
     assert re.fullmatch("[A-Z]{2}[0-9]{4}", arguments["mrn"])
     assert lines.index(call) < len(lines) - 1  # the answer to the result was printed after it
+
+
+def example(language: str, port: int) -> str:
+    return on_server(only_block(language, section(SECTION)), port)

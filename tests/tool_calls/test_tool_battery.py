@@ -9,8 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
+from tests.utils.function_tools import (
+    as_parameters,
+    check_calls,
+    completed,
+    function_tool,
+    streamed,
+)
 from tests.utils.schemas import SCHEMAS
-from tests.utils.tools import as_parameters, check_calls, completed, function_tool, streamed
 
 MAX_TOKENS = 2000
 NAMES = sorted(SCHEMAS)

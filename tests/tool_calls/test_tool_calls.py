@@ -18,8 +18,8 @@ from lingshu_server.services.tool_calls import ToolGrammars, ToolUse
 from lingshu_server.services.tool_template import QWEN_VL_TOOL_TEMPLATE
 from tests.utils.chat import CHAT, chat, sse_events, user
 from tests.utils.errors import assert_openai_error
+from tests.utils.function_tools import WEATHER, Answer, check_calls, function_tool
 from tests.utils.images import image_data_url, image_part
-from tests.utils.tools import WEATHER, Answer, check_calls, function_tool
 
 PATIENT = {
     "type": "object",
