@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lingshu_server.api.errors import APIError, InternalServerError, stack_without_message
+from lingshu_server.api.errors import APIError
 from lingshu_server.api.protocol import now
 from lingshu_server.api.responses_protocol import (
     ArgumentsDeltaEvent,
@@ -52,6 +51,7 @@ from lingshu_server.services.runner import (
     note_stream_error,
     note_usage,
     sse,
+    unexpected,
 )
 from lingshu_server.services.tool_calls import (
     ArgumentsDelta,
@@ -63,7 +63,6 @@ from lingshu_server.services.tool_calls import (
     read_answer,
 )
 
-logger = logging.getLogger(__name__)
 Status = Literal["in_progress", "completed", "incomplete", "failed"]
 
 
@@ -281,9 +280,7 @@ class ResponsesService:
 
         reader = ToolCallReader(started.tools) if started.reads_calls and started.tools else None
         tokens = 0
-        finish_reason = (
-            "length"  # unless the engine ends the answer (else: cut off by the deadline)
-        )
+        finish_reason = "length"  # the engine ends an answer itself, else the deadline cut it
         try:
             yield event("response.created", "in_progress")
             yield event("response.in_progress", "in_progress")
@@ -313,13 +310,7 @@ class ResponsesService:
             note_disconnect()
             raise
         except Exception as exc:
-            error = (
-                exc if isinstance(exc, APIError) else InternalServerError("internal server error")
-            )
-            if not isinstance(exc, APIError):  # a bug: tell the client, log the type only
-                logger.error(
-                    "stream failed: %s\n%s", type(exc).__name__, stack_without_message(exc)
-                )
+            error = exc if isinstance(exc, APIError) else unexpected(exc)
             note_stream_error(error)
             yield _sse(
                 ErrorEvent(

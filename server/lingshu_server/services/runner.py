@@ -9,11 +9,18 @@ wire format; neither builds prompts or talks to the engine itself.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
 from lingshu_server.api import request_context
-from lingshu_server.api.errors import APIError, InvalidRequestError, ModelNotFoundError
+from lingshu_server.api.errors import (
+    APIError,
+    InternalServerError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    stack_without_message,
+)
 from lingshu_server.api.limits import AdmissionController
 from lingshu_server.api.protocol import ChatCompletionRequest, completion_id
 from lingshu_server.engine.vllm_engine import Engine, EngineStep, SamplingOptions, TokenLogprob
@@ -23,6 +30,8 @@ from lingshu_server.services.generation import EngineRun, deadline_after, elapse
 from lingshu_server.services.input_records import record_inputs
 from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tool_calls import ToolGrammars, ToolUse
+
+logger = logging.getLogger(__name__)
 
 
 def sampling_options(
@@ -217,3 +226,10 @@ def note_stream_error(exc: APIError) -> None:
     if ctx is not None:
         ctx.status = int(exc.status)
         ctx.stream_error = exc.code or exc.type
+
+
+def unexpected(exc: Exception) -> InternalServerError:
+    """A bug met mid-stream: logged by type and stack (its message may quote the request), and
+    told to the client as a bare internal error."""
+    logger.error("stream failed: %s\n%s", type(exc).__name__, stack_without_message(exc))
+    return InternalServerError("internal server error")

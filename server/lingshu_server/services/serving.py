@@ -4,10 +4,9 @@ from the answer when the request offers tools."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 
-from lingshu_server.api.errors import APIError, InternalServerError, stack_without_message
+from lingshu_server.api.errors import APIError
 from lingshu_server.api.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -35,6 +34,7 @@ from lingshu_server.services.runner import (
     note_stream_error,
     note_usage,
     sse,
+    unexpected,
 )
 from lingshu_server.services.tool_calls import (
     ArgumentsDelta,
@@ -46,7 +46,6 @@ from lingshu_server.services.tool_calls import (
     read_answer,
 )
 
-logger = logging.getLogger(__name__)
 __all__ = ["ChatService", "sse"]
 
 
@@ -215,9 +214,8 @@ class ChatService:
         except (asyncio.CancelledError, GeneratorExit):
             note_disconnect()
             raise
-        except Exception as exc:  # a bug: tell the client, log the type only
-            logger.error("stream failed: %s\n%s", type(exc).__name__, stack_without_message(exc))
-            error = InternalServerError("internal server error")
+        except Exception as exc:
+            error = unexpected(exc)
             note_stream_error(error)
             yield sse(error.body().model_dump_json())
         finally:
