@@ -69,7 +69,7 @@ class EngineConfig:
 
 
 def engine_kwargs(config: EngineConfig) -> dict[str, Any]:
-    """AsyncEngineArgs keyword arguments, as our server builds them (engine._engine_args)."""
+    """AsyncEngineArgs keyword arguments, as our server builds them (engine_args.engine_kwargs)."""
     kwargs: dict[str, Any] = {
         "model": config.model,
         "served_model_name": [config.served_model_name],

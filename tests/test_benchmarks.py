@@ -228,7 +228,8 @@ def test_every_target_gets_the_same_engine_arguments(tmp_path):
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     from lingshu_server.cli import build_parser as ours_parser
-    from lingshu_server.engine.vllm_engine import _engine_args
+    from lingshu_server.engine.engine_args import engine_kwargs as server_engine_kwargs
+    from lingshu_server.engine.lora import LoraPlan
     from lingshu_server.inputs.image_budget import PixelBudget
     from lingshu_server.settings import Settings
 
@@ -264,7 +265,9 @@ def test_every_target_gets_the_same_engine_arguments(tmp_path):
     assert ours.pop("command") == "serve" and not ours.pop("demo_build_only")
     settings = Settings(**ours)
     budget = PixelBudget(settings.min_pixels, settings.max_pixels)
-    ours_args = dataclasses.asdict(_engine_args(settings, budget))
+    ours_args = dataclasses.asdict(
+        AsyncEngineArgs(**server_engine_kwargs(settings, budget, LoraPlan()))
+    )
     expected_args = dataclasses.asdict(expected)
     # Compact JSON: vLLM's server needs its engine-wide switch; ours hands the engine a compact
     # grammar per request (structured_output.py), so its engine runs plain xgrammar.

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lingshu_server.api.protocol import ChatCompletionChunk, ChunkChoice, Delta
-from lingshu_server.services.serving import sse
+from lingshu_server.services.streaming import sse
 
 
 @pytest.mark.parametrize("text", ["a\u2028b", "a\u2029b", "a\x85b", "a\nb\rc", "a\x0bb\x0cc\x1cd"])

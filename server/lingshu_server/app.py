@@ -23,8 +23,9 @@ from lingshu_server.api.errors import install_error_handlers
 from lingshu_server.api.limits import AdmissionController, BodySizeLimitMiddleware, RateLimiter
 from lingshu_server.api.openapi import install_openapi
 from lingshu_server.api.playground import playground
-from lingshu_server.api.routes import public, v1
+from lingshu_server.api.routes import public, tokens, v1
 from lingshu_server.api.telemetry import TelemetryMiddleware
+from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import check_supported_model
 from lingshu_server.engine.vllm_engine import Engine, vllm_version
 from lingshu_server.inputs.dicomweb import DicomWebSource
@@ -44,11 +45,14 @@ from lingshu_server.services.chat import (
     template_renderer,
     tokenizer_encoder,
 )
+from lingshu_server.services.completions import CompletionService
+from lingshu_server.services.models import ServedModels
 from lingshu_server.services.preview import PreviewService
 from lingshu_server.services.responses import ResponsesService
 from lingshu_server.services.runner import GenerationRunner
 from lingshu_server.services.serving import ChatService
 from lingshu_server.services.structured_output import StructuredOutput
+from lingshu_server.services.tokenization import TokenizeService
 from lingshu_server.services.tool_template import handles_tools
 from lingshu_server.settings import Settings
 
@@ -87,7 +91,8 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
     """Load the engine (in a thread, the port already open) and wire the chat service."""
     lifecycle: Lifecycle = app.state.lifecycle
     lifecycle.enter(Stage.CHECKING_MODEL)
-    await asyncio.to_thread(check_supported_model, settings.model)
+    model_config = await asyncio.to_thread(check_supported_model, settings.model)
+    lora = await asyncio.to_thread(plan_adapters, settings, model_config)
     checkpoint = await asyncio.to_thread(checkpoint_budget, settings.model)
     budget, source = server_budget(settings.min_pixels, settings.max_pixels, checkpoint)
     low, high = budget.tokens
@@ -103,8 +108,10 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         },
     )
     lifecycle.enter(Stage.LOADING_ENGINE)
-    engine = await in_daemon_thread(Engine, settings, budget)
+    engine = await in_daemon_thread(Engine, settings, budget, lora)
     app.state.engine = engine
+    if lora.adapters:
+        await engine.load_adapters()
     lifecycle.enter(Stage.PREPARING)
     template = load_chat_template(settings.model, engine.tokenizer)
     logger.info(
@@ -147,10 +154,17 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
     )
     admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)
     app.state.metrics.queued.set_function(lambda: admission.waiting)
+    app.state.models = ServedModels(
+        settings.served_model_names,
+        lora.adapters,
+        str(settings.model),
+        engine.max_model_len,
+        app.state.started_at,
+    )
     runner = GenerationRunner(
         engine,
         prompts,
-        settings.served_model_names,
+        app.state.models,
         settings.max_tokens_cap,
         admission,
         app.state.metrics,
@@ -159,6 +173,18 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
     )
     app.state.chat_service = ChatService(runner)
     app.state.responses_service = ResponsesService(runner)
+    app.state.completion_service = CompletionService(
+        engine,
+        app.state.models,
+        app.state.image_pool,
+        settings.max_tokens_cap,
+        admission,
+        app.state.metrics,
+        settings.request_timeout,
+    )
+    app.state.tokenize_service = TokenizeService(
+        engine, app.state.models, prompts, template, app.state.image_pool, app.state.metrics
+    )
     lifecycle.enter(Stage.READY)
     app.state.metrics.engine_loading.set(0)
     app.state.metrics.engine_healthy.set(1)
@@ -244,6 +270,7 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
 
     install_error_handlers(app)
     app.include_router(v1)
+    app.include_router(tokens)
     app.include_router(public)
     if settings.playground:
         app.include_router(playground)

@@ -44,12 +44,15 @@ def _add_field(parser: argparse.ArgumentParser, name: str, field: FieldInfo) -> 
     help_text = f"{field.description} [env {env}; default: {default}]"
     annotation = _unwrap_optional(field.annotation)
     kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     origin = typing.get_origin(annotation)
+    if "metavar" in extra:
+        kwargs["metavar"] = extra["metavar"]
     if annotation is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
     elif origin is list:
         kwargs["nargs"] = "+"
-        kwargs["metavar"] = "NAME"
+        kwargs.setdefault("metavar", "NAME")
     elif origin is Literal:
         kwargs["choices"] = [str(c) for c in typing.get_args(annotation)]
     elif annotation in (int, float):
@@ -123,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
+    from lingshu_server.engine.engine_args import EngineArgsError
+    from lingshu_server.engine.lora import LoraModuleError
     from lingshu_server.inputs.pacs_auth import PacsCredentialsError
     from lingshu_server.logs import configure_logging
     from lingshu_server.serve import StartupRefused, serve
@@ -130,7 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         return serve(settings)
-    except (UnsupportedModelError, StartupRefused, PacsCredentialsError) as exc:
+    except (
+        UnsupportedModelError,
+        StartupRefused,
+        PacsCredentialsError,
+        EngineArgsError,
+        LoraModuleError,
+    ) as exc:
         sys.stderr.write(f"lingshu-server: {exc}\n")
         return 2
 

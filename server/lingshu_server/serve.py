@@ -16,6 +16,8 @@ import uvicorn
 from lingshu_server.api.auth import insecure_listen_reason
 from lingshu_server.api.connections import guarded_http_protocol
 from lingshu_server.app import create_app
+from lingshu_server.engine.engine_args import check_engine_args
+from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import check_supported_model
 from lingshu_server.lifecycle import Lifecycle, Stage
 from lingshu_server.settings import Settings
@@ -86,8 +88,11 @@ def serve(settings: Settings) -> int:
     reason = insecure_listen_reason(settings)
     if reason:
         raise StartupRefused(reason)
-    # Refuse an unsupported checkpoint before the engine spends minutes loading it.
-    check_supported_model(settings.model)
+    # Refuse an unsupported checkpoint, engine arguments that cannot work and adapters that do
+    # not fit before the engine spends minutes loading.
+    model_config = check_supported_model(settings.model)
+    check_engine_args(settings)
+    plan_adapters(settings, model_config)
     holder: list[DrainingServer] = []
     app = create_app(settings, on_fatal=lambda: holder[0].fatal())
     config = uvicorn.Config(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lingshu_server.inputs.image_budget import IMAGE_FACTOR, QWEN_MIN_PIXELS
@@ -22,12 +22,45 @@ def _list_value(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     text = value.strip()
+    if text.startswith("{"):  # one JSON object (a --lora-modules entry), commas and all
+        return [text]
     if text.startswith("["):
         try:
             return json.loads(text)
         except ValueError:
             pass  # not JSON after all: let the comma rule and validation speak
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class LoraModule(BaseModel):
+    """One LoRA adapter: the name clients put in `model`, its directory, and the base model it
+    is listed under (default: the first served name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^\S+$")
+    path: Path
+    base_model_name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        """`name=path` or a JSON object, as vLLM's --lora-modules takes them."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError(f"lora_modules entry {text!r} is not valid JSON") from None
+        name, sep, path = text.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(
+                f"lora_modules entry {text!r} must be NAME=PATH or a JSON object with "
+                '"name" and "path"'
+            )
+        return {"name": name, "path": path}
 
 
 class Settings(BaseSettings):
@@ -80,6 +113,63 @@ class Settings(BaseSettings):
     )
     enforce_eager: bool = Field(
         default=False, description="Disable CUDA graphs (less memory, slower decode)."
+    )
+    # ---- engine knobs GPU operators tune (vLLM's flags of the same names)
+    quantization: str | None = Field(
+        default=None,
+        description="Weight quantization method (vLLM's: awq, gptq, fp8, bitsandbytes, ...). "
+        "Default: what the checkpoint's config says.",
+    )
+    kv_cache_dtype: str = Field(
+        default="auto",
+        description="KV cache data type (vLLM's: auto, fp8, fp8_e4m3, fp8_e5m2, ...); fp8 "
+        "halves the cache's memory. 'auto': the model's dtype.",
+    )
+    max_num_batched_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most tokens the engine processes in one step (prefill chunks included). "
+        "Default: vLLM's.",
+    )
+    enable_prefix_caching: bool | None = Field(
+        default=None,
+        description="Reuse the KV cache of prompt prefixes shared between requests. "
+        "Default: vLLM's (on).",
+    )
+    enable_chunked_prefill: bool | None = Field(
+        default=None,
+        description="Split long prompts into chunks batched with decoding. Default: vLLM's (on).",
+    )
+    swap_space: float | None = Field(
+        default=None,
+        gt=0,
+        description="GiB of CPU memory for KV cache blocks moved off the GPU (vLLM 0.32's KV "
+        "offloading, `kv_offloading_size`, which replaced the old swap space). Default: none.",
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        description="Random seed of the engine (requests without a `seed`). Default: vLLM's (0).",
+    )
+    mm_processor_cache_gb: float | None = Field(
+        default=None,
+        ge=0,
+        description="GiB of processed images and videos cached for reuse by repeated inputs "
+        "(0: off). Default: vLLM's (4).",
+    )
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other vLLM AsyncEngineArgs field, as a JSON object, e.g. "
+        "'{\"max_logprobs\": 40}'. Checked before the engine loads: an unknown field, a wrong "
+        "type, or a field a flag above sets is refused.",
+        json_schema_extra={"metavar": "JSON"},
+    )
+    lora_modules: list[LoraModule] = Field(
+        default_factory=list,
+        description="LoRA adapters served beside the base model, chosen by `model`: "
+        "NAME=PATH, or vLLM's JSON form "
+        '\'{"name": NAME, "path": PATH, "base_model_name": BASE}\'. Checked at start-up.',
+        json_schema_extra={"metavar": "NAME=PATH"},
     )
     max_images_per_request: int = Field(
         default=4, ge=0, description="Most images accepted in one request, across all turns."
@@ -324,16 +414,6 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the server and the engine."
     )
-    engine_args: dict[str, Any] = Field(
-        default_factory=dict,
-        description="vLLM engine arguments passed through as they are: a JSON object of "
-        "AsyncEngineArgs fields, e.g. '{\"max_num_batched_tokens\": 8192}'.",
-    )
-
-    @field_validator("engine_args", mode="before")
-    @classmethod
-    def _engine_args_from_json(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
 
     @field_validator("*", mode="before")
     @classmethod
@@ -341,6 +421,18 @@ class Settings(BaseSettings):
         annotation = cls.model_fields[info.field_name].annotation
         if list in {typing.get_origin(arg) for arg in (annotation, *typing.get_args(annotation))}:
             return _list_value(value)
+        return value
+
+    @field_validator("engine_args", mode="before")
+    @classmethod
+    def _engine_args_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError as exc:
+                raise ValueError(f"engine_args is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError("engine_args must be a JSON object, e.g. '{\"max_logprobs\": 40}'")
         return value
 
     @model_validator(mode="after")

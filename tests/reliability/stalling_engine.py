@@ -42,6 +42,7 @@ class StallingEngine:
         options: SamplingOptions,
         request_id: str,
         videos: Sequence[Any] = (),
+        adapter: str | None = None,
     ) -> AsyncIterator[EngineStep]:
         self.started += 1
         try:

@@ -50,8 +50,10 @@ class RunningServer:
         return self.process.returncode
 
 
-def start_demo_server(log_path: Path, *extra_args: str, env: dict | None = None) -> RunningServer:
-    return _start(log_path, ["demo", *extra_args], env)
+def start_demo_server(
+    log_path: Path, *extra_args: str, env: dict | None = None, cwd: Path | None = None
+) -> RunningServer:
+    return _start(log_path, ["demo", *extra_args], env, cwd)
 
 
 def start_checkpoint_server(
@@ -74,12 +76,14 @@ def start_checkpoint_server(
     return _start(log_path, args, {"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})})
 
 
-def _start(log_path: Path, args: list[str], env: dict | None) -> RunningServer:
+def _start(
+    log_path: Path, args: list[str], env: dict | None, cwd: Path | None = None
+) -> RunningServer:
     port = free_port()
     cmd = [sys.executable, "-m", "lingshu_server", *args, "--port", str(port)]
     log = log_path.open("wb")
     process = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd
     )
     server = RunningServer(process, port, log_path, model="lingshu-demo")
     deadline = time.monotonic() + STARTUP_TIMEOUT_S

@@ -10,15 +10,17 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
+from lingshu_server.api.completions_protocol import Completion, CompletionChunk
 from lingshu_server.api.preview_protocol import PreviewResponse
 from lingshu_server.api.protocol import ChatCompletion, ChatCompletionChunk, ErrorResponse
 from lingshu_server.api.responses_protocol import ResponsesResponse, StreamEvent
 
 ERROR_DESCRIPTIONS = {
     400: "Invalid request: a wrong type or value (naming the `param`), a body that is not "
-    "JSON, an image that cannot be used, or a prompt over the context (`context_length_exceeded`)",
+    "JSON, an image that cannot be used, a token id out of the vocabulary, or a prompt over "
+    "the context (`context_length_exceeded`)",
     401: "Missing or wrong API key (checked before the body is read)",
-    404: "Unknown model",
+    404: "Unknown model (neither a served name nor a LoRA adapter)",
     408: "The request body did not arrive within --body-read-timeout",
     413: "The request body is over --max-request-bytes",
     415: "The body is not sent as Content-Type: application/json",
@@ -30,39 +32,43 @@ ERROR_DESCRIPTIONS = {
 # Answered for any request before a route runs: auth, body and head limits, connections.
 COMMON_ERRORS = (408, 413, 431, 503)
 CHUNK_SCHEMA = "ChatCompletionChunk"
-SSE_DESCRIPTION = (
-    "With `stream: true`: server-sent events. Each `data:` line holds a "
-    f"`{CHUNK_SCHEMA}` (#/components/schemas/{CHUNK_SCHEMA}); a failure after the first event "
-    "arrives as a `data:` line holding an `ErrorResponse`; the stream ends with `data: [DONE]`."
-)
 
-# Before OpenAPI 3.2 (FastAPI writes 3.1) an event stream's `schema` describes one event.
-SSE_EVENT = {
-    "type": "object",
-    "description": SSE_DESCRIPTION,
-    "properties": {
-        "data": {
-            "type": "string",
-            "anyOf": [
-                {"const": "[DONE]"},
-                {
-                    "contentMediaType": "application/json",
-                    "contentSchema": {
-                        "anyOf": [
-                            {"$ref": f"#/components/schemas/{CHUNK_SCHEMA}"},
-                            {"$ref": "#/components/schemas/ErrorResponse"},
-                        ]
+
+def sse_event(chunk_schema: str) -> dict[str, Any]:
+    """Before OpenAPI 3.2 (FastAPI writes 3.1) an event stream's `schema` describes one event."""
+    description = (
+        "With `stream: true`: server-sent events. Each `data:` line holds a "
+        f"`{chunk_schema}` (#/components/schemas/{chunk_schema}); a failure after the first "
+        "event arrives as a `data:` line holding an `ErrorResponse`; the stream ends with "
+        "`data: [DONE]`."
+    )
+    return {
+        "type": "object",
+        "description": description,
+        "properties": {
+            "data": {
+                "type": "string",
+                "anyOf": [
+                    {"const": "[DONE]"},
+                    {
+                        "contentMediaType": "application/json",
+                        "contentSchema": {
+                            "anyOf": [
+                                {"$ref": f"#/components/schemas/{chunk_schema}"},
+                                {"$ref": "#/components/schemas/ErrorResponse"},
+                            ]
+                        },
                     },
-                },
-            ],
+                ],
+            },
+            "event": {"type": "string"},
+            "id": {"type": "string"},
         },
-        "event": {"type": "string"},
-        "id": {"type": "string"},
-    },
-    "required": ["data"],
-}
+        "required": ["data"],
+    }
 
 
+SSE_EVENT = sse_event(CHUNK_SCHEMA)
 STREAM_EVENT_SCHEMA = "ResponseStreamEvent"
 RESPONSES_SSE_DESCRIPTION = (
     "With `stream: true`: the Responses API's server-sent events. Each event's `event:` line "
@@ -85,9 +91,10 @@ RESPONSES_SSE_EVENT = {
     },
     "required": ["event", "data"],
 }
-# Components only a stream's events use (FastAPI documents the JSON answers itself).
+# Stream chunks and events are no route's response model: their schemas are added here.
 STREAM_SCHEMAS: dict[str, Any] = {
     CHUNK_SCHEMA: ChatCompletionChunk,
+    "CompletionChunk": CompletionChunk,
     STREAM_EVENT_SCHEMA: StreamEvent,
 }
 
@@ -115,6 +122,15 @@ RESPONSES_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     **error_responses(400, 401, 404, 415, 429, 500),
 }
+COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": Completion,
+        "description": "The completion (JSON), or with `stream: true` its chunks (SSE)",
+        "content": {"text/event-stream": {"schema": sse_event("CompletionChunk")}},
+    },
+    **error_responses(400, 401, 404, 415, 429, 500),
+}
+TOKENIZE_RESPONSES = error_responses(400, 401, 404, 415, 429, 500)
 PREVIEW_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "model": PreviewResponse,

@@ -264,12 +264,12 @@ class StreamOptions(WireModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(WireModel):
-    """A chat-completion request. The field rules mirror what vLLM's SamplingParams and its
-    MessagePack transport would refuse, so such values are a 400 naming the param, never a
-    500 from the engine; rules that need the server's settings are in serving.sampling_options."""
+class SamplingRequest(WireModel):
+    """Fields every generating request shares (chat and completions), with one set of rules.
+    The rules mirror what vLLM's SamplingParams and its MessagePack transport would refuse, so
+    such values are a 400 naming the param, never a 500 from the engine; rules that need the
+    server's settings are in services/sampling.py."""
 
-    messages: list[ChatMessage] = Field(min_length=1)
     model: Text | None = None
     # OpenAI's spec lets these five be null, meaning the default (see _null_is_default)
     stream: bool | None = False
@@ -277,15 +277,11 @@ class ChatCompletionRequest(WireModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: Text | list[Text] | None = None
     seed: int | None = Field(default=None, ge=INT64_MIN, le=UINT64_MAX)
     n: int | None = Field(default=1, ge=1, le=16)
     presence_penalty: float | None = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=0.0, ge=-2.0, le=2.0)
-    logprobs: bool | None = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    response_format: ResponseFormat | None = None
     user: Text | None = None
     # vLLM extras
     top_k: int | None = Field(default=None, ge=-1, le=INT32_MAX)
@@ -297,11 +293,8 @@ class ChatCompletionRequest(WireModel):
     return_token_ids: bool = False
     # Extension: seconds this request may generate (at most the server's --request-timeout)
     request_timeout: float | None = Field(default=None, gt=0.0)
-    tools: list[ChatTool] | None = None  # [] is no tools, as vLLM takes it
-    tool_choice: ToolChoice | None = None
-    parallel_tool_calls: bool | None = True
 
-    @field_validator("stream", "n", "presence_penalty", "frequency_penalty", "logprobs")
+    @field_validator("stream", "n", "presence_penalty", "frequency_penalty")
     @classmethod
     def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
         return cls.model_fields[info.field_name].default if value is None else value
@@ -323,20 +316,38 @@ class ChatCompletionRequest(WireModel):
             raise ValueError("n must be 1 with temperature 0 (greedy decoding has one answer)")
         return n
 
-    @field_validator("top_logprobs")
-    @classmethod
-    def _top_logprobs_need_logprobs(cls, top: int | None, info: ValidationInfo) -> int | None:
-        if top and not info.data.get("logprobs"):
-            raise ValueError("top_logprobs requires logprobs to be true")
-        return top
+    @property
+    def stop_sequences(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
-    @field_validator("min_tokens")
+    @property
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+    @property
+    def max_tokens_param(self) -> str:
+        """The param that set requested_max_tokens, for error messages."""
+        return "max_tokens"
+
+
+class ChatCompletionRequest(SamplingRequest):
+    """A chat-completion request: messages, and chat's own logprobs and response format."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    tools: list[ChatTool] | None = None  # [] is no tools, as vLLM takes it
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = True
+
+    @field_validator("logprobs")
     @classmethod
-    def _min_within_max(cls, min_tokens: int, info: ValidationInfo) -> int:
-        limit = info.data.get("max_completion_tokens") or info.data.get("max_tokens")
-        if limit is not None and min_tokens > limit:
-            raise ValueError(f"min_tokens ({min_tokens}) must not exceed max_tokens ({limit})")
-        return min_tokens
+    def _logprobs_null_is_false(cls, value: bool | None) -> bool:
+        return bool(value)
 
     @field_validator("tools")
     @classmethod
@@ -359,15 +370,25 @@ class ChatCompletionRequest(WireModel):
     def _parallel_default(cls, value: bool | None) -> bool:
         return True if value is None else value
 
-    @property
-    def stop_sequences(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_need_logprobs(cls, top: int | None, info: ValidationInfo) -> int | None:
+        if top and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs requires logprobs to be true")
+        return top
 
     @property
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def max_tokens_param(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+
+    @property
+    def num_logprobs(self) -> int | None:
+        """Top alternatives per token when logprobs are asked for, else None."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 # ---------------------------------------------------------------- responses
@@ -424,10 +445,10 @@ class AssistantMessage(ResponseModel):
 
     @model_serializer(mode="wrap")
     def _drop_no_calls(self, handler: Any) -> dict[str, Any]:
-        return _without_unset_ids(handler(self), "tool_calls")
+        return without_unset_ids(handler(self), "tool_calls")
 
 
-def _without_unset_ids(data: dict[str, Any], *names: str) -> dict[str, Any]:
+def without_unset_ids(data: dict[str, Any], *names: str) -> dict[str, Any]:
     """Token id fields appear only when the request asked for them (return_token_ids)."""
     for name in names:
         if data.get(name) is None:
@@ -444,7 +465,7 @@ class Choice(ResponseModel):
 
     @model_serializer(mode="wrap")
     def _drop_unset_ids(self, handler: Any) -> dict[str, Any]:
-        return _without_unset_ids(handler(self), "token_ids")
+        return without_unset_ids(handler(self), "token_ids")
 
 
 class CompletionHeader(ResponseModel):
@@ -465,7 +486,7 @@ class ChatCompletion(CompletionHeader):
 
     @model_serializer(mode="wrap")
     def _drop_unset_ids(self, handler: Any) -> dict[str, Any]:
-        return _without_unset_ids(handler(self), "prompt_token_ids")
+        return without_unset_ids(handler(self), "prompt_token_ids")
 
 
 class FunctionCallDelta(ResponseModel):
@@ -511,7 +532,7 @@ class ChunkChoice(ResponseModel):
 
     @model_serializer(mode="wrap")
     def _drop_unset_ids(self, handler: Any) -> dict[str, Any]:
-        return _without_unset_ids(handler(self), "token_ids")
+        return without_unset_ids(handler(self), "token_ids")
 
 
 class ChatCompletionChunk(CompletionHeader):
@@ -522,7 +543,7 @@ class ChatCompletionChunk(CompletionHeader):
 
     @model_serializer(mode="wrap")
     def _drop_unset_ids(self, handler: Any) -> dict[str, Any]:
-        return _without_unset_ids(handler(self), "prompt_token_ids")
+        return without_unset_ids(handler(self), "prompt_token_ids")
 
 
 class ModelCard(ResponseModel):
@@ -531,6 +552,7 @@ class ModelCard(ResponseModel):
     created: int
     owned_by: str = "lingshu-server"
     root: str
+    parent: str | None = None  # a LoRA adapter's base model (vLLM's field)
     max_model_len: int
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from lingshu_server import __version__
 from lingshu_server.api import request_context
 from lingshu_server.api.auth import require_api_key
+from lingshu_server.api.completions_protocol import Completion, CompletionRequest
 from lingshu_server.api.errors import (
     DrainingError,
     EngineUnavailableError,
@@ -20,25 +21,34 @@ from lingshu_server.api.errors import (
 )
 from lingshu_server.api.openapi import (
     CHAT_RESPONSES,
+    COMPLETION_RESPONSES,
     PREVIEW_RESPONSES,
     RESPONSES_RESPONSES,
+    TOKENIZE_RESPONSES,
     V1_RESPONSES,
 )
 from lingshu_server.api.preview_protocol import PreviewRequest, PreviewResponse
 from lingshu_server.api.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
-    ModelCard,
     ModelList,
     ServerStatus,
 )
 from lingshu_server.api.responses_protocol import ResponsesRequest, ResponsesResponse
-from lingshu_server.engine.vllm_engine import Engine, vllm_version
+from lingshu_server.api.tokenize_protocol import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
+from lingshu_server.engine.vllm_engine import vllm_version
 from lingshu_server.lifecycle import Lifecycle, Stage
 from lingshu_server.metrics import engine_exposition
+from lingshu_server.services.completions import CompletionService
 from lingshu_server.services.preview import PreviewService
 from lingshu_server.services.responses import ResponsesService
 from lingshu_server.services.serving import ChatService
+from lingshu_server.services.tokenization import TokenizeService
 
 T = TypeVar("T")
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread
@@ -94,8 +104,12 @@ async def _chat_service(request: Request) -> ChatService:
     return request.app.state.chat_service
 
 
-async def _engine(request: Request) -> Engine:
-    return request.app.state.engine
+async def _completion_service(request: Request) -> CompletionService:
+    return request.app.state.completion_service
+
+
+async def _tokenize_service(request: Request) -> TokenizeService:
+    return request.app.state.tokenize_service
 
 
 async def _responses_service(request: Request) -> ResponsesService:
@@ -108,13 +122,19 @@ async def _preview_service(request: Request) -> PreviewService:
 
 ChatServiceDep = Annotated[ChatService, Depends(_chat_service)]
 ResponsesServiceDep = Annotated[ResponsesService, Depends(_responses_service)]
+CompletionServiceDep = Annotated[CompletionService, Depends(_completion_service)]
+TokenizeServiceDep = Annotated[TokenizeService, Depends(_tokenize_service)]
 PreviewServiceDep = Annotated[PreviewService, Depends(_preview_service)]
-EngineDep = Annotated[Engine, Depends(_engine)]
 
 v1 = APIRouter(
     prefix="/v1",
     dependencies=[Depends(require_api_key), Depends(check_rate_limit), Depends(require_ready)],
     responses=V1_RESPONSES,
+)
+# vLLM serves these beside /v1, with the same keys, limits and readiness
+tokens = APIRouter(
+    dependencies=[Depends(require_api_key), Depends(check_rate_limit), Depends(require_ready)],
+    responses=TOKENIZE_RESPONSES,
 )
 public = APIRouter()
 
@@ -182,6 +202,37 @@ async def create_response(
 
 
 @v1.post(
+    "/completions",
+    response_model=None,
+    dependencies=[Depends(require_json)],
+    responses=COMPLETION_RESPONSES,
+)
+async def create_completion(
+    request: Request, body: CompletionRequest, completions: CompletionServiceDep
+) -> Completion | Response:
+    """OpenAI's (legacy) completions, as vLLM serves them: text or token ids in, text out."""
+    work = completions.stream(body) if body.stream else completions.complete(body)
+    return await answer(request, work, bool(body.stream))
+
+
+@tokens.post("/tokenize", response_model=TokenizeResponse, dependencies=[Depends(require_json)])
+async def tokenize(
+    request: Request, body: TokenizeRequest, service: TokenizeServiceDep
+) -> TokenizeResponse | Response:
+    """vLLM's: a prompt's or a chat's token ids as the engine sees them (each image and video
+    counted in full), `count` and the context size `max_model_len`."""
+    return await until_disconnected(request, service.tokenize(body))
+
+
+@tokens.post("/detokenize", response_model=DetokenizeResponse, dependencies=[Depends(require_json)])
+async def detokenize(
+    request: Request, body: DetokenizeRequest, service: TokenizeServiceDep
+) -> DetokenizeResponse | Response:
+    """vLLM's: token ids back to text."""
+    return await until_disconnected(request, service.detokenize(body))
+
+
+@v1.post(
     "/images/preview",
     response_model=None,
     dependencies=[Depends(require_json)],
@@ -195,19 +246,8 @@ async def preview_image(
 
 
 @v1.get("/models")
-async def list_models(request: Request, engine: EngineDep) -> ModelList:
-    settings = request.app.state.settings
-    return ModelList(
-        data=[
-            ModelCard(
-                id=name,
-                created=request.app.state.started_at,
-                root=settings.model,
-                max_model_len=engine.max_model_len,
-            )
-            for name in settings.served_model_names
-        ]
-    )
+async def list_models(request: Request) -> ModelList:
+    return request.app.state.models.cards()
 
 
 @public.get("/health", responses=STATUS_RESPONSES)

@@ -18,6 +18,8 @@ from lingshu_server.api.errors import (
     InternalServerError,
     InvalidRequestError,
 )
+from lingshu_server.engine.engine_args import engine_kwargs, loggable, resolved_config
+from lingshu_server.engine.lora import Adapter, LoraPlan
 from lingshu_server.inputs.image_budget import PixelBudget
 from lingshu_server.settings import Settings
 
@@ -59,6 +61,7 @@ class SamplingOptions:
     ignore_eos: bool = False
     min_tokens: int = 0
     logprobs: int | None = None  # number of top alternatives; None = no logprobs
+    prompt_logprobs: int | None = None  # the same for each prompt token; None = none
     grammar: str | None = None  # EBNF the output must follow (structured output)
 
 
@@ -86,45 +89,9 @@ class EngineStep:
     choices: list[ChoiceDelta]
     finished: bool
     prompt_token_ids: Sequence[int] = ()  # as the engine saw them: image tokens expanded
-
-
-def _engine_args(settings: Settings, image_budget: PixelBudget) -> Any:
-    from vllm import AsyncEngineArgs
-
-    kwargs: dict[str, Any] = {
-        "model": settings.model,
-        "served_model_name": settings.served_model_names,
-        "tensor_parallel_size": settings.tensor_parallel_size,
-        "pipeline_parallel_size": settings.pipeline_parallel_size,
-        "dtype": settings.dtype,
-        "gpu_memory_utilization": settings.gpu_memory_utilization,
-        "enforce_eager": settings.enforce_eager,
-        "limit_mm_per_prompt": {
-            "image": settings.max_images_per_request,
-            "video": settings.max_videos_per_request,
-        },
-        # Structured output arrives as EBNF built by structured_output.py (compact unless the
-        # client allows whitespace); xgrammar enforces it.
-        "structured_outputs_config": {"backend": "xgrammar"},
-        # The processor's budget in the form current transformers reads (`size`); images
-        # arrive already at the size it computes, so it does not resize them again. Video
-        # frames arrive at qwen-vl-utils' size, the one the model was trained with, and must
-        # stay so (transformers' video processor caps frames differently).
-        "mm_processor_kwargs": {
-            "size": {
-                "shortest_edge": image_budget.min_pixels,
-                "longest_edge": image_budget.max_pixels,
-            },
-            "videos_kwargs": {"do_resize": False},
-        },
-    }
-    optional = {
-        "distributed_executor_backend": settings.distributed_executor_backend,
-        "max_model_len": settings.max_model_len,
-        "max_num_seqs": settings.max_num_seqs,
-    }
-    kwargs.update({k: v for k, v in optional.items() if v is not None})
-    return AsyncEngineArgs(**kwargs)
+    # with SamplingOptions.prompt_logprobs, on the first step: one per prompt token (the
+    # first token has none)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 # Sampling fields a checkpoint's generation_config.json may default (as `vllm serve` applies them).
@@ -168,6 +135,7 @@ def _sampling_params(
         "presence_penalty": options.presence_penalty,
         "frequency_penalty": options.frequency_penalty,
         "logprobs": options.logprobs,
+        "prompt_logprobs": options.prompt_logprobs,
         "ignore_eos": options.ignore_eos,
         "min_tokens": options.min_tokens,
         "structured_outputs": structured,
@@ -189,19 +157,33 @@ def _sampling_params(
     return SamplingParams(**kwargs)
 
 
+def _token_logprob(token_id: int, candidates: dict[int, Any], num_top: int) -> TokenLogprob:
+    chosen = candidates[token_id]
+    ranked = sorted(candidates.values(), key=lambda lp: lp.rank or 0)[:num_top]
+    return TokenLogprob(
+        token=chosen.decoded_token or "",
+        logprob=max(chosen.logprob, -9999.0),
+        top=[(lp.decoded_token or "", max(lp.logprob, -9999.0)) for lp in ranked],
+    )
+
+
 def _logprobs(completion: Any, num_top: int) -> list[TokenLogprob]:
-    result = []
-    for token_id, candidates in zip(completion.token_ids, completion.logprobs or [], strict=False):
-        chosen = candidates[token_id]
-        ranked = sorted(candidates.values(), key=lambda lp: lp.rank or 0)[:num_top]
-        result.append(
-            TokenLogprob(
-                token=chosen.decoded_token or "",
-                logprob=max(chosen.logprob, -9999.0),
-                top=[(lp.decoded_token or "", max(lp.logprob, -9999.0)) for lp in ranked],
-            )
+    return [
+        _token_logprob(token_id, candidates, num_top)
+        for token_id, candidates in zip(
+            completion.token_ids, completion.logprobs or [], strict=False
         )
-    return result
+    ]
+
+
+def _prompt_logprobs(output: Any, num_top: int) -> list[TokenLogprob | None]:
+    """The first prompt token has no logprob (nothing precedes it)."""
+    return [
+        None if candidates is None else _token_logprob(token_id, candidates, num_top)
+        for token_id, candidates in zip(
+            output.prompt_token_ids or (), output.prompt_logprobs or (), strict=False
+        )
+    ]
 
 
 def _translate_error(exc: BaseException) -> Exception:
@@ -221,6 +203,15 @@ def _translate_error(exc: BaseException) -> Exception:
         return InvalidRequestError(message, param=getattr(cause, "parameter", None))
     logger.error("engine request failed: %s", type(cause).__name__)
     return InternalServerError("generation failed")
+
+
+NO_LORA = LoraPlan()
+
+
+def _lora_request(adapter: Adapter) -> Any:
+    from vllm.lora.request import LoRARequest
+
+    return LoRARequest(adapter.name, adapter.engine_id, adapter.path)
 
 
 def _async_llm_class() -> Any:
@@ -249,10 +240,27 @@ def _async_llm_class() -> Any:
 class Engine:
     """AsyncLLM started once for the app's lifetime."""
 
-    def __init__(self, settings: Settings, image_budget: PixelBudget):
-        self._llm = _async_llm_class().from_engine_args(_engine_args(settings, image_budget))
+    def __init__(self, settings: Settings, image_budget: PixelBudget, lora: LoraPlan = NO_LORA):
+        from vllm import AsyncEngineArgs
+
+        kwargs = engine_kwargs(settings, image_budget, lora)
+        logger.info("engine arguments", extra={"fields": loggable(kwargs)})
+        self._llm = _async_llm_class().from_engine_args(AsyncEngineArgs(**kwargs))
+        logger.info(
+            "engine configuration",
+            extra={"fields": resolved_config(self._llm.vllm_config, settings.engine_args)},
+        )
         self.max_model_len: int = self._llm.model_config.max_model_len
         self.tokenizer = self._llm.get_tokenizer()
+        # Token ids a prompt may hold: the tokenizer's and the model's (they differ for Qwen).
+        self.vocab_size: int = max(len(self.tokenizer), self._llm.model_config.get_vocab_size())
+        # The single token a prompt holds per image or video, which the engine expands.
+        hf_config = self._llm.model_config.hf_config
+        self.placeholder_ids = {
+            "image": hf_config.image_token_id,
+            "video": hf_config.video_token_id,
+        }
+        self._adapters = {adapter.name: _lora_request(adapter) for adapter in lora.adapters}
         # The most visual tokens one image or video may have: vLLM's encoder cache, sized at
         # start-up from the largest image the processor allows and a 14-frame video of it.
         self.max_tokens_per_visual_item: int = self._llm.input_processor.mm_encoder_cache_size
@@ -268,6 +276,12 @@ class Engine:
         ids.add(self.tokenizer.eos_token_id)
         return {int(i) for i in ids if i is not None}
 
+    async def load_adapters(self) -> None:
+        """Load every LoRA adapter now, so a broken one fails the start, not a request."""
+        for name, request in self._adapters.items():
+            if not await self._llm.add_lora(request):
+                raise RuntimeError(f"the engine did not load LoRA adapter '{name}'")
+
     async def generate(
         self,
         prompt_token_ids: list[int],
@@ -275,6 +289,7 @@ class Engine:
         options: SamplingOptions,
         request_id: str,
         videos: Sequence[tuple[np.ndarray, dict[str, Any]]] = (),
+        adapter: str | None = None,
     ) -> AsyncIterator[EngineStep]:
         """Stream deltas. Closing the iterator (a client gone) aborts the engine request.
 
@@ -299,7 +314,9 @@ class Engine:
         except Exception as exc:  # what SamplingParams refuses that protocol.py did not foresee
             raise _translate_error(exc) from None
         num_top = options.logprobs or 0
-        generator = self._llm.generate(engine_prompt, params, request_id)
+        lora_request = self._adapters[adapter] if adapter is not None else None
+        generator = self._llm.generate(engine_prompt, params, request_id, lora_request=lora_request)
+        first = True
         try:
             async for output in generator:
                 choices = [
@@ -312,11 +329,16 @@ class Engine:
                     )
                     for c in output.outputs
                 ]
+                prompt_logprobs = None
+                if first and options.prompt_logprobs is not None:
+                    prompt_logprobs = _prompt_logprobs(output, options.prompt_logprobs)
+                first = False
                 yield EngineStep(
                     prompt_tokens=len(output.prompt_token_ids or ()),
                     prompt_token_ids=output.prompt_token_ids or (),
                     choices=choices,
                     finished=output.finished,
+                    prompt_logprobs=prompt_logprobs,
                 )
         except Exception as exc:
             raise _translate_error(exc) from None

@@ -4,6 +4,7 @@ order."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import ctypes
 import itertools
 import json
@@ -217,6 +218,14 @@ class ChatPromptBuilder:
         self._dicomweb = dicomweb
         self._videos = videos
 
+    def with_text_steps(
+        self, render: Callable[..., str], tokenize: Callable[[str], list[int]]
+    ) -> ChatPromptBuilder:
+        """This builder rendering and tokenizing another way (/tokenize's template options)."""
+        other = copy.copy(self)
+        other._render, other._tokenize = render, tokenize
+        return other
+
     async def build(
         self, messages: list[ChatMessage], tools: list[dict[str, Any]] | None = None
     ) -> ChatPrompt:
@@ -378,15 +387,22 @@ def _dicom_options(part: ImagePart) -> DicomOptions:
     return DicomOptions(window.window, window.center, window.width, window.frame)
 
 
-def tokenizer_encoder(tokenizer: Any) -> Callable[[str], list[int]]:
+def tokenizer_encoder(
+    tokenizer: Any, add_special_tokens: bool = False
+) -> Callable[[str], list[int]]:
     def encode(text: str) -> list[int]:
         # The template already wrote every special token the model needs.
-        return tokenizer.encode(text, add_special_tokens=False)
+        return tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
     return encode
 
 
-def template_renderer(tokenizer: Any, template: str) -> Callable[..., str]:
+def template_renderer(
+    tokenizer: Any,
+    template: str,
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+) -> Callable[..., str]:
     """render(messages, tools=None): the checkpoint's template, or for a conversation with
     tools that template only if it renders tools (see tool_template)."""
     tool_template = template if handles_tools(template) else QWEN_VL_TOOL_TEMPLATE
@@ -398,7 +414,8 @@ def template_renderer(tokenizer: Any, template: str) -> Callable[..., str]:
             tools=tools or None,
             chat_template=chosen,
             tokenize=False,
-            add_generation_prompt=True,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
         )
 
     return render

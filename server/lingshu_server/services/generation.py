@@ -1,15 +1,20 @@
-"""One engine request as the service sees it: its steps, a deadline, an admission slot."""
+"""One request's engine work as the service sees it: its steps, a deadline, an admission slot."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Generic, TypeVar
 
+from lingshu_server.api.limits import AdmissionController
 from lingshu_server.engine.vllm_engine import EngineStep
 
+T = TypeVar("T")
 
-class EngineRun:
+
+class EngineRun(Generic[T]):
     """Steps of one engine request, cut off at an optional deadline.
 
     When the deadline passes, the engine request is aborted (closing the generator aborts it)
@@ -20,7 +25,7 @@ class EngineRun:
     def __init__(
         self,
         request_id: str,
-        steps: AsyncIterator[EngineStep],
+        steps: AsyncIterator[T],
         deadline: float | None,
         release: Callable[[], None],
     ):
@@ -31,7 +36,7 @@ class EngineRun:
         self._closed = False
         self.timed_out = False
 
-    async def next(self) -> EngineStep | None:
+    async def next(self) -> T | None:
         if self.timed_out:
             return None
         if self._deadline is None:
@@ -51,6 +56,60 @@ class EngineRun:
             await self._steps.aclose()
         finally:
             self._release()
+
+
+async def start_run(
+    admission: AdmissionController,
+    request_id: str,
+    deadline: float | None,
+    prepare: Callable[[], Awaitable[AsyncIterator[T]]],
+) -> tuple[EngineRun[T], T | None]:
+    """Take a generation slot, `prepare` the engine work (prompt building included) and wait
+    for its first step, so that every error until then is still a plain 4xx/5xx answer. On a
+    failure the slot is given back and the engine request closed. The first step is None when
+    the deadline passed before it."""
+    await admission.acquire()
+    run: EngineRun[T] | None = None
+    try:
+        run = EngineRun(request_id, await prepare(), deadline, admission.release)
+        first = await run.next()
+    except BaseException:
+        if run is not None:
+            await run.close()
+        else:
+            admission.release()
+        raise
+    return run, first
+
+
+async def merged(runs: list[AsyncIterator[EngineStep]]) -> AsyncIterator[tuple[int, EngineStep]]:
+    """The steps of several engine requests as they come, each with its request's index.
+    Closing this iterator closes (so aborts) every request still running."""
+    pending = {asyncio.ensure_future(anext(run)): i for i, run in enumerate(runs)}
+    try:
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(done, key=pending.__getitem__):
+                index = pending.pop(task)
+                try:
+                    step = task.result()
+                except StopAsyncIteration:
+                    continue
+                pending[asyncio.ensure_future(anext(runs[index]))] = index
+                yield index, step
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for run in runs:
+            with contextlib.suppress(Exception):
+                await run.aclose()
+
+
+def timeout_of(requested: float | None, server: float | None) -> float | None:
+    """A request's own time limit, within the server's."""
+    limits = [t for t in (requested, server) if t is not None]
+    return min(limits) if limits else None
 
 
 def deadline_after(seconds: float | None) -> float | None:

@@ -42,17 +42,14 @@ from lingshu_server.api.responses_protocol import (
     response_id,
 )
 from lingshu_server.engine.vllm_engine import EngineStep
-from lingshu_server.services.responses_input import to_chat
-from lingshu_server.services.runner import (
-    GenerationRunner,
-    StartedRun,
-    collect,
+from lingshu_server.services.request_records import (
     note_disconnect,
     note_stream_error,
     note_usage,
-    sse,
-    unexpected,
 )
+from lingshu_server.services.responses_input import to_chat
+from lingshu_server.services.runner import GenerationRunner, StartedRun, collect
+from lingshu_server.services.streaming import sse, unexpected
 from lingshu_server.services.tool_calls import (
     ArgumentsDelta,
     CallFinished,

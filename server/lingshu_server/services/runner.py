@@ -9,65 +9,21 @@ wire format; neither builds prompts or talks to the engine itself.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from lingshu_server.api import request_context
-from lingshu_server.api.errors import (
-    APIError,
-    InternalServerError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    stack_without_message,
-)
 from lingshu_server.api.limits import AdmissionController
 from lingshu_server.api.protocol import ChatCompletionRequest, completion_id
-from lingshu_server.engine.vllm_engine import Engine, EngineStep, SamplingOptions, TokenLogprob
+from lingshu_server.engine.vllm_engine import Engine, EngineStep, TokenLogprob
 from lingshu_server.metrics import Metrics
 from lingshu_server.services.chat import ChatPrompt, ChatPromptBuilder
-from lingshu_server.services.generation import EngineRun, deadline_after, elapsed_since
-from lingshu_server.services.input_records import record_inputs
+from lingshu_server.services.generation import EngineRun, deadline_after, start_run, timeout_of
+from lingshu_server.services.models import ServedModels
+from lingshu_server.services.request_records import note_disconnect, note_usage, record_prompt
+from lingshu_server.services.sampling import sampling_options
 from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tool_calls import ToolGrammars, ToolUse
-
-logger = logging.getLogger(__name__)
-
-
-def sampling_options(
-    request: ChatCompletionRequest, max_tokens_cap: int, grammar: str | None = None
-) -> SamplingOptions:
-    requested = request.requested_max_tokens
-    if requested is not None and requested > max_tokens_cap:
-        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-        raise InvalidRequestError(
-            f"{param} is too large: {requested}. This server allows at most "
-            f"{max_tokens_cap} completion tokens.",
-            param=param,
-        )
-    if request.min_tokens > (requested or max_tokens_cap):
-        raise InvalidRequestError(
-            f"min_tokens ({request.min_tokens}) must not exceed max_tokens, which is "
-            f"{max_tokens_cap} when not given",
-            param="min_tokens",
-        )
-    return SamplingOptions(
-        max_tokens=requested or max_tokens_cap,
-        n=request.n,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        top_k=request.top_k,
-        min_p=request.min_p,
-        seed=request.seed,
-        stop=request.stop_sequences,
-        presence_penalty=request.presence_penalty,
-        frequency_penalty=request.frequency_penalty,
-        repetition_penalty=request.repetition_penalty,
-        ignore_eos=request.ignore_eos,
-        min_tokens=request.min_tokens,
-        logprobs=(request.top_logprobs or 0) if request.logprobs else None,
-        grammar=grammar,
-    )
 
 
 @dataclass
@@ -123,7 +79,7 @@ class GenerationRunner:
         self,
         engine: Engine,
         prompts: ChatPromptBuilder,
-        served_model_names: list[str],
+        models: ServedModels,
         max_tokens_cap: int,
         admission: AdmissionController,
         metrics: Metrics,
@@ -132,104 +88,43 @@ class GenerationRunner:
     ):
         self._engine = engine
         self._prompts = prompts
-        self._names = served_model_names
+        self._models = models
         self._max_tokens_cap = max_tokens_cap
         self._admission = admission
         self._metrics = metrics
         self._grammars = ToolGrammars(structured)
         self._request_timeout = request_timeout
 
-    def resolve_model(self, requested: str | None) -> str:
-        if requested is None:
-            return self._names[0]
-        if requested not in self._names:
-            raise ModelNotFoundError(
-                f"The model `{requested}` does not exist. Available: {', '.join(self._names)}",
-                param="model",
-            )
-        return requested
-
-    def _timeout(self, request: ChatCompletionRequest) -> float | None:
-        limits = [t for t in (request.request_timeout, self._request_timeout) if t is not None]
-        return min(limits) if limits else None
-
-    def _record_prompt(self, prompt: ChatPrompt, started: float) -> None:
-        self._metrics.preprocess.observe(elapsed_since(started))
-        ctx = request_context.get()
-        if ctx is not None:
-            ctx.prompt_tokens = prompt.num_tokens
-        record_inputs(self._metrics, prompt.images, prompt.videos)
-
     async def start(self, request: ChatCompletionRequest) -> StartedRun:
         """Validate everything and wait for the engine's first step, so errors stay 4xx JSON."""
-        model = self.resolve_model(request.model)
+        model = self._models.resolve(request.model)
         tools = ToolUse.from_chat(request)
         grammar = await self._grammars.grammar(tools, request.response_format)
-        options = sampling_options(request, self._max_tokens_cap, grammar)
-        deadline = deadline_after(self._timeout(request))
-        await self._admission.acquire()
-        run: EngineRun | None = None
-        try:
+        options = sampling_options(
+            request, self._max_tokens_cap, logprobs=request.num_logprobs, grammar=grammar
+        )
+        deadline = deadline_after(timeout_of(request.request_timeout, self._request_timeout))
+        request_id = completion_id()
+        prompt: ChatPrompt | None = None
+
+        async def prepare() -> AsyncIterator[EngineStep]:
+            nonlocal prompt
             started = time.perf_counter()
             prompt = await self._prompts.build(
                 request.messages, tools.definitions if tools else None
             )
-            self._record_prompt(prompt, started)
-            request_id = completion_id()
-            steps = self._engine.generate(
+            record_prompt(self._metrics, prompt, started)
+            return self._engine.generate(
                 prompt.token_ids,
                 [img.image for img in prompt.images],
                 options,
                 request_id,
                 [(video.frames, video.metadata) for video in prompt.videos],
+                adapter=model.adapter,
             )
-            run = EngineRun(request_id, steps, deadline, self._admission.release)
-            first = await run.next()
-        except BaseException:
-            if run is not None:
-                await run.close()
-            else:
-                self._admission.release()
-            raise
+
+        run, first = await start_run(self._admission, request_id, deadline, prepare)
         if first is None:  # the deadline passed before the first token
+            assert prompt is not None
             first = EngineStep(prompt_tokens=prompt.num_tokens, choices=[], finished=True)
-        return StartedRun(model, run, first, tools)
-
-
-# JSON leaves these unescaped, but Python's str.splitlines (which some SSE clients, httpx's
-# iter_lines among them, use to split events into lines) breaks lines at them: escaped, an event
-# is one line for every client. (Control characters below U+0020 are escaped by JSON already.)
-_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
-
-
-def sse(data: str, event: str | None = None) -> str:
-    """One server-sent event; `event` names its type (the Responses API's streams do)."""
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {data.translate(_LINE_BREAKS)}\n\n"
-
-
-def note_usage(completion_tokens: int) -> None:
-    ctx = request_context.get()
-    if ctx is not None:
-        ctx.completion_tokens = completion_tokens
-
-
-def note_disconnect() -> None:
-    ctx = request_context.get()
-    if ctx is not None:
-        ctx.client_disconnected = True
-
-
-def note_stream_error(exc: APIError) -> None:
-    """A stream that fails after its 200 is logged and counted with the error's status."""
-    ctx = request_context.get()
-    if ctx is not None:
-        ctx.status = int(exc.status)
-        ctx.stream_error = exc.code or exc.type
-
-
-def unexpected(exc: Exception) -> InternalServerError:
-    """A bug met mid-stream: logged by type and stack (its message may quote the request), and
-    told to the client as a bare internal error."""
-    logger.error("stream failed: %s\n%s", type(exc).__name__, stack_without_message(exc))
-    return InternalServerError("internal server error")
+        return StartedRun(model.name, run, first, tools)

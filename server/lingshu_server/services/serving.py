@@ -3,10 +3,8 @@ from the answer when the request offers tools."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
-from lingshu_server.api.errors import APIError
 from lingshu_server.api.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -26,16 +24,9 @@ from lingshu_server.api.protocol import (
 from lingshu_server.api.protocol import TokenLogprob as WireTokenLogprob
 from lingshu_server.api.protocol import TopLogprob as WireTopLogprob
 from lingshu_server.engine.vllm_engine import EngineStep, TokenLogprob
-from lingshu_server.services.runner import (
-    GenerationRunner,
-    StartedRun,
-    collect,
-    note_disconnect,
-    note_stream_error,
-    note_usage,
-    sse,
-    unexpected,
-)
+from lingshu_server.services.request_records import note_usage
+from lingshu_server.services.runner import GenerationRunner, StartedRun, collect
+from lingshu_server.services.streaming import guarded_events, sse
 from lingshu_server.services.tool_calls import (
     ArgumentsDelta,
     CallFinished,
@@ -45,8 +36,6 @@ from lingshu_server.services.tool_calls import (
     ToolEvent,
     read_answer,
 )
-
-__all__ = ["ChatService", "sse"]
 
 
 def wire_logprobs(tokens: list[TokenLogprob]) -> list[WireTokenLogprob]:
@@ -72,9 +61,6 @@ def finish_with_calls(finish_reason: str, called: bool) -> str:
 class ChatService:
     def __init__(self, runner: GenerationRunner):
         self.runner = runner  # the core, shared with the other generating surfaces
-
-    def resolve_model(self, requested: str | None) -> str:
-        return self.runner.resolve_model(requested)
 
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
         started = await self.runner.start(request)
@@ -112,7 +98,7 @@ class ChatService:
     async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
         """Validate and start; the returned iterator yields SSE events exactly as OpenAI does."""
         started = await self.runner.start(request)
-        return self._events(request, started)
+        return guarded_events(self._events(request, started), started.run)
 
     async def _events(
         self, request: ChatCompletionRequest, started: StartedRun
@@ -165,62 +151,48 @@ class ChatService:
         completion_tokens = 0
         prompt_tokens = first.prompt_tokens
         unfinished = set(range(request.n))
-        try:
-            prompt_ids = list(first.prompt_token_ids) if ids else None
-            for index in range(request.n):
-                yield chunk(index, Delta(role="assistant", content=""), prompt_token_ids=prompt_ids)
-                prompt_ids = None  # once, on the first chunk
-            step: EngineStep | None = first
-            while step is not None:
-                for delta in step.choices:
-                    completion_tokens += len(delta.token_ids)
-                    logprobs = delta.logprobs if request.logprobs else None
-                    token_ids = delta.token_ids if ids else None
-                    if readers is None:
-                        has_output = delta.text or logprobs or token_ids
-                        deltas = [Delta(content=delta.text)] if has_output else []
-                    else:
-                        deltas = _deltas(readers[delta.index].feed(delta.text))
-                    if not deltas and (logprobs or token_ids):
-                        deltas = [Delta()]  # the step's logprobs or ids still go out
-                    for j, wire in enumerate(deltas):
-                        first_of_step = j == 0
-                        yield chunk(
-                            delta.index,
-                            wire,
-                            None,
-                            logprobs if first_of_step else None,
-                            token_ids if first_of_step else None,
-                        )
-                    if delta.finish_reason is not None:
-                        unfinished.discard(delta.index)
-                        for event in finish_chunks(delta.index, delta.finish_reason):
-                            yield event
-                step = await run.next()
-            for index in sorted(unfinished):  # cut off by the deadline
-                for event in finish_chunks(index, "length"):
-                    yield event
-            note_usage(completion_tokens)
-            if include_usage:
-                usage = Usage(
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    total_tokens=prompt_tokens + completion_tokens,
-                )
-                yield sse(ChatCompletionChunk(**header, choices=[], usage=usage).model_dump_json())
-        except APIError as exc:
-            note_stream_error(exc)
-            yield sse(exc.body().model_dump_json())
-        except (asyncio.CancelledError, GeneratorExit):
-            note_disconnect()
-            raise
-        except Exception as exc:
-            error = unexpected(exc)
-            note_stream_error(error)
-            yield sse(error.body().model_dump_json())
-        finally:
-            await run.close()
-        yield sse("[DONE]")
+        prompt_ids = list(first.prompt_token_ids) if ids else None
+        for index in range(request.n):
+            yield chunk(index, Delta(role="assistant", content=""), prompt_token_ids=prompt_ids)
+            prompt_ids = None  # once, on the first chunk
+        step: EngineStep | None = first
+        while step is not None:
+            for delta in step.choices:
+                completion_tokens += len(delta.token_ids)
+                logprobs = delta.logprobs if request.logprobs else None
+                token_ids = delta.token_ids if ids else None
+                if readers is None:
+                    has_output = delta.text or logprobs or token_ids
+                    deltas = [Delta(content=delta.text)] if has_output else []
+                else:
+                    deltas = _deltas(readers[delta.index].feed(delta.text))
+                if not deltas and (logprobs or token_ids):
+                    deltas = [Delta()]  # the step's logprobs or ids still go out
+                for j, wire in enumerate(deltas):
+                    first_of_step = j == 0
+                    yield chunk(
+                        delta.index,
+                        wire,
+                        None,
+                        logprobs if first_of_step else None,
+                        token_ids if first_of_step else None,
+                    )
+                if delta.finish_reason is not None:
+                    unfinished.discard(delta.index)
+                    for event in finish_chunks(delta.index, delta.finish_reason):
+                        yield event
+            step = await run.next()
+        for index in sorted(unfinished):  # cut off by the deadline
+            for event in finish_chunks(index, "length"):
+                yield event
+        note_usage(completion_tokens)
+        if include_usage:
+            usage = Usage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+            )
+            yield sse(ChatCompletionChunk(**header, choices=[], usage=usage).model_dump_json())
 
 
 def _message(text: str, finish_reason: str, started: StartedRun) -> tuple[AssistantMessage, str]:

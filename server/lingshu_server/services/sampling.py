@@ -1,0 +1,54 @@
+"""A generating request's sampling fields -> the engine's SamplingOptions, for every surface."""
+
+from __future__ import annotations
+
+from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.api.protocol import SamplingRequest
+from lingshu_server.engine.vllm_engine import SamplingOptions
+
+
+def sampling_options(
+    request: SamplingRequest,
+    max_tokens_cap: int,
+    *,
+    logprobs: int | None = None,
+    prompt_logprobs: int | None = None,
+    grammar: str | None = None,
+    default_max_tokens: int | None = None,
+) -> SamplingOptions:
+    """The rules that need the server's settings: `max_tokens` within --max-tokens-cap and
+    `min_tokens` within `max_tokens`. A request without `max_tokens` gets
+    `default_max_tokens`, within the cap (no default: the cap)."""
+    requested = request.requested_max_tokens
+    param = request.max_tokens_param
+    if requested is not None and requested > max_tokens_cap:
+        raise InvalidRequestError(
+            f"{param} is too large: {requested}. This server allows at most "
+            f"{max_tokens_cap} completion tokens.",
+            param=param,
+        )
+    max_tokens = requested or min(default_max_tokens or max_tokens_cap, max_tokens_cap)
+    if request.min_tokens > max_tokens:
+        given = f"{param} ({requested})" if requested else f"the default max_tokens ({max_tokens})"
+        raise InvalidRequestError(
+            f"min_tokens ({request.min_tokens}) must not exceed {given}",
+            param="min_tokens",
+        )
+    return SamplingOptions(
+        max_tokens=max_tokens,
+        n=request.n,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        top_k=request.top_k,
+        min_p=request.min_p,
+        seed=request.seed,
+        stop=request.stop_sequences,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+        repetition_penalty=request.repetition_penalty,
+        ignore_eos=request.ignore_eos,
+        min_tokens=request.min_tokens,
+        logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
+        grammar=grammar,
+    )
