@@ -49,9 +49,12 @@ from lingshu_server.services.chat import (
 from lingshu_server.services.completions import CompletionService
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.preview import PreviewService
+from lingshu_server.services.responses import ResponsesService
+from lingshu_server.services.runner import GenerationRunner
 from lingshu_server.services.serving import ChatService
 from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tokenization import TokenizeService
+from lingshu_server.services.tool_template import handles_tools
 from lingshu_server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -112,6 +115,16 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         await engine.load_adapters()
     lifecycle.enter(Stage.PREPARING)
     template = load_chat_template(settings.model, engine.tokenizer)
+    logger.info(
+        "tool calls",
+        extra={
+            "fields": {
+                "template": "the checkpoint's"
+                if handles_tools(template)
+                else "built-in (Qwen2.5 tools section, Qwen2.5-VL turns)"
+            }
+        },
+    )
     image_limits = ImageLimits.from_settings(settings, budget)
     videos = VideoInputs(
         app.state.image_pool,
@@ -152,7 +165,7 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         engine.max_model_len,
         app.state.started_at,
     )
-    app.state.chat_service = ChatService(
+    runner = GenerationRunner(
         engine,
         prompts,
         app.state.models,
@@ -162,6 +175,8 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         StructuredOutput(app.state.image_pool),
         settings.request_timeout,
     )
+    app.state.chat_service = ChatService(runner)
+    app.state.responses_service = ResponsesService(runner)
     app.state.completion_service = CompletionService(
         engine,
         app.state.models,

@@ -487,7 +487,9 @@ def routes() -> Iterator[Case]:
     yield Case("put-chat", 405, method="PUT", body=chat())
     yield Case("delete-chat", 405, method="DELETE")
     yield Case("unknown-v1-route", 404, method="GET", path="/v1/nothing")
-    yield Case("legacy-completions", 404, path="/v1/completions", body={"prompt": "hi"})
+    completions = "/v1/completions"
+    yield Case("completions-no-prompt", 400, path=completions, body={"max_tokens": 2})
+    yield Case("completions-bad-token", 400, path=completions, body={"prompt": [10**9]})
     yield Case(
         "unknown-model", 404, body=chat(model="gpt-4o"), code="model_not_found", param="model"
     )

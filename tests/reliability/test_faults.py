@@ -166,7 +166,46 @@ def test_engine_core_killed_mid_stream(rel_server: RunningServer, target: Target
                 except httpx.HTTPError:
                     return  # the server went away
 
+    # A Responses stream too: its failure is an `error` event, then `response.failed`. Its
+    # grammar (a string longer than the token cap) keeps it going to the cap, never ending early.
+    endings: list[list[tuple[str, dict]]] = []
+    early_tokens = threading.Event()  # a Responses stream is in its first half
+    long_answer = {
+        "type": "json_schema",
+        "name": "r",
+        "schema": {"type": "string", "minLength": 999},
+    }
+    answer = {
+        "input": "Findings?",
+        "max_output_tokens": MAX_TOKENS_CAP,
+        "text": {"format": long_answer},
+        "stream": True,
+    }
+
+    def respond_forever() -> None:
+        with httpx.Client(base_url=target.base_url, timeout=30) as http:
+            while not stop.is_set():
+                events: list[tuple[str, dict]] = []
+                try:
+                    with http.stream(
+                        "POST", "/v1/responses", json=answer, headers=target.auth()
+                    ) as response:
+                        kind = ""
+                        for line in response.iter_lines():
+                            if line.startswith("event: "):
+                                kind = line.removeprefix("event: ")
+                            elif line.startswith("data: "):
+                                events.append((kind, json.loads(line.removeprefix("data: "))))
+                                deltas = sum(k == "response.output_text.delta" for k, _ in events)
+                                if 0 < deltas < MAX_TOKENS_CAP // 2:
+                                    early_tokens.set()
+                except httpx.HTTPError:
+                    return  # the server went away
+                finally:
+                    endings.append(events[-2:])
+
     clients = [threading.Thread(target=stream_forever) for _ in range(4)]
+    clients.append(threading.Thread(target=respond_forever))
     for client in clients:
         client.start()
     assert first_tokens.wait(30)
@@ -174,6 +213,8 @@ def test_engine_core_killed_mid_stream(rel_server: RunningServer, target: Target
     assert cores, "expected vLLM's engine core in a child process"
     # Kill right after a token arrived, so that stream is surely still in flight however
     # loaded the machine is (a fixed pause could land between streams).
+    early_tokens.clear()
+    assert early_tokens.wait(30)
     first_tokens.clear()
     assert first_tokens.wait(30)
     killed = time.monotonic()
@@ -206,6 +247,12 @@ def test_engine_core_killed_mid_stream(rel_server: RunningServer, target: Target
         "process exit": exited,
     }
     assert errors, "no stream in flight got an error event"
+    cut = [ending for ending in endings if [k for k, _ in ending] == ["error", "response.failed"]]
+    assert cut, f"no Responses stream ended in error and response.failed: {endings[-3:]}"
+    (_, error_event), (_, last) = cut[0]
+    assert error_event["code"] == "engine_unavailable" and error_event["message"]
+    assert last["response"]["status"] == "failed"
+    assert last["response"]["error"]["code"] == "server_error"
     assert health_503 is not None and health_503 < DEATH_HEALTH_BOUND_S
     assert code != 0
     if refused is not None:

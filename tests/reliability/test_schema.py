@@ -61,6 +61,31 @@ def test_answers_match_the_document(target: Target, body: dict):
     target.count(response.status_code)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"input": "x", "max_output_tokens": 4},
+        {"input": "x", "max_output_tokens": 4, "stream": True},
+        {
+            "input": "x",
+            "max_output_tokens": 300,
+            "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+            "tool_choice": "required",
+            "parallel_tool_calls": False,
+            "stream": True,
+        },
+        {"input": "x", "store": True},
+    ],
+    ids=["response", "stream", "stream-function-call", "error"],
+)
+def test_responses_match_the_document(target: Target, body: dict):
+    """/v1/responses: the response object, its stream events and an error, as documented."""
+    schema = schemathesis.openapi.from_url(f"{target.base_url}/openapi.json")
+    case = schema["/v1/responses"]["POST"].Case(body=body, media_type="application/json")
+    response = case.call_and_validate(headers=target.auth(), timeout=60, checks=CHECKS[:-1])
+    target.count(response.status_code)
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_schemathesis(target: Target, report: ReliabilityReport, long: bool, mode: GenerationMode):
     schema = schemathesis.openapi.from_url(f"{target.base_url}/openapi.json")

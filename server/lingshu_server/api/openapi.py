@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from lingshu_server.api.completions_protocol import Completion, CompletionChunk
 from lingshu_server.api.preview_protocol import PreviewResponse
 from lingshu_server.api.protocol import ChatCompletion, ChatCompletionChunk, ErrorResponse
+from lingshu_server.api.responses_protocol import ResponsesResponse, StreamEvent
 
 ERROR_DESCRIPTIONS = {
     400: "Invalid request: a wrong type or value (naming the `param`), a body that is not "
@@ -68,8 +69,34 @@ def sse_event(chunk_schema: str) -> dict[str, Any]:
 
 
 SSE_EVENT = sse_event(CHUNK_SCHEMA)
-# Stream chunks are no route's response model: their schemas are added to the document here.
-STREAM_CHUNKS = (ChatCompletionChunk, CompletionChunk)
+STREAM_EVENT_SCHEMA = "ResponseStreamEvent"
+RESPONSES_SSE_DESCRIPTION = (
+    "With `stream: true`: the Responses API's server-sent events. Each event's `event:` line "
+    f"names its type and its `data:` line holds it (#/components/schemas/{STREAM_EVENT_SCHEMA}): "
+    "`response.created`, `response.in_progress`, the output items and their deltas, then "
+    "`response.completed` (or `response.incomplete`, cut off at max_output_tokens); a failure "
+    "after the first event is an `error` event and `response.failed`. No `[DONE]`."
+)
+RESPONSES_SSE_EVENT = {
+    "type": "object",
+    "description": RESPONSES_SSE_DESCRIPTION,
+    "properties": {
+        "event": {"type": "string"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": f"#/components/schemas/{STREAM_EVENT_SCHEMA}"},
+        },
+        "id": {"type": "string"},
+    },
+    "required": ["event", "data"],
+}
+# Stream chunks and events are no route's response model: their schemas are added here.
+STREAM_SCHEMAS: dict[str, Any] = {
+    CHUNK_SCHEMA: ChatCompletionChunk,
+    "CompletionChunk": CompletionChunk,
+    STREAM_EVENT_SCHEMA: StreamEvent,
+}
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -84,6 +111,14 @@ CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": ChatCompletion,
         "description": "The completion (JSON), or with `stream: true` its chunks (SSE)",
         "content": {"text/event-stream": {"schema": SSE_EVENT}},
+    },
+    **error_responses(400, 401, 404, 415, 429, 500),
+}
+RESPONSES_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ResponsesResponse,
+        "description": "The response (JSON), or with `stream: true` its events (SSE)",
+        "content": {"text/event-stream": {"schema": RESPONSES_SSE_EVENT}},
     },
     **error_responses(400, 401, 404, 415, 429, 500),
 }
@@ -107,7 +142,7 @@ V1_RESPONSES = error_responses(401, 429)
 
 
 def install_openapi(app: FastAPI) -> None:
-    """Generate the document once, then drop FastAPI's 422 and add the stream chunk schema."""
+    """Generate the document once, then drop FastAPI's 422 and add the stream event schemas."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -124,11 +159,11 @@ def install_openapi(app: FastAPI) -> None:
         for path in document.get("paths", {}).values():
             for operation in path.values():
                 operation.get("responses", {}).pop("422", None)
-        for model in STREAM_CHUNKS:
-            chunk = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
-            for name, definition in chunk.pop("$defs", {}).items():
+        for component, kind in STREAM_SCHEMAS.items():
+            event = TypeAdapter(kind).json_schema(ref_template="#/components/schemas/{model}")
+            for name, definition in event.pop("$defs", {}).items():
                 schemas.setdefault(name, definition)
-            schemas[model.__name__] = chunk
+            schemas[component] = event
         app.openapi_schema = document
         return document
 

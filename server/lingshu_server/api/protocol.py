@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -145,16 +146,97 @@ class VideoPart(WireModel):
 ContentPart = Annotated[TextPart | ImagePart | VideoPart, Field(discriminator="type")]
 
 
+# OpenAI's rule for function names; it also keeps a name safe inside the grammar's literals.
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+def check_arguments(arguments: str) -> str:
+    """An earlier call's arguments: a JSON object's text (the template writes them back)."""
+    try:
+        parsed = json.loads(arguments) if arguments.strip() else {}
+    except ValueError:
+        raise ValueError("the arguments of a tool call must be a JSON object") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("the arguments of a tool call must be a JSON object")
+    return arguments
+
+
+class CalledFunction(WireModel):
+    """A function call in an earlier assistant turn."""
+
+    name: Text = Field(pattern=FUNCTION_NAME)
+    arguments: Annotated[Text, AfterValidator(check_arguments)]
+
+
+class AssistantToolCall(WireModel):
+    id: Text = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(WireModel):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[ContentPart] | None = None
     name: Text | None = None
+    # assistant turns that called tools
+    tool_calls: list[AssistantToolCall] | None = Field(default=None, min_length=1)
+    tool_call_id: Text | None = None  # tool turns: the call this result answers
 
     @model_validator(mode="after")
     def _content_required(self) -> ChatMessage:
         if self.content is None and self.role != "assistant":
             raise ValueError(f"a {self.role} message needs content")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if self.role == "tool":
+            if not self.tool_call_id:
+                raise ValueError("a tool message needs the tool_call_id it answers")
+            if isinstance(self.content, list) and not all(
+                isinstance(part, TextPart) for part in self.content
+            ):
+                raise ValueError("a tool message holds text only")
         return self
+
+
+class FunctionDefinition(WireModel):
+    name: Text = Field(pattern=FUNCTION_NAME)
+    description: Text | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema; absent: no arguments
+    strict: bool | None = None
+
+
+class ChatTool(WireModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(WireModel):
+    name: Text
+
+
+class NamedToolChoice(WireModel):
+    type: Literal["function"]
+    function: FunctionName
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+def check_unique_names(names: list[str]) -> None:
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"two tools are named '{duplicates[0]}'; names must be unique")
+
+
+def check_tool_choice(choice: str | None, named: str | None, names: list[str] | None) -> None:
+    """OpenAI's rules for tool_choice (`named`: the function it names, if it names one);
+    `auto` with no tools is harmless and accepted."""
+    if choice in (None, "none", "auto"):
+        return
+    if not names:
+        raise ValueError("tool_choice is only allowed when tools are given")
+    if named is not None and named not in names:
+        raise ValueError(f"the function '{named}' is not among the tools")
 
 
 class JSONSchemaFormat(WireModel):
@@ -258,11 +340,35 @@ class ChatCompletionRequest(SamplingRequest):
     logprobs: bool | None = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+    tools: list[ChatTool] | None = None  # [] is no tools, as vLLM takes it
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = True
 
     @field_validator("logprobs")
     @classmethod
     def _logprobs_null_is_false(cls, value: bool | None) -> bool:
         return bool(value)
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, tools: list[ChatTool] | None) -> list[ChatTool] | None:
+        check_unique_names([tool.function.name for tool in tools or []])
+        return tools
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_among_tools(
+        cls, choice: str | NamedToolChoice | None, info: ValidationInfo
+    ) -> str | NamedToolChoice | None:
+        tools = info.data.get("tools")
+        named = choice.function.name if isinstance(choice, NamedToolChoice) else None
+        check_tool_choice(choice, named, [t.function.name for t in tools] if tools else None)
+        return choice
+
+    @field_validator("parallel_tool_calls")
+    @classmethod
+    def _parallel_default(cls, value: bool | None) -> bool:
+        return True if value is None else value
 
     @field_validator("top_logprobs")
     @classmethod
@@ -316,10 +422,30 @@ class Usage(ResponseModel):
     total_tokens: int
 
 
+class FunctionCall(ResponseModel):
+    name: str
+    arguments: str  # the JSON object's text, as generated
+
+
+class ToolCall(ResponseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+def tool_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
 class AssistantMessage(ResponseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_no_calls(self, handler: Any) -> dict[str, Any]:
+        return without_unset_ids(handler(self), "tool_calls")
 
 
 def without_unset_ids(data: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -363,11 +489,34 @@ class ChatCompletion(CompletionHeader):
         return without_unset_ids(handler(self), "prompt_token_ids")
 
 
+class FunctionCallDelta(ResponseModel):
+    """The name comes once, in a call's first delta; the arguments in fragments after it."""
+
+    name: str | None = None
+    arguments: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ToolCallDelta(ResponseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
 class Delta(ResponseModel):
     """OpenAI omits unset delta fields: {"role": ..} first, {"content": ..} next, {} last."""
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
     @model_serializer(mode="wrap")
     def _drop_unset(self, handler: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from lingshu_server.api.openapi import (
     CHAT_RESPONSES,
     COMPLETION_RESPONSES,
     PREVIEW_RESPONSES,
+    RESPONSES_RESPONSES,
     TOKENIZE_RESPONSES,
     V1_RESPONSES,
 )
@@ -33,6 +34,7 @@ from lingshu_server.api.protocol import (
     ModelList,
     ServerStatus,
 )
+from lingshu_server.api.responses_protocol import ResponsesRequest, ResponsesResponse
 from lingshu_server.api.tokenize_protocol import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -44,6 +46,7 @@ from lingshu_server.lifecycle import Lifecycle, Stage
 from lingshu_server.metrics import engine_exposition
 from lingshu_server.services.completions import CompletionService
 from lingshu_server.services.preview import PreviewService
+from lingshu_server.services.responses import ResponsesService
 from lingshu_server.services.serving import ChatService
 from lingshu_server.services.tokenization import TokenizeService
 
@@ -109,11 +112,16 @@ async def _tokenize_service(request: Request) -> TokenizeService:
     return request.app.state.tokenize_service
 
 
+async def _responses_service(request: Request) -> ResponsesService:
+    return request.app.state.responses_service
+
+
 async def _preview_service(request: Request) -> PreviewService:
     return request.app.state.preview_service
 
 
 ChatServiceDep = Annotated[ChatService, Depends(_chat_service)]
+ResponsesServiceDep = Annotated[ResponsesService, Depends(_responses_service)]
 CompletionServiceDep = Annotated[CompletionService, Depends(_completion_service)]
 TokenizeServiceDep = Annotated[TokenizeService, Depends(_tokenize_service)]
 PreviewServiceDep = Annotated[PreviewService, Depends(_preview_service)]
@@ -176,6 +184,20 @@ async def create_chat_completion(
     request: Request, body: ChatCompletionRequest, chat: ChatServiceDep
 ) -> ChatCompletion | Response:
     work = chat.stream(body) if body.stream else chat.complete(body)
+    return await answer(request, work, bool(body.stream))
+
+
+@v1.post(
+    "/responses",
+    response_model=None,
+    dependencies=[Depends(require_json)],
+    responses=RESPONSES_RESPONSES,
+)
+async def create_response(
+    request: Request, body: ResponsesRequest, responses: ResponsesServiceDep
+) -> ResponsesResponse | Response:
+    """OpenAI's Responses API, stateless (`store` false)."""
+    work = responses.stream(body) if body.stream else responses.create(body)
     return await answer(request, work, bool(body.stream))
 
 

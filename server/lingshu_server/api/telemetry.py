@@ -20,7 +20,14 @@ logger = logging.getLogger(__name__)
 # Probes and scrapes are logged only when they fail, or they would drown the access log.
 QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 AUDITED_ROUTES = frozenset(
-    {"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize", "/v1/images/preview"}
+    {
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/completions",
+        "/tokenize",
+        "/detokenize",
+        "/v1/images/preview",
+    }
 )
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for "the client went away first"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import ctypes
+import itertools
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -33,6 +34,7 @@ from lingshu_server.inputs.media import (
 )
 from lingshu_server.inputs.video import PreparedVideo
 from lingshu_server.inputs.video_inputs import VideoInputs, video_parts
+from lingshu_server.services.tool_template import QWEN_VL_TOOL_TEMPLATE, handles_tools, uses_tools
 
 # The template expands each image part to <|vision_start|><|image_pad|><|vision_end|>;
 # vLLM then expands the single <|image_pad|> to one token per 28x28 pixels.
@@ -99,8 +101,29 @@ def _template_messages(
                     content.append(VIDEO_PART)
                 else:
                     content.extend([IMAGE_PART] * images_per_part.get(_image_param(i, j), 1))
-        rendered.append({"role": role, "content": content})
+        rendered.append({"role": role, "content": content, **_tool_fields(message)})
     return rendered
+
+
+def _tool_fields(message: ChatMessage) -> dict[str, Any]:
+    """Tool turns as chat templates take them (Hugging Face's convention, as vLLM passes them):
+    a call's arguments as an object, which the template writes back as JSON."""
+    if message.role == "tool":
+        return {"tool_call_id": message.tool_call_id}
+    if not message.tool_calls:
+        return {}
+    calls = [
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {
+                "name": call.function.name,
+                "arguments": json.loads(call.function.arguments or "{}"),
+            },
+        }
+        for call in message.tool_calls
+    ]
+    return {"tool_calls": calls}
 
 
 def _image_param(message: int, part: int) -> str:
@@ -176,7 +199,7 @@ class ChatPromptBuilder:
 
     def __init__(
         self,
-        render: Callable[[list[dict[str, Any]]], str],
+        render: Callable[..., str],
         tokenize: Callable[[str], list[int]],
         pool: Executor,
         limits: ImageLimits,
@@ -199,14 +222,17 @@ class ChatPromptBuilder:
         self._image_cache = image_cache
 
     def with_text_steps(
-        self, render: Callable[[list[dict[str, Any]]], str], tokenize: Callable[[str], list[int]]
+        self, render: Callable[..., str], tokenize: Callable[[str], list[int]]
     ) -> ChatPromptBuilder:
         """This builder rendering and tokenizing another way (/tokenize's template options)."""
         other = copy.copy(self)
         other._render, other._tokenize = render, tokenize
         return other
 
-    async def build(self, messages: list[ChatMessage]) -> ChatPrompt:
+    async def build(
+        self, messages: list[ChatMessage], tools: list[dict[str, Any]] | None = None
+    ) -> ChatPrompt:
+        """`tools`: function tools in chat completions' shape, rendered by the template."""
         parts = image_parts(messages)
         self._check_image_count(len(parts))
         videos = video_parts(messages)
@@ -214,7 +240,7 @@ class ChatPromptBuilder:
         parts = await self.expand_images(parts)
         images_per_part = Counter(param for param, _ in parts)
         (text, token_ids), probed, planned = await asyncio.gather(
-            self._in_pool(self._text_tokens, messages, images_per_part),
+            self._in_pool(self._text_tokens, messages, images_per_part, tools),
             self.probe_images(parts),
             self._videos.plan(videos),
         )
@@ -293,16 +319,21 @@ class ChatPromptBuilder:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _text_tokens(
-        self, messages: list[ChatMessage], images_per_part: Mapping[str, int]
+        self,
+        messages: list[ChatMessage],
+        images_per_part: Mapping[str, int],
+        tools: list[dict[str, Any]] | None = None,
     ) -> tuple[str, list[int]]:
         """The rendered prompt and its tokens, refusing early a text that cannot fit."""
-        chars = text_length(messages)
+        tool_text = json.dumps(tools, ensure_ascii=False) if tools else ""
+        chars = text_length(messages) + len(tool_text)
         if chars > self._max_model_len:  # only then can the text alone overflow the context
-            at_least = tokens_at_least(message_texts(messages), self._tokenize, self._max_model_len)
+            texts = itertools.chain(message_texts(messages), [tool_text])
+            at_least = tokens_at_least(texts, self._tokenize, self._max_model_len)
             if at_least >= self._max_model_len:
                 release_memory()
                 raise self._too_long(f"more than {at_least} tokens of text")
-        text = self._render(_template_messages(messages, images_per_part))
+        text = self._render(_template_messages(messages, images_per_part), tools)
         token_ids = self._tokenize(text)
         if chars > TRIM_AFTER_CHARS:
             release_memory()
@@ -381,11 +412,17 @@ def template_renderer(
     template: str,
     add_generation_prompt: bool = True,
     continue_final_message: bool = False,
-) -> Callable[[list[dict[str, Any]]], str]:
-    def render(messages: list[dict[str, Any]]) -> str:
+) -> Callable[..., str]:
+    """render(messages, tools=None): the checkpoint's template, or for a conversation with
+    tools that template only if it renders tools (see tool_template)."""
+    tool_template = template if handles_tools(template) else QWEN_VL_TOOL_TEMPLATE
+
+    def render(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        chosen = tool_template if uses_tools(messages, tools) else template
         return tokenizer.apply_chat_template(
             messages,
-            chat_template=template,
+            tools=tools or None,
+            chat_template=chosen,
             tokenize=False,
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,

@@ -1,13 +1,10 @@
-"""Chat completions: request -> prompt and sampling options -> engine -> response or SSE chunks."""
+"""Chat completions: request -> the shared runner -> response or SSE chunks, tool calls read
+from the answer when the request offers tools."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
-from lingshu_server.api.limits import AdmissionController
 from lingshu_server.api.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -17,21 +14,28 @@ from lingshu_server.api.protocol import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    FunctionCall,
+    FunctionCallDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
-    completion_id,
     now,
 )
 from lingshu_server.api.protocol import TokenLogprob as WireTokenLogprob
 from lingshu_server.api.protocol import TopLogprob as WireTopLogprob
-from lingshu_server.engine.vllm_engine import Engine, EngineStep, TokenLogprob
-from lingshu_server.metrics import Metrics
-from lingshu_server.services.chat import ChatPrompt, ChatPromptBuilder
-from lingshu_server.services.generation import EngineRun, deadline_after, start_run, timeout_of
-from lingshu_server.services.models import ServedModels
-from lingshu_server.services.request_records import note_disconnect, note_usage, record_prompt
-from lingshu_server.services.sampling import sampling_options
+from lingshu_server.engine.vllm_engine import EngineStep, TokenLogprob
+from lingshu_server.services.request_records import note_usage
+from lingshu_server.services.runner import GenerationRunner, StartedRun, collect
 from lingshu_server.services.streaming import guarded_events, sse
-from lingshu_server.services.structured_output import StructuredOutput
+from lingshu_server.services.tool_calls import (
+    ArgumentsDelta,
+    CallFinished,
+    CallStarted,
+    ContentDelta,
+    ToolCallReader,
+    ToolEvent,
+    read_answer,
+)
 
 
 def wire_logprobs(tokens: list[TokenLogprob]) -> list[WireTokenLogprob]:
@@ -49,107 +53,41 @@ def wire_logprobs(tokens: list[TokenLogprob]) -> list[WireTokenLogprob]:
     ]
 
 
-@dataclass
-class _ChoiceState:
-    text: list[str] = field(default_factory=list)
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    token_ids: list[int] = field(default_factory=list)
-    finish_reason: str | None = None
+def finish_with_calls(finish_reason: str, called: bool) -> str:
+    """OpenAI's finish_reason for an answer that ended by itself with tool calls."""
+    return "tool_calls" if called and finish_reason == "stop" else finish_reason
 
 
 class ChatService:
-    def __init__(
-        self,
-        engine: Engine,
-        prompts: ChatPromptBuilder,
-        models: ServedModels,
-        max_tokens_cap: int,
-        admission: AdmissionController,
-        metrics: Metrics,
-        structured: StructuredOutput,
-        request_timeout: float | None = None,
-    ):
-        self._engine = engine
-        self._prompts = prompts
-        self._models = models
-        self._max_tokens_cap = max_tokens_cap
-        self._admission = admission
-        self._metrics = metrics
-        self._structured = structured
-        self._request_timeout = request_timeout
-
-    async def _start(self, request: ChatCompletionRequest) -> tuple[str, EngineRun, EngineStep]:
-        """Validate everything and wait for the engine's first step, so errors stay 4xx JSON."""
-        model = self._models.resolve(request.model)
-        grammar = await self._structured.grammar(request.response_format)
-        options = sampling_options(
-            request, self._max_tokens_cap, logprobs=request.num_logprobs, grammar=grammar
-        )
-        deadline = deadline_after(timeout_of(request.request_timeout, self._request_timeout))
-        request_id = completion_id()
-        prompt: ChatPrompt | None = None
-
-        async def prepare() -> AsyncIterator[EngineStep]:
-            nonlocal prompt
-            started = time.perf_counter()
-            prompt = await self._prompts.build(request.messages)
-            record_prompt(self._metrics, prompt, started)
-            return self._engine.generate(
-                prompt.token_ids,
-                [img.image for img in prompt.images],
-                options,
-                request_id,
-                [(video.frames, video.metadata) for video in prompt.videos],
-                adapter=model.adapter,
-                image_ids=[image.pixels_id for image in prompt.images],
-            )
-
-        run, first = await start_run(self._admission, request_id, deadline, prepare)
-        if first is None:  # the deadline passed before the first token
-            first = EngineStep(prompt_tokens=prompt.num_tokens, choices=[], finished=True)
-        return model.name, run, first
+    def __init__(self, runner: GenerationRunner):
+        self.runner = runner  # the core, shared with the other generating surfaces
 
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
-        model, run, first = await self._start(request)
-        states = [_ChoiceState() for _ in range(request.n)]
-        prompt_tokens = first.prompt_tokens
-        step: EngineStep | None = first
-        try:
-            while step is not None:
-                for delta in step.choices:
-                    state = states[delta.index]
-                    state.text.append(delta.text)
-                    state.token_ids.extend(delta.token_ids)
-                    if delta.logprobs:
-                        state.logprobs.extend(delta.logprobs)
-                    state.finish_reason = delta.finish_reason or state.finish_reason
-                step = await run.next()
-        except asyncio.CancelledError:
-            note_disconnect()
-            raise
-        finally:
-            await run.close()
-        for state in states:
-            state.finish_reason = state.finish_reason or "length"  # cut off by the deadline
-        completion_tokens = sum(len(s.token_ids) for s in states)
-        note_usage(completion_tokens)
-        return ChatCompletion(
-            id=run.request_id,
-            created=now(),
-            model=model,
-            choices=[
+        started = await self.runner.start(request)
+        outputs = await collect(started, request.n)
+        prompt_tokens = started.first.prompt_tokens
+        completion_tokens = sum(len(output.token_ids) for output in outputs)
+        choices = []
+        for i, output in enumerate(outputs):
+            message, finish_reason = _message("".join(output.text), output.finish_reason, started)
+            choices.append(
                 Choice(
                     index=i,
-                    message=AssistantMessage(content="".join(s.text)),
-                    logprobs=ChoiceLogprobs(content=wire_logprobs(s.logprobs))
+                    message=message,
+                    logprobs=ChoiceLogprobs(content=wire_logprobs(output.logprobs))
                     if request.logprobs
                     else None,
-                    finish_reason=s.finish_reason,
-                    token_ids=s.token_ids if request.return_token_ids else None,
+                    finish_reason=finish_reason,
+                    token_ids=output.token_ids if request.return_token_ids else None,
                 )
-                for i, s in enumerate(states)
-            ],
-            prompt_token_ids=list(first.prompt_token_ids) if request.return_token_ids else None,
+            )
+        prompt_ids = started.first.prompt_token_ids
+        return ChatCompletion(
+            id=started.run.request_id,
+            created=now(),
+            model=started.model,
+            choices=choices,
+            prompt_token_ids=list(prompt_ids) if request.return_token_ids else None,
             usage=Usage(
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
@@ -159,22 +97,24 @@ class ChatService:
 
     async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
         """Validate and start; the returned iterator yields SSE events exactly as OpenAI does."""
-        model, run, first = await self._start(request)
-        return guarded_events(self._events(request, model, run, first), run)
+        started = await self.runner.start(request)
+        return guarded_events(self._events(request, started), started.run)
 
     async def _events(
-        self,
-        request: ChatCompletionRequest,
-        model: str,
-        run: EngineRun,
-        first: EngineStep,
+        self, request: ChatCompletionRequest, started: StartedRun
     ) -> AsyncIterator[str]:
+        run, first = started.run, started.first
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         # OpenAI sends "usage": null on every chunk when usage was asked for, else no usage key.
         exclude = None if include_usage else {"usage"}
-        header = {"id": run.request_id, "created": now(), "model": model}
+        header = {"id": run.request_id, "created": now(), "model": started.model}
 
         ids = request.return_token_ids
+        readers = (
+            [ToolCallReader(started.tools) for _ in range(request.n)]
+            if started.reads_calls and started.tools is not None
+            else None
+        )
 
         def chunk(
             index: int,
@@ -198,6 +138,16 @@ class ChatService:
             )
             return sse(body.model_dump_json(exclude=exclude))
 
+        def finish_chunks(index: int, finish_reason: str) -> list[str]:
+            if readers is None:
+                return [chunk(index, Delta(), finish_reason)]
+            reader = readers[index]
+            deltas = _deltas(reader.finish())
+            finish_reason = finish_with_calls(finish_reason, bool(reader.calls))
+            return [chunk(index, delta) for delta in deltas] + [
+                chunk(index, Delta(), finish_reason)
+            ]
+
         completion_tokens = 0
         prompt_tokens = first.prompt_tokens
         unfinished = set(range(request.n))
@@ -209,16 +159,32 @@ class ChatService:
         while step is not None:
             for delta in step.choices:
                 completion_tokens += len(delta.token_ids)
-                if delta.text or delta.logprobs or (ids and delta.token_ids):
-                    logprobs = delta.logprobs if request.logprobs else None
-                    token_ids = delta.token_ids if ids else None
-                    yield chunk(delta.index, Delta(content=delta.text), None, logprobs, token_ids)
+                logprobs = delta.logprobs if request.logprobs else None
+                token_ids = delta.token_ids if ids else None
+                if readers is None:
+                    has_output = delta.text or logprobs or token_ids
+                    deltas = [Delta(content=delta.text)] if has_output else []
+                else:
+                    deltas = _deltas(readers[delta.index].feed(delta.text))
+                if not deltas and (logprobs or token_ids):
+                    deltas = [Delta()]  # the step's logprobs or ids still go out
+                for j, wire in enumerate(deltas):
+                    first_of_step = j == 0
+                    yield chunk(
+                        delta.index,
+                        wire,
+                        None,
+                        logprobs if first_of_step else None,
+                        token_ids if first_of_step else None,
+                    )
                 if delta.finish_reason is not None:
                     unfinished.discard(delta.index)
-                    yield chunk(delta.index, Delta(), delta.finish_reason)
+                    for event in finish_chunks(delta.index, delta.finish_reason):
+                        yield event
             step = await run.next()
         for index in sorted(unfinished):  # cut off by the deadline
-            yield chunk(index, Delta(), "length")
+            for event in finish_chunks(index, "length"):
+                yield event
         note_usage(completion_tokens)
         if include_usage:
             usage = Usage(
@@ -227,3 +193,42 @@ class ChatService:
                 total_tokens=prompt_tokens + completion_tokens,
             )
             yield sse(ChatCompletionChunk(**header, choices=[], usage=usage).model_dump_json())
+
+
+def _message(text: str, finish_reason: str, started: StartedRun) -> tuple[AssistantMessage, str]:
+    if not started.reads_calls or started.tools is None:
+        return AssistantMessage(content=text), finish_reason
+    answer = read_answer(text, started.tools)
+    calls = [
+        ToolCall(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments))
+        for call in answer.calls
+    ]
+    return (
+        AssistantMessage(content=answer.content, tool_calls=calls or None),
+        finish_with_calls(finish_reason, bool(calls)),
+    )
+
+
+def _deltas(events: list[ToolEvent]) -> list[Delta]:
+    """A tool reader's events as OpenAI streams them: text, a call's name, argument fragments
+    (the end of a call has no chunk of its own)."""
+    return [_delta(event) for event in events if not isinstance(event, CallFinished)]
+
+
+def _delta(event: ContentDelta | CallStarted | ArgumentsDelta) -> Delta:
+    if isinstance(event, ContentDelta):
+        return Delta(content=event.text)
+    if isinstance(event, CallStarted):
+        call = ToolCallDelta(
+            index=event.index,
+            id=event.id,
+            type="function",
+            function=FunctionCallDelta(name=event.name, arguments=""),
+        )
+        return Delta(tool_calls=[call])
+    assert isinstance(event, ArgumentsDelta)
+    return Delta(
+        tool_calls=[
+            ToolCallDelta(index=event.index, function=FunctionCallDelta(arguments=event.text))
+        ]
+    )

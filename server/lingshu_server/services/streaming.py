@@ -18,8 +18,10 @@ logger = logging.getLogger(__name__)
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
-def sse(data: str) -> str:
-    return f"data: {data.translate(_LINE_BREAKS)}\n\n"
+def sse(data: str, event: str | None = None) -> str:
+    """One event; `event` names its type (the Responses API's streams do)."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {data.translate(_LINE_BREAKS)}\n\n"
 
 
 async def guarded_events(events: AsyncIterator[str], run: EngineRun) -> AsyncIterator[str]:
@@ -34,11 +36,17 @@ async def guarded_events(events: AsyncIterator[str], run: EngineRun) -> AsyncIte
     except (asyncio.CancelledError, GeneratorExit):
         note_disconnect()
         raise
-    except Exception as exc:  # a bug: tell the client, log the type only
-        logger.error("stream failed: %s\n%s", type(exc).__name__, stack_without_message(exc))
-        error = InternalServerError("internal server error")
+    except Exception as exc:
+        error = unexpected(exc)
         note_stream_error(error)
         yield sse(error.body().model_dump_json())
     finally:
         await run.close()
     yield sse("[DONE]")
+
+
+def unexpected(exc: Exception) -> InternalServerError:
+    """A bug met mid-stream: logged by type and stack (its message may quote the request), and
+    told to the client as a bare internal error."""
+    logger.error("stream failed: %s\n%s", type(exc).__name__, stack_without_message(exc))
+    return InternalServerError("internal server error")

@@ -190,7 +190,8 @@ def _resolve(ref: str, root: dict[str, Any], path: str) -> None:
 
 
 def formats_as_patterns(schema: Any) -> Any:
-    """A copy of `schema` with the FORMAT_PATTERNS formats written as patterns."""
+    """A copy of `schema` with the FORMAT_PATTERNS formats written as patterns, and every
+    pattern in the form xgrammar reads right (see optional_groups_bounded)."""
     if isinstance(schema, list):
         return [formats_as_patterns(item) for item in schema]
     if not isinstance(schema, dict):
@@ -198,15 +199,51 @@ def formats_as_patterns(schema: Any) -> Any:
     copy = {key: formats_as_patterns(value) for key, value in schema.items()}
     if copy.get("format") in FORMAT_PATTERNS and copy.get("type") == "string":
         copy["pattern"] = FORMAT_PATTERNS[copy.pop("format")]
+    if isinstance(copy.get("pattern"), str):
+        copy["pattern"] = optional_groups_bounded(copy["pattern"])
     return copy
 
 
-def _build_grammar(schema_json: str, any_whitespace: bool) -> str:
+def optional_groups_bounded(pattern: str) -> str:
+    """`(...)?` written as `(...){0,1}`, the same language.
+
+    xgrammar 0.2.8 turns an optional group that ends in a repeated element into a grammar where
+    the group's first element is optional too: `(?:x[0-9]+)?Z` accepts "12Z", and the time
+    format's `(?:\\.[0-9]{1,6})?` accepts "18:27:4572Z". `{0,1}` on a group it reads right.
+    """
+    out: list[str] = []
+    escaped = in_class = group_closed = False
+    for char in pattern:
+        if char == "?" and group_closed:
+            out.append("{0,1}")
+            group_closed = False
+            continue
+        group_closed = False
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:  # a `]` first in a class (`[]...]`, `[^]...]`) is a character
+            in_class = char != "]" or out[-1] == "[" or out[-2:] == ["[", "^"]
+        elif char == "[":
+            in_class = True
+        elif char == ")":
+            group_closed = True
+        out.append(char)
+    return "".join(out)
+
+
+# Item and key separators when whitespace is not free: compact, so a weak model cannot pad with
+# spaces; tool arguments use the template's own (json.dumps') so calls look as the model saw them.
+COMPACT = (",", ":")
+
+
+def _build_grammar(schema_json: str, any_whitespace: bool, separators: tuple[str, str]) -> str:
     import xgrammar
 
     options: dict[str, Any] = {"any_whitespace": any_whitespace}
     if not any_whitespace:
-        options["separators"] = (",", ":")  # compact: a weak model cannot pad with spaces
+        options["separators"] = separators
     try:
         grammar = str(xgrammar.Grammar.from_json_schema(schema_json, **options))
     except Exception as exc:  # xgrammar raises RuntimeError for schemas it cannot convert
@@ -216,23 +253,31 @@ def _build_grammar(schema_json: str, any_whitespace: bool) -> str:
 
 
 class GrammarCache:
-    """Grammars per (schema, whitespace), least recently used dropped beyond `capacity`."""
+    """Grammars per (schema, whitespace, separators), least recently used dropped beyond
+    `capacity`."""
 
     def __init__(self, capacity: int = 256):
         self._capacity = capacity
-        self._grammars: OrderedDict[tuple[str, bool], str] = OrderedDict()
+        self._grammars: OrderedDict[tuple[str, bool, tuple[str, str]], str] = OrderedDict()
         self._lock = Lock()  # used from the worker pool's threads
         self.builds = 0
 
-    def grammar(self, schema: dict[str, Any], any_whitespace: bool) -> str:
+    def grammar(
+        self,
+        schema: dict[str, Any],
+        any_whitespace: bool,
+        separators: tuple[str, str] = COMPACT,
+    ) -> str:
         """Check `schema` and return its grammar (CPU work: call it from the worker pool)."""
-        key = (json.dumps(schema, sort_keys=True, ensure_ascii=False), any_whitespace)
+        key = (json.dumps(schema, sort_keys=True, ensure_ascii=False), any_whitespace, separators)
         with self._lock:
             if key in self._grammars:
                 self._grammars.move_to_end(key)
                 return self._grammars[key]
         check_schema(schema)
-        grammar = _build_grammar(json.dumps(formats_as_patterns(schema)), any_whitespace)
+        grammar = _build_grammar(
+            json.dumps(formats_as_patterns(schema)), any_whitespace, separators
+        )
         with self._lock:
             self.builds += 1
             self._grammars[key] = grammar
@@ -241,20 +286,31 @@ class GrammarCache:
         return grammar
 
 
+def format_schema(fmt: ResponseFormat | None) -> dict[str, Any] | None:
+    """The schema a response_format asks for (json_object: any object); None for text."""
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_schema" and fmt.json_schema is not None:
+        return fmt.json_schema.schema_ or JSON_OBJECT_SCHEMA
+    return JSON_OBJECT_SCHEMA
+
+
 class StructuredOutput:
     """The grammar for a request's response_format, built in the worker pool."""
 
     def __init__(self, pool: Executor, cache: GrammarCache | None = None):
-        self._pool = pool
+        self.pool = pool
         self.cache = cache or GrammarCache()
 
-    async def grammar(self, fmt: ResponseFormat | None) -> str | None:
-        if fmt is None or fmt.type == "text":
+    def format_grammar(self, fmt: ResponseFormat | None) -> str | None:
+        """The response_format's grammar (CPU work: call it from the worker pool)."""
+        schema = format_schema(fmt)
+        if schema is None or fmt is None:
             return None
-        schema = JSON_OBJECT_SCHEMA
-        if fmt.type == "json_schema" and fmt.json_schema is not None:
-            schema = fmt.json_schema.schema_ or JSON_OBJECT_SCHEMA
+        return self.cache.grammar(schema, fmt.allow_whitespace)
+
+    async def grammar(self, fmt: ResponseFormat | None) -> str | None:
+        if format_schema(fmt) is None:
+            return None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, self.cache.grammar, schema, fmt.allow_whitespace
-        )
+        return await loop.run_in_executor(self.pool, self.format_grammar, fmt)

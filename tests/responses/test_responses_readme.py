@@ -1,0 +1,32 @@
+"""The README's Responses API examples, run as written against the session's server."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from tests.utils.images import encode, gradient_image
+from tests.utils.readme import on_server, only_block, run_bash, run_example, section
+
+SECTION = "## Responses API"
+
+
+def test_curl_example(server, tmp_path):
+    (tmp_path / "chest_xray.png").write_bytes(encode(gradient_image(512, 448, mode="L"), "PNG"))
+    answer = json.loads(run_bash(example("shell", server.port), tmp_path))
+    assert answer["object"] == "response" and answer["store"] is False
+    assert answer["status"] in {"completed", "incomplete"}
+    assert answer["output"][0]["type"] == "message"
+    assert answer["usage"]["input_tokens"] > 18 * 16  # 512x448: the image reached the model
+
+
+def test_sdk_example_streams(server, tmp_path):
+    (tmp_path / "chest_xray.png").write_bytes(encode(gradient_image(224, 224, mode="L"), "PNG"))
+    output = run_example([sys.executable, "-c", example("py", server.port)], tmp_path)
+    status, tokens = output.rsplit("\n[", 1)[1].rstrip("]\n").split(", ")
+    assert status in {"completed", "incomplete"}
+    assert int(tokens.split()[0]) > 64
+
+
+def example(language: str, port: int) -> str:
+    return on_server(only_block(language, section(SECTION)), port)
