@@ -38,7 +38,7 @@ def readme_command() -> list[str]:
     return words[1:]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def adapter_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding the README's adapter, as a fine-tuning run would leave it."""
     workdir = tmp_path_factory.mktemp("knobs")
@@ -46,7 +46,7 @@ def adapter_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def knobs(adapter_workdir: Path) -> Iterator[KnobsServer]:
     args = readme_command()
     assert args[0] == "demo"

@@ -82,7 +82,7 @@ def _instance(data: bytes) -> Instance:
     return Instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, data)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
     root = tmp_path_factory.mktemp("pacs")
     orthanc = start_orthanc(root / "orthanc", {SERVER_USER[0]: SERVER_USER[1], **USERS})
@@ -114,17 +114,17 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
         orthanc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pacs_server_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pacs-server")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def audit_log(pacs_server_dir: Path) -> Path:
     return pacs_server_dir / "audit.jsonl"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pacs_server(pacs_server_dir: Path, audit_log: Path, pacs: Pacs) -> Iterator[RunningServer]:
     root = pacs_server_dir
     credentials = root / "pacs-credentials"
@@ -163,6 +163,6 @@ def sdk_client(server: RunningServer, api_key: str = API_KEYS[0], **headers: str
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sdk(pacs_server: RunningServer) -> openai.OpenAI:
     return sdk_client(pacs_server)

@@ -21,13 +21,13 @@ from tests.utils.server import RunningServer, start_checkpoint_server
 SMALL_MAX_PIXELS = 512 * 28 * 28  # 401408, as in the issue that found the double resize
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("size-form-checkpoint")
     return derive_demo_model(target, min_pixels=4 * 28 * 28, max_pixels=SMALL_MAX_PIXELS)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def small_server(
     tmp_path_factory: pytest.TempPathFactory, small_checkpoint: Path
 ) -> Iterator[RunningServer]:
@@ -37,11 +37,11 @@ def small_server(
     running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def demo_reference() -> ModelCardReference:
     return ModelCardReference(ensure_demo_model())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def small_reference(small_checkpoint: Path) -> ModelCardReference:
     return ModelCardReference(small_checkpoint)

@@ -55,19 +55,19 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
         terminalreporter.write_line(line)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def report(pytestconfig: pytest.Config) -> ReliabilityReport:
     report = pytestconfig.stash[REPORT_KEY]
     report.mode = "long" if long_mode(pytestconfig) else "short"
     return report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def long(pytestconfig: pytest.Config) -> bool:
     return long_mode(pytestconfig)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def image_host() -> Iterator[str]:
     with stalling_image_host() as host:
         yield host
@@ -97,7 +97,7 @@ def _start_rel_server(tmp_path_factory: pytest.TempPathFactory, image_host: str)
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def _rel_server(tmp_path_factory: pytest.TempPathFactory, image_host: str) -> Iterator[Restartable]:
     server = Restartable(lambda: _start_rel_server(tmp_path_factory, image_host))
     yield server

@@ -35,7 +35,7 @@ class VideoPacs:
     ct_url: str  # its series URL
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def video_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VideoPacs]:
     orthanc = start_orthanc(tmp_path_factory.mktemp("video-pacs"), dict([PACS_USER]))
     try:
@@ -54,7 +54,7 @@ def video_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VideoPacs]:
         orthanc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tight_server(
     tmp_path_factory: pytest.TempPathFactory, video_pacs: VideoPacs
 ) -> Iterator[RunningServer]:
