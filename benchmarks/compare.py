@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo_model_dir(variant: str = "demo") -> str:
-    from lingshu_server.engine.demo_model import ensure_demo_model, ensure_light_demo_model
+    from lingshu_server.demo_model import ensure_demo_model, ensure_light_demo_model
 
     return str(ensure_light_demo_model() if variant == "light" else ensure_demo_model())
 

@@ -60,9 +60,9 @@ def spec_from_dict(data: dict[str, Any]) -> LoadSpec:
 
 class PromptBuilder:
     def __init__(self, tokenizer: Any, template: str, min_pixels: int, max_pixels: int):
-        from lingshu_server.inputs.image_budget import PixelBudget
+        from lingshu_server.core.image_budget import PixelBudget
+        from lingshu_server.core.settings import Settings
         from lingshu_server.inputs.media import ImageLimits
-        from lingshu_server.settings import Settings
 
         self.tokenizer = tokenizer
         self.template = template
@@ -165,7 +165,7 @@ async def run_plan(plan: dict[str, Any]) -> list[dict[str, Any]]:
     from vllm import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from lingshu_server.services.chat import load_chat_template
+    from lingshu_server.services.chat_prompt import load_chat_template
 
     kwargs = plan["engine"]
     engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))

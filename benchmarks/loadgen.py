@@ -120,8 +120,8 @@ def dicom_as_png(data: bytes) -> bytes:
     our server windows it by default, as an 8-bit PNG (the same size, so the same tokens)."""
     import io
 
+    from lingshu_server.core.settings import Settings
     from lingshu_server.inputs.dicom import DicomOptions, dicom_to_image
-    from lingshu_server.settings import Settings
 
     image = dicom_to_image(data, DicomOptions(), Settings().dicom_default_ct_window, "image")
     buffer = io.BytesIO()

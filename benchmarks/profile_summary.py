@@ -41,11 +41,11 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
     ("chat template / tokenizer", r"apply_chat_template|tokeniz|_text_tokens"),
     ("vLLM output handling (detokenize)", r"output_processor|detokenizer|OutputProcessor"),
     ("vLLM engine client (ZeroMQ, msgpack)", r"serial_utils|zmq|msgpack|core_client"),
-    ("SSE and chat service", r"services/serving\.py|services/generation\.py|vllm_engine\.py"),
-    ("request validation (JSON, pydantic)", r"pydantic|json/|protocol\.py"),
+    ("SSE and chat service", r"services/chat\.py|services/generation\.py|vllm_engine\.py"),
+    ("request validation (JSON, pydantic)", r"pydantic|json/|lingshu_server/protocol/"),
     ("metrics, logs, telemetry", r"prometheus|metrics\.py|logs\.py|logging/|telemetry"),
     ("HTTP (uvicorn, starlette, socket writes)", r"uvicorn|httptools|starlette|fastapi|anyio"),
-    ("prompt building", r"services/chat\.py"),
+    ("prompt building", r"services/chat_prompt\.py"),
     ("asyncio", r"asyncio"),
 )
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import time
 
-from lingshu_server.api import auth
-from lingshu_server.api.auth import ApiKeyStore, key_id
+from lingshu_server.http import auth
+
+from lingshu_server.http.auth import ApiKeyStore, key_id
 
 
 def test_key_file_is_checked_at_most_once_per_interval(tmp_path, monkeypatch):

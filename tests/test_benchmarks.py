@@ -303,10 +303,10 @@ def test_every_target_gets_the_same_engine_arguments(tmp_path):
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     from lingshu_server.cli import build_parser as ours_parser
+    from lingshu_server.core.image_budget import PixelBudget
+    from lingshu_server.core.settings import Settings
     from lingshu_server.engine.engine_args import engine_kwargs as server_engine_kwargs
     from lingshu_server.engine.lora import LoraPlan
-    from lingshu_server.inputs.image_budget import PixelBudget
-    from lingshu_server.settings import Settings
 
     args = compare.build_parser().parse_args(["--smoke", "--vllm-arg=--disable-log-stats"])
     plan = compare.plan_from_args(args, model_dir=str(tmp_path))
@@ -360,7 +360,7 @@ def test_profile_summary_groups_working_samples(capsys):
         "thread (0x1): image_0;decode_image (lingshu_server/inputs/media.py:330);"
         "Image.resize (PIL/Image.py:2440) 30\n",
         "thread (0x2): MainThread;"
-        "TelemetryMiddleware.__call__ (lingshu_server/api/telemetry.py:57);"
+        "TelemetryMiddleware.__call__ (lingshu_server/http/telemetry.py:57);"
         "RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:544) 10\n",
     ]
     total, threads, components = profile_summary.summarize(raw)

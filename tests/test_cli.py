@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lingshu_server.cli import build_parser, main
-from lingshu_server.settings import Settings
+from lingshu_server.core.settings import Settings
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -125,8 +125,8 @@ def test_list_settings_from_the_environment(monkeypatch, value, expected):
 
 
 def test_image_budget_defaults_to_the_checkpoint_and_may_only_tighten(tmp_path):
-    from lingshu_server.engine.demo_model import derive_demo_model
-    from lingshu_server.inputs.image_budget import PixelBudget, checkpoint_budget, server_budget
+    from lingshu_server.core.image_budget import PixelBudget, checkpoint_budget, server_budget
+    from lingshu_server.demo_model import derive_demo_model
 
     model = derive_demo_model(tmp_path / "ckpt", min_pixels=3136, max_pixels=401408)
     checkpoint = checkpoint_budget(str(model))
@@ -139,7 +139,7 @@ def test_image_budget_defaults_to_the_checkpoint_and_may_only_tighten(tmp_path):
 
 
 def test_unreadable_pacs_credentials_file_is_one_clear_line(capsys, tmp_path):
-    from lingshu_server.engine.demo_model import ensure_demo_model
+    from lingshu_server.demo_model import ensure_demo_model
 
     missing = tmp_path / "pacs-credentials"
     code = main(
@@ -164,7 +164,7 @@ def test_demo_light_builds_the_light_checkpoint(capsys):
     import json
     from pathlib import Path
 
-    from lingshu_server.engine.demo_model import ensure_demo_model
+    from lingshu_server.demo_model import ensure_demo_model
 
     assert main(["demo", "--light", "--demo-build-only"]) == 0
     light = Path(capsys.readouterr().out.strip())

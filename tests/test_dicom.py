@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.core.errors import InvalidRequestError
 from lingshu_server.inputs.dicom import CT_WINDOWS, DicomOptions, dicom_to_image, is_dicom
 
 PARAM = "messages[0].content[1].image_url"

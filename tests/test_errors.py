@@ -9,8 +9,8 @@ import httpx
 from fastapi import FastAPI
 
 from lingshu_server.app import create_app
-from lingshu_server.logs import RequestIdFilter
-from lingshu_server.settings import Settings
+from lingshu_server.core.logs import RequestIdFilter
+from lingshu_server.core.settings import Settings
 from tests.utils.errors import assert_openai_error
 
 SECRET = "Roe^Jane MRN-99417723 left lower lobe mass"

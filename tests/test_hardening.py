@@ -101,8 +101,8 @@ def test_refuses_to_listen_on_all_interfaces_without_keys(tmp_path):
 
 
 def test_allow_unauthenticated_flag_lifts_the_refusal():
-    from lingshu_server.api.auth import insecure_listen_reason
-    from lingshu_server.settings import Settings
+    from lingshu_server.core.settings import Settings
+    from lingshu_server.http.auth import insecure_listen_reason
 
     assert insecure_listen_reason(Settings(model="m", host="0.0.0.0")) is not None
     assert insecure_listen_reason(Settings(model="m", host="0.0.0.0", api_keys="k")) is None

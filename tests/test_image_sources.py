@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.core.errors import InvalidRequestError
 from lingshu_server.inputs.image_sources import ImageFetcher, ImageSourcePolicy
 
 IMAGE = bytes(range(256)) * 4  # 1 KiB standing in for an encoded image

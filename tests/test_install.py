@@ -35,7 +35,8 @@ def test_ci_runs_the_readme_commands_verbatim():
     lint = readme_commands("## Development")
     assert setup == "scripts/install-test.sh"
     assert test == ".venv/bin/python -m pytest -q tests"
-    assert lint and all(line.startswith(".venv/bin/ruff ") for line in lint)
+    assert lint and all(line.startswith(".venv/bin/") for line in lint)
+    assert ".venv/bin/lint-imports" in lint  # the layers contract (pyproject.toml)
     assert ci_commands() == [setup, *lint, test]
 
 
@@ -103,7 +104,7 @@ for module in pkgutil.walk_packages(lingshu_server.__path__, "lingshu_server."):
     importlib.import_module(module.name)
 from lingshu_server.app import create_app
 from lingshu_server.cli import main
-from lingshu_server.settings import Settings
+from lingshu_server.core.settings import Settings
 create_app(Settings(model="{tmp_path}"))
 try:
     main(["--help"])

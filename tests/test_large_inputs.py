@@ -12,7 +12,7 @@ import psutil
 from PIL import Image
 from transformers import AutoTokenizer
 
-from lingshu_server.engine.demo_model import ensure_demo_model
+from lingshu_server.demo_model import ensure_demo_model
 from tests.utils.chat import CHAT, in_thread, user
 from tests.utils.errors import assert_openai_error
 from tests.utils.images import data_url, encode, image_part

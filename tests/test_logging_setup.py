@@ -9,7 +9,7 @@ from pathlib import Path
 
 SCRIPT = """
 import os
-from lingshu_server.logs import configure_logging
+from lingshu_server.core.logs import configure_logging
 os.environ.pop("VLLM_LOGGING_CONFIG_PATH", None)
 configure_logging("info", "json")
 path = os.environ["VLLM_LOGGING_CONFIG_PATH"]

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lingshu_server.api.errors import InvalidRequestError
-from lingshu_server.inputs.dicom import DicomOptions
-from lingshu_server.inputs.image_budget import (
+from lingshu_server.core.errors import InvalidRequestError
+from lingshu_server.core.image_budget import (
     QWEN_MAX_PIXELS,
     QWEN_MIN_PIXELS,
     PixelBudget,
     model_size,
     resized,
 )
+from lingshu_server.core.settings import Settings
+from lingshu_server.inputs.dicom import DicomOptions
 from lingshu_server.inputs.media import (
     EncodedImage,
     ImageLimits,
@@ -25,7 +26,6 @@ from lingshu_server.inputs.media import (
     decode_data_url,
     prepare_image,
 )
-from lingshu_server.settings import Settings
 from tests.utils.images import data_url, encode, gradient_image, png_bomb
 
 DEFAULT = PixelBudget(QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)

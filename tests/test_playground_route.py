@@ -20,7 +20,7 @@ import pytest
 
 from lingshu_server.app import create_app
 from lingshu_server.cli import build_parser
-from lingshu_server.settings import Settings
+from lingshu_server.core.settings import Settings
 from tests.utils.errors import assert_openai_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,5 +147,5 @@ def test_the_wheel_ships_the_page(tmp_path):
     assert result.returncode == 0, result.stderr
     (wheel,) = tmp_path.glob("lingshu_server-*.whl")
     with zipfile.ZipFile(wheel) as archive:
-        shipped = archive.read("lingshu_server/api/playground.html").decode()
-    assert shipped == (ROOT / "server/lingshu_server/api/playground.html").read_text()
+        shipped = archive.read("lingshu_server/http/playground.html").decode()
+    assert shipped == (ROOT / "server/lingshu_server/http/playground.html").read_text()

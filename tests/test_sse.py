@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lingshu_server.api.protocol import ChatCompletionChunk, ChunkChoice, Delta
+from lingshu_server.protocol.chat import ChatCompletionChunk, ChunkChoice, Delta
 from lingshu_server.services.streaming import sse
 
 

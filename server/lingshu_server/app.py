@@ -18,29 +18,34 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from lingshu_server import __version__
-from lingshu_server.api.auth import ApiKeyMiddleware, ApiKeyStore, is_loopback
-from lingshu_server.api.errors import install_error_handlers
-from lingshu_server.api.limits import AdmissionController, BodySizeLimitMiddleware, RateLimiter
-from lingshu_server.api.openapi import install_openapi
-from lingshu_server.api.playground import playground
-from lingshu_server.api.routes import public, tokens, v1
-from lingshu_server.api.telemetry import TelemetryMiddleware
+from lingshu_server.core.image_budget import checkpoint_budget, server_budget
+from lingshu_server.core.lifecycle import Lifecycle, Stage, watch_engine
+from lingshu_server.core.logs import AuditLog
+from lingshu_server.core.metrics import Metrics
+from lingshu_server.core.settings import Settings
+from lingshu_server.engine.interface import EngineFactory
 from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import check_supported_model
-from lingshu_server.engine.vllm_engine import Engine, vllm_version
+from lingshu_server.engine.vllm_engine import VllmEngine, vllm_version
+from lingshu_server.http.auth import ApiKeyMiddleware, ApiKeyStore, is_loopback
+from lingshu_server.http.error_handlers import install_error_handlers
+from lingshu_server.http.limits import BodySizeLimitMiddleware, RateLimiter
+from lingshu_server.http.openapi import install_openapi
+from lingshu_server.http.pacs_forwarding import ForwardedCredentialMiddleware
+from lingshu_server.http.playground import playground
+from lingshu_server.http.routes import public, tokens, v1
+from lingshu_server.http.telemetry import TelemetryMiddleware
 from lingshu_server.inputs.dicomweb import DicomWebSource
-from lingshu_server.inputs.image_budget import checkpoint_budget, server_budget
 from lingshu_server.inputs.image_cache import PreparedImageCache
 from lingshu_server.inputs.image_sources import ImageFetcher, ImageSourcePolicy
 from lingshu_server.inputs.media import ImageLimits
-from lingshu_server.inputs.pacs_auth import FORWARD_HEADER, ForwardedCredentialMiddleware
+from lingshu_server.inputs.pacs_auth import FORWARD_HEADER
 from lingshu_server.inputs.processor_resize import ProcessorResize
 from lingshu_server.inputs.video import VideoLimits
 from lingshu_server.inputs.video_inputs import VideoInputs
-from lingshu_server.lifecycle import Lifecycle, Stage, watch_engine
-from lingshu_server.logs import AuditLog
-from lingshu_server.metrics import Metrics
-from lingshu_server.services.chat import (
+from lingshu_server.services.admission import AdmissionController
+from lingshu_server.services.chat import ChatService
+from lingshu_server.services.chat_prompt import (
     ChatPromptBuilder,
     load_chat_template,
     template_renderer,
@@ -51,11 +56,9 @@ from lingshu_server.services.models import ServedModels
 from lingshu_server.services.preview import PreviewService
 from lingshu_server.services.responses import ResponsesService
 from lingshu_server.services.runner import GenerationRunner
-from lingshu_server.services.serving import ChatService
 from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tokenization import TokenizeService
 from lingshu_server.services.tool_template import handles_tools
-from lingshu_server.settings import Settings
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,7 +91,7 @@ def _settle(future: asyncio.Future, result: object, exc: BaseException | None) -
         future.set_result(result)
 
 
-async def load_services(app: FastAPI, settings: Settings) -> None:
+async def load_services(app: FastAPI, settings: Settings, engine_factory: EngineFactory) -> None:
     """Load the engine (in a thread, the port already open) and wire the chat service."""
     lifecycle: Lifecycle = app.state.lifecycle
     lifecycle.enter(Stage.CHECKING_MODEL)
@@ -109,7 +112,7 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
         },
     )
     lifecycle.enter(Stage.LOADING_ENGINE)
-    engine = await in_daemon_thread(Engine, settings, budget, lora)
+    engine = await in_daemon_thread(engine_factory, settings, budget, lora)
     app.state.engine = engine
     if lora.adapters:
         await engine.load_adapters()
@@ -198,8 +201,15 @@ async def load_services(app: FastAPI, settings: Settings) -> None:
     )
 
 
-def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -> FastAPI:
-    """`on_fatal` is called when the engine fails to load or dies (the runner exits non-zero)."""
+def create_app(
+    settings: Settings,
+    *,
+    engine_factory: EngineFactory = VllmEngine,
+    on_fatal: Callable[[], None] | None = None,
+) -> FastAPI:
+    """`engine_factory` builds the engine (vLLM's by default; tests of the HTTP edge pass a
+    fake). `on_fatal` is called when the engine fails to load or dies (the runner exits
+    non-zero)."""
 
     def fatal() -> None:
         app.state.metrics.engine_healthy.set(0)
@@ -213,7 +223,7 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
 
         async def start() -> None:
             try:
-                await load_services(app, settings)
+                await load_services(app, settings, engine_factory)
             except Exception as exc:
                 app.state.lifecycle.failure = f"{type(exc).__name__}: {exc}"
                 app.state.lifecycle.enter(Stage.FAILED)
@@ -250,6 +260,7 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
         redoc_url="/redoc" if docs else None,
     )
     app.state.settings = settings
+    app.state.engine_factory = engine_factory
     app.state.started_at = int(time.time())
     app.state.lifecycle = Lifecycle()
     app.state.metrics = Metrics()

@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from lingshu_server import __version__
+from lingshu_server.core.settings import Settings
 from lingshu_server.engine.model_check import UnsupportedModelError
-from lingshu_server.settings import Settings
 
 # Settings the CPU demo needs (see README): small context, eager mode, little "GPU" memory.
 DEMO_DEFAULTS: dict[str, Any] = {
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo_model(light: bool) -> str:
-    from lingshu_server.engine.demo_model import ensure_demo_model, ensure_light_demo_model
+    from lingshu_server.demo_model import ensure_demo_model, ensure_light_demo_model
 
     return str(ensure_light_demo_model() if light else ensure_demo_model())
 
@@ -135,10 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
+    from lingshu_server.core.logs import configure_logging
     from lingshu_server.engine.engine_args import EngineArgsError
     from lingshu_server.engine.lora import LoraModuleError
     from lingshu_server.inputs.pacs_auth import PacsCredentialsError
-    from lingshu_server.logs import configure_logging
     from lingshu_server.serve import StartupRefused, serve
 
     configure_logging(settings.log_level, settings.log_format)

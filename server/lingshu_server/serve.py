@@ -13,14 +13,14 @@ from types import FrameType
 
 import uvicorn
 
-from lingshu_server.api.auth import insecure_listen_reason
-from lingshu_server.api.connections import guarded_http_protocol
 from lingshu_server.app import create_app
+from lingshu_server.core.lifecycle import Lifecycle, Stage
+from lingshu_server.core.settings import Settings
 from lingshu_server.engine.engine_args import check_engine_args
 from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import check_supported_model
-from lingshu_server.lifecycle import Lifecycle, Stage
-from lingshu_server.settings import Settings
+from lingshu_server.http.auth import insecure_listen_reason
+from lingshu_server.http.connections import guarded_http_protocol
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import kubernetes_validate
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from lingshu_server.settings import Settings
+from lingshu_server.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "lingshu-server"

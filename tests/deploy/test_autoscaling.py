@@ -12,8 +12,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from lingshu_server.metrics import Metrics
-from lingshu_server.settings import Settings
+from lingshu_server.core.metrics import Metrics
+from lingshu_server.core.settings import Settings
 from tests.deploy.files import (
     ALERT_RULES,
     DEPLOY,

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 from fastapi import APIRouter
 
-import lingshu_server.api.routes
+import lingshu_server.http.routes
 from tests.deploy.files import (
     CASES,
     CHART,
@@ -324,8 +324,8 @@ def test_multinode_leader_runs_ray_head_and_server_workers_join_it() -> None:
 
 
 def router_paths() -> set[str]:
-    """Paths of every APIRouter in lingshu_server.api.routes (`router`, or `v1` and `public`)."""
-    routers = [r for r in vars(lingshu_server.api.routes).values() if isinstance(r, APIRouter)]
+    """Paths of every APIRouter in lingshu_server.http.routes (`router`, or `v1` and `public`)."""
+    routers = [r for r in vars(lingshu_server.http.routes).values() if isinstance(r, APIRouter)]
     return {route.path for router in routers for route in router.routes}
 
 

@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from lingshu_server.settings import Settings
+from lingshu_server.core.settings import Settings
 from tests.deploy.files import (
     ALERT_RULES,
     CASES,

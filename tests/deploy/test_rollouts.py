@@ -11,7 +11,7 @@ import helm_python
 import pytest
 import uvicorn
 
-from lingshu_server.lifecycle import Lifecycle, Stage
+from lingshu_server.core.lifecycle import Lifecycle, Stage
 from lingshu_server.serve import MIN_CONNECTION_CLOSE_S, DrainingServer
 from tests.deploy.files import (
     CASES,

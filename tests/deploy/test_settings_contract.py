@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from lingshu_server.settings import Settings
+from lingshu_server.core.settings import Settings
 from tests.deploy.files import (
     CASES,
     SETTINGS_FIELDS,

@@ -13,7 +13,7 @@ from typing import Any
 import helm_python
 import pytest
 
-from lingshu_server.settings import Settings
+from lingshu_server.core.settings import Settings
 from tests.deploy.files import (
     CASES,
     chart_values,

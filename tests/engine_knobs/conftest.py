@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lingshu_server.engine.demo_model import ensure_demo_model
+from lingshu_server.demo_model import ensure_demo_model
 from tests.utils.lora import build_adapter
 from tests.utils.readme import fenced_blocks, section
 from tests.utils.server import RunningServer, start_demo_server

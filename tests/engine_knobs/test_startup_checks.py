@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from lingshu_server.engine.demo_model import ensure_demo_model
+from lingshu_server.core.image_budget import PixelBudget
+from lingshu_server.core.settings import Settings
+from lingshu_server.demo_model import ensure_demo_model
 from lingshu_server.engine.engine_args import EngineArgsError, check_engine_args, engine_kwargs
 from lingshu_server.engine.lora import LoraModuleError, LoraPlan, plan_adapters
 from lingshu_server.engine.model_check import check_supported_model
-from lingshu_server.inputs.image_budget import PixelBudget
-from lingshu_server.settings import Settings
 from tests.engine_knobs.conftest import ADAPTER
 from tests.utils.lora import edit_config
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from lingshu_server.engine.demo_model import ensure_demo_model
+from lingshu_server.demo_model import ensure_demo_model
 from tests.deploy.files import config_env, lws_templates, manifests, multinode_values, one, render
 
 LEADER_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"

@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.core.errors import InvalidRequestError
+from lingshu_server.core.settings import Settings
 from lingshu_server.inputs.dicom_series import (
     SeriesSlice,
     anatomical_order,
@@ -23,7 +24,6 @@ from lingshu_server.inputs.dicomweb import DicomWebSource
 from lingshu_server.inputs.fetch_cache import FetchCache
 from lingshu_server.inputs.pacs_auth import PacsAuth, PacsCredentialsError
 from lingshu_server.inputs.pacs_client import dicom_from_response
-from lingshu_server.settings import Settings
 from tests.utils.ct_series import synthetic_ct_series
 
 PARAM = "messages[0].content[0].image_url"

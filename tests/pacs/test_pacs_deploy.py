@@ -18,8 +18,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from lingshu_server.core.settings import Settings
 from lingshu_server.inputs.dicomweb import DicomWebSource
-from lingshu_server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "lingshu-server"

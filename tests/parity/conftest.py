@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lingshu_server.engine.demo_model import derive_demo_model, ensure_demo_model
+from lingshu_server.demo_model import derive_demo_model, ensure_demo_model
 from tests.utils.reference import ModelCardReference
 from tests.utils.server import RunningServer, start_checkpoint_server
 

@@ -13,7 +13,7 @@ import pydicom
 import pydicom.data
 import pytest
 
-from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.core.errors import InvalidRequestError
 from lingshu_server.inputs.dicom import DicomOptions, dicom_to_image
 from tests.utils.dicom_reference import DEFAULT_CT_WINDOW, reference_pixels
 

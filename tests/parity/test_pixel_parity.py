@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from qwen_vl_utils.vision_process import fetch_image, fetch_video
 
-from lingshu_server.api.protocol import VideoPart
+from lingshu_server.core.image_budget import checkpoint_budget
+from lingshu_server.core.settings import Settings
 from lingshu_server.inputs.dicom import DicomOptions
-from lingshu_server.inputs.image_budget import checkpoint_budget
 from lingshu_server.inputs.media import ImageLimits, decode_data_url, prepare_image
 from lingshu_server.inputs.video import VideoLimits, decode_video, plan_video, probe_video
 from lingshu_server.inputs.video_inputs import sampling_options
-from lingshu_server.settings import Settings
+from lingshu_server.protocol.common import VideoPart
 from tests.parity.cases import CASES
 from tests.utils.reference import to_openai_video, use_pyav_reader
 
@@ -44,7 +44,7 @@ IMAGES = single_images()
 def test_server_pixels_and_tokens_equal_the_model_cards(
     case, url, reference_url, checkpoint, demo_reference, small_reference, small_checkpoint
 ):
-    from lingshu_server.engine.demo_model import ensure_demo_model
+    from lingshu_server.demo_model import ensure_demo_model
 
     reference = demo_reference if checkpoint == "demo" else small_reference
     model_dir = ensure_demo_model() if checkpoint == "demo" else small_checkpoint

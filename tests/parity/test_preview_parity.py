@@ -16,7 +16,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from qwen_vl_utils.vision_process import fetch_image
 
-from lingshu_server.inputs.image_budget import checkpoint_budget
+from lingshu_server.core.image_budget import checkpoint_budget
 from lingshu_server.inputs.processor_resize import ProcessorResize
 from tests.parity.conftest import SMALL_MAX_PIXELS
 from tests.utils.dicom_reference import reference_pixels

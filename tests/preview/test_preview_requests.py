@@ -77,7 +77,7 @@ def image_pad_id() -> int:
     """The id of <|image_pad|>, which the prompt repeats once per visual token."""
     from tokenizers import Tokenizer
 
-    from lingshu_server.engine.demo_model import ensure_demo_model
+    from lingshu_server.demo_model import ensure_demo_model
 
     tokenizer = Tokenizer.from_file(str(ensure_demo_model() / "tokenizer.json"))
     return tokenizer.token_to_id("<|image_pad|>")

@@ -6,7 +6,8 @@ import json
 
 import httpx
 
-from lingshu_server.api.protocol import ChatCompletion, ChatCompletionChunk, ErrorResponse
+from lingshu_server.core.errors import ErrorResponse
+from lingshu_server.protocol.chat import ChatCompletion, ChatCompletionChunk
 
 
 def assert_error_shape(response: httpx.Response, code: str | None, param: str | None) -> None:

@@ -14,14 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import pytest
 import uvicorn
 
-from lingshu_server import app as app_module
-from lingshu_server.api.connections import guarded_http_protocol
 from lingshu_server.app import create_app
-from lingshu_server.engine.vllm_engine import ChoiceDelta, EngineStep, SamplingOptions
-from lingshu_server.settings import Settings
+from lingshu_server.core.settings import Settings
+from lingshu_server.engine.interface import ChoiceDelta, EngineStep, SamplingOptions
+from lingshu_server.http.connections import guarded_http_protocol
 
 
 @dataclass
@@ -64,6 +62,18 @@ class StallingEngine:
         pass
 
 
+def _factory(engine: StallingEngine) -> Any:
+    class Factory:
+        def __call__(self, *_settings_budget_lora: object) -> StallingEngine:
+            return engine
+
+        @staticmethod
+        def metrics_exposition() -> bytes:
+            return b""
+
+    return Factory()
+
+
 @dataclass
 class InProcessServer:
     base_url: str
@@ -79,9 +89,8 @@ def stalling_server(model_dir: str, api_key: str) -> Iterator[InProcessServer]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     settings = Settings(model=model_dir, api_keys=api_key, port=port)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(app_module, "Engine", lambda *_settings_and_budget: engine)
-        app = create_app(settings)
+    if True:
+        app = create_app(settings, engine_factory=_factory(engine))
         config = uvicorn.Config(
             app,
             host="127.0.0.1",

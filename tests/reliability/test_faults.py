@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from lingshu_server.engine.demo_model import ensure_demo_model
+from lingshu_server.demo_model import ensure_demo_model
 from tests.reliability.checks import assert_error_shape
 from tests.reliability.client import HEALTH_BOUND_S, Target
 from tests.reliability.corpus import chat, image_request

@@ -11,8 +11,8 @@ import pytest
 import xgrammar
 from transformers import AutoTokenizer
 
-from lingshu_server.api.protocol import ChatCompletionRequest
-from lingshu_server.engine.demo_model import ensure_demo_model
+from lingshu_server.demo_model import ensure_demo_model
+from lingshu_server.protocol.chat import ChatCompletionRequest
 from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tool_calls import ToolGrammars, ToolUse
 from lingshu_server.services.tool_template import QWEN_VL_TOOL_TEMPLATE

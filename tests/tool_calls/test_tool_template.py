@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from lingshu_server.engine.demo_model import CHAT_TEMPLATE, ensure_demo_model
-from lingshu_server.services.chat import template_renderer
+from lingshu_server.demo_model import CHAT_TEMPLATE, ensure_demo_model
+from lingshu_server.services.chat_prompt import template_renderer
 from lingshu_server.services.tool_template import QWEN_VL_TOOL_TEMPLATE, handles_tools
 
 IMAGE = {"type": "image"}

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from qwen_vl_utils.vision_process import smart_resize
 
-from lingshu_server.inputs.image_budget import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS
+from lingshu_server.core.image_budget import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS
 
 
 def gradient_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:

@@ -90,7 +90,7 @@ def expected_tokens(width: int, height: int, frames: int, **budget: int) -> int:
 def video_pad_id() -> int:
     from tokenizers import Tokenizer
 
-    from lingshu_server.engine.demo_model import ensure_demo_model
+    from lingshu_server.demo_model import ensure_demo_model
 
     tokenizer = Tokenizer.from_file(str(ensure_demo_model() / "tokenizer.json"))
     return tokenizer.token_to_id("<|video_pad|>")

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.core.errors import InvalidRequestError
 from lingshu_server.inputs.video import (
     SamplingOptions,
     VideoLimits,

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from lingshu_server.core.image_budget import PixelBudget
+from lingshu_server.core.settings import Settings
 from lingshu_server.engine.lora import LoraPlan
-from lingshu_server.inputs.image_budget import PixelBudget
-from lingshu_server.settings import Settings
 
 logger = logging.getLogger(__name__)
 

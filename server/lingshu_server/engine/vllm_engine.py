@@ -6,22 +6,27 @@ import importlib.metadata
 import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from lingshu_server.api.errors import (
+from lingshu_server.core.errors import (
     ContextLengthExceededError,
     EngineUnavailableError,
     InternalServerError,
     InvalidRequestError,
 )
+from lingshu_server.core.image_budget import PixelBudget
+from lingshu_server.core.settings import Settings
 from lingshu_server.engine.engine_args import engine_kwargs, loggable, resolved_config
+from lingshu_server.engine.interface import (
+    ChoiceDelta,
+    EngineStep,
+    SamplingOptions,
+    TokenLogprob,
+)
 from lingshu_server.engine.lora import Adapter, LoraPlan
-from lingshu_server.inputs.image_budget import PixelBudget
-from lingshu_server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -34,64 +39,6 @@ def vllm_version() -> str:
         except importlib.metadata.PackageNotFoundError:
             continue
     return "unknown"
-
-
-def prometheus_registry() -> Any:
-    """The registry holding vLLM's engine metrics (multiprocess-aware)."""
-    from vllm.v1.metrics.prometheus import get_prometheus_registry
-
-    return get_prometheus_registry()
-
-
-@dataclass
-class SamplingOptions:
-    """What a request asks of generation, free of any vLLM type."""
-
-    max_tokens: int
-    n: int = 1
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float | None = None
-    ignore_eos: bool = False
-    min_tokens: int = 0
-    logprobs: int | None = None  # number of top alternatives; None = no logprobs
-    prompt_logprobs: int | None = None  # the same for each prompt token; None = none
-    grammar: str | None = None  # EBNF the output must follow (structured output)
-
-
-@dataclass
-class TokenLogprob:
-    token: str
-    logprob: float
-    top: list[tuple[str, float]]
-
-
-@dataclass
-class ChoiceDelta:
-    index: int
-    text: str
-    token_ids: list[int]
-    logprobs: list[TokenLogprob] | None
-    finish_reason: str | None
-
-
-@dataclass
-class EngineStep:
-    """New output since the previous step, for each choice that advanced."""
-
-    prompt_tokens: int
-    choices: list[ChoiceDelta]
-    finished: bool
-    prompt_token_ids: Sequence[int] = ()  # as the engine saw them: image tokens expanded
-    # with SamplingOptions.prompt_logprobs, on the first step: one per prompt token (the
-    # first token has none)
-    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 # Sampling fields a checkpoint's generation_config.json may default (as `vllm serve` applies them).
@@ -237,8 +184,8 @@ def _async_llm_class() -> Any:
     return OnceShutAsyncLLM
 
 
-class Engine:
-    """AsyncLLM started once for the app's lifetime."""
+class VllmEngine:
+    """AsyncLLM started once for the app's lifetime (an `engine.interface.Engine`)."""
 
     def __init__(self, settings: Settings, image_budget: PixelBudget, lora: LoraPlan = NO_LORA):
         from vllm import AsyncEngineArgs
@@ -363,3 +310,11 @@ class Engine:
 
     def shutdown(self) -> None:
         self._llm.shutdown()
+
+    @staticmethod
+    def metrics_exposition() -> bytes:
+        """vLLM's own metrics (its registry handles the engine's separate processes)."""
+        from prometheus_client import generate_latest
+        from vllm.v1.metrics.prometheus import get_prometheus_registry
+
+        return generate_latest(get_prometheus_registry())

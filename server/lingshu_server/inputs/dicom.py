@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -31,7 +31,8 @@ from pydicom.pixels import (
 )
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.core.errors import InvalidRequestError
+from lingshu_server.protocol.common import WindowSource
 
 # pydicom's value-validation warnings quote header values (names, dates): turn validation off
 # (pydicom-wide and thread-safe, unlike catch_warnings) and keep pydicom's log out of ours.
@@ -63,17 +64,6 @@ _ENCODING_SYNTAX = {
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # The per-frame attributes of enhanced (multi-frame) images that windowing needs.
 _FRAME_GROUPS = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
-
-
-# Where the window that was applied came from (a closed set, named once here).
-WindowSource = Literal[
-    "request",  # the request's center and width
-    "request_preset",  # the request's named CT window
-    "file_voi_lut",  # the file's VOI LUT sequence
-    "file_window",  # the file's Window Center / Width (the first pair)
-    "default_preset",  # CT without either: the server's --dicom-default-ct-window
-    "full_range",  # the image's own minimum to maximum
-]
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from dataclasses import replace
 import httpx
 from prometheus_client import CollectorRegistry
 
-from lingshu_server.api.errors import InvalidRequestError
-from lingshu_server.api.protocol import ImagePart
+from lingshu_server.core.errors import InvalidRequestError
+from lingshu_server.core.settings import Settings
 from lingshu_server.inputs.dicom_series import (
     UID_PATTERN,
     SeriesSlice,
@@ -39,7 +39,7 @@ from lingshu_server.inputs.dicom_series import (
 from lingshu_server.inputs.fetch_cache import FetchCache
 from lingshu_server.inputs.pacs_auth import PacsAuth
 from lingshu_server.inputs.pacs_client import DicomWebMetrics, DicomWebRef, Pacs, PacsClient
-from lingshu_server.settings import Settings
+from lingshu_server.protocol.common import ImagePart
 
 _RESOURCE = re.compile(
     rf"studies/({UID_PATTERN})/series/({UID_PATTERN})(?:/instances/({UID_PATTERN}))?/?"

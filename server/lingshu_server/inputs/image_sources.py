@@ -16,8 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from lingshu_server.api.errors import InvalidRequestError
-from lingshu_server.settings import Settings
+from lingshu_server.core.errors import InvalidRequestError
+from lingshu_server.core.settings import Settings
 
 MAX_REDIRECTS = 3
 _INVALID = "invalid_image_url"

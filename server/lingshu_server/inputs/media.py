@@ -19,7 +19,9 @@ import pybase64
 from PIL import Image, ImageOps, UnidentifiedImageError
 from qwen_vl_utils.vision_process import MAX_RATIO
 
-from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.core.errors import InvalidRequestError
+from lingshu_server.core.image_budget import RECIPE_DEFAULT, ImageSize, PixelBudget, model_size
+from lingshu_server.core.settings import Settings
 from lingshu_server.inputs.dicom import (
     DicomOptions,
     DicomRendering,
@@ -27,9 +29,7 @@ from lingshu_server.inputs.dicom import (
     is_dicom,
     render_dicom,
 )
-from lingshu_server.inputs.image_budget import RECIPE_DEFAULT, ImageSize, PixelBudget, model_size
 from lingshu_server.inputs.image_cache import PreparedImageCache
-from lingshu_server.settings import Settings
 
 # Our explicit pixel cap (checked from the header) replaces PIL's bomb warning. Set once here:
 # warnings.catch_warnings is not thread-safe, and images decode in a thread pool.

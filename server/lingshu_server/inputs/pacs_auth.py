@@ -8,42 +8,35 @@ Credentials never reach a log or a message; the forwarded one is hashed into cac
 from __future__ import annotations
 
 import base64
+import contextlib
 import contextvars
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from lingshu_server.api import request_context
+from lingshu_server.core import request_context
 
 AuthMode = Literal["none", "basic", "bearer", "forward"]
 FORWARD_HEADER = "X-DICOMweb-Authorization"
 
-# The caller's X-DICOMweb-Authorization header, set per request by ForwardedCredentialMiddleware.
+# The caller's X-DICOMweb-Authorization header, set per request by the HTTP layer
+# (http/pacs_forwarding.py).
 _forwarded: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "lingshu_dicomweb_forwarded", default=None
 )
 
 
-class ForwardedCredentialMiddleware:
-    """Makes the caller's X-DICOMweb-Authorization header available to `forward` PACS auth."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        raw = dict(scope["headers"]).get(FORWARD_HEADER.lower().encode())
-        token = _forwarded.set(raw.decode("latin-1") if raw is not None else None)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            _forwarded.reset(token)
+@contextlib.contextmanager
+def forwarding(credential: str | None) -> Iterator[None]:
+    """The caller's credential for `forward` PACS auth, while one request is answered."""
+    token = _forwarded.set(credential)
+    try:
+        yield
+    finally:
+        _forwarded.reset(token)
 
 
 def forwarded_credential() -> str | None:

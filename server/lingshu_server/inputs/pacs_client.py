@@ -21,7 +21,7 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from lingshu_server.api.errors import (
+from lingshu_server.core.errors import (
     APIError,
     InvalidRequestError,
     PacsTimeoutError,

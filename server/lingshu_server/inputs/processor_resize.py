@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lingshu_server.inputs.image_budget import PixelBudget
+from lingshu_server.core.image_budget import PixelBudget
 
 
 class ProcessorResize:

@@ -31,7 +31,9 @@ from qwen_vl_utils import vision_process as qwen
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.functional import resize
 
-from lingshu_server.api.errors import InvalidRequestError
+from lingshu_server.core.errors import InvalidRequestError
+from lingshu_server.core.image_budget import IMAGE_FACTOR
+from lingshu_server.core.settings import Settings
 from lingshu_server.inputs.dicom import (
     DicomOptions,
     DicomRendering,
@@ -40,9 +42,7 @@ from lingshu_server.inputs.dicom import (
     is_dicom,
     render_dicom,
 )
-from lingshu_server.inputs.image_budget import IMAGE_FACTOR
 from lingshu_server.inputs.media import check_aspect_ratio, to_rgb
-from lingshu_server.settings import Settings
 
 # A multi-frame DICOM without timing (a volume) and a DICOMweb series are shown at the rate
 # qwen-vl-utils samples at, so by default every frame or slice reaches the model.

@@ -15,8 +15,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from lingshu_server.api.errors import InvalidRequestError
-from lingshu_server.api.protocol import ChatMessage, VideoPart
+from lingshu_server.core.errors import InvalidRequestError
 from lingshu_server.inputs.dicom import DicomOptions, dicom_size
 from lingshu_server.inputs.dicomweb import DicomWebSource
 from lingshu_server.inputs.image_sources import ImageFetcher
@@ -37,6 +36,7 @@ from lingshu_server.inputs.video import (
     probe_video,
     sample_frames,
 )
+from lingshu_server.protocol.common import ChatMessage, VideoPart
 
 T = TypeVar("T")
 VideoParts = list[tuple[str, VideoPart]]  # (request param, part), in prompt order

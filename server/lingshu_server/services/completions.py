@@ -10,7 +10,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from lingshu_server.api.completions_protocol import (
+from lingshu_server.core.errors import ContextLengthExceededError, InvalidRequestError
+from lingshu_server.core.metrics import Metrics
+from lingshu_server.engine.interface import Engine, EngineStep, TokenLogprob
+from lingshu_server.protocol.common import Usage, now
+from lingshu_server.protocol.completions import (
     DEFAULT_MAX_TOKENS,
     Completion,
     CompletionChoice,
@@ -19,12 +23,8 @@ from lingshu_server.api.completions_protocol import (
     CompletionRequest,
     text_completion_id,
 )
-from lingshu_server.api.errors import ContextLengthExceededError, InvalidRequestError
-from lingshu_server.api.limits import AdmissionController
-from lingshu_server.api.protocol import Usage, now
-from lingshu_server.engine.vllm_engine import Engine, EngineStep, TokenLogprob
-from lingshu_server.metrics import Metrics
-from lingshu_server.services.chat import TRIM_AFTER_CHARS, release_memory, tokens_at_least
+from lingshu_server.services.admission import AdmissionController
+from lingshu_server.services.chat_prompt import TRIM_AFTER_CHARS, release_memory, tokens_at_least
 from lingshu_server.services.generation import (
     EngineRun,
     deadline_after,

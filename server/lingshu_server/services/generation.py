@@ -8,8 +8,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
 
-from lingshu_server.api.limits import AdmissionController
-from lingshu_server.engine.vllm_engine import EngineStep
+from lingshu_server.engine.interface import EngineStep
+from lingshu_server.services.admission import AdmissionController
 
 T = TypeVar("T")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lingshu_server.api import request_context
-from lingshu_server.api.request_context import ImageRecord
+from lingshu_server.core import request_context
+from lingshu_server.core.metrics import Metrics
+from lingshu_server.core.request_context import ImageRecord
 from lingshu_server.inputs.media import PreparedImage
 from lingshu_server.inputs.video import PreparedVideo
-from lingshu_server.metrics import Metrics
 
 
 def record_inputs(

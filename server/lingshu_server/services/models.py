@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lingshu_server.api.errors import ModelNotFoundError
-from lingshu_server.api.protocol import ModelCard, ModelList
+from lingshu_server.core.errors import ModelNotFoundError
 from lingshu_server.engine.lora import Adapter
+from lingshu_server.protocol.common import ModelCard, ModelList
 
 
 @dataclass(frozen=True)

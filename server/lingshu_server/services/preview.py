@@ -20,7 +20,15 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from lingshu_server.api.preview_protocol import (
+from lingshu_server.core.image_budget import PixelBudget
+from lingshu_server.core.metrics import Metrics
+from lingshu_server.inputs.dicom import DicomRendering
+from lingshu_server.inputs.media import ImageLimits, PreparedImage
+from lingshu_server.inputs.processor_resize import ProcessorResize
+from lingshu_server.inputs.video import PreparedVideo
+from lingshu_server.inputs.video_inputs import VideoInputs
+from lingshu_server.protocol.common import ImagePart, VideoPart
+from lingshu_server.protocol.preview import (
     AppliedWindowFacts,
     DicomFacts,
     ImagePreview,
@@ -32,15 +40,7 @@ from lingshu_server.api.preview_protocol import (
     VideoPreview,
     VideoSourceFacts,
 )
-from lingshu_server.api.protocol import ImagePart, VideoPart
-from lingshu_server.inputs.dicom import DicomRendering
-from lingshu_server.inputs.image_budget import PixelBudget
-from lingshu_server.inputs.media import ImageLimits, PreparedImage
-from lingshu_server.inputs.processor_resize import ProcessorResize
-from lingshu_server.inputs.video import PreparedVideo
-from lingshu_server.inputs.video_inputs import VideoInputs
-from lingshu_server.metrics import Metrics
-from lingshu_server.services.chat import ChatPromptBuilder
+from lingshu_server.services.chat_prompt import ChatPromptBuilder
 from lingshu_server.services.input_records import record_inputs
 
 T = TypeVar("T")

@@ -3,10 +3,10 @@ images, preprocessing time), its usage, a disconnect, a failure after the 200.""
 
 from __future__ import annotations
 
-from lingshu_server.api import request_context
-from lingshu_server.api.errors import APIError
-from lingshu_server.metrics import Metrics
-from lingshu_server.services.chat import ChatPrompt
+from lingshu_server.core import request_context
+from lingshu_server.core.errors import APIError
+from lingshu_server.core.metrics import Metrics
+from lingshu_server.services.chat_prompt import ChatPrompt
 from lingshu_server.services.generation import elapsed_since
 from lingshu_server.services.input_records import record_inputs
 

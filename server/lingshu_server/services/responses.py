@@ -18,9 +18,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lingshu_server.api.errors import APIError
-from lingshu_server.api.protocol import now
-from lingshu_server.api.responses_protocol import (
+from lingshu_server.core.errors import APIError
+from lingshu_server.engine.interface import EngineStep
+from lingshu_server.protocol.common import now
+from lingshu_server.protocol.responses import (
     ArgumentsDeltaEvent,
     ArgumentsDoneEvent,
     ContentPartEvent,
@@ -41,7 +42,6 @@ from lingshu_server.api.responses_protocol import (
     item_id,
     response_id,
 )
-from lingshu_server.engine.vllm_engine import EngineStep
 from lingshu_server.services.request_records import (
     note_disconnect,
     note_stream_error,

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from lingshu_server.api.errors import APIError, validation_error
-from lingshu_server.api.protocol import (
+from lingshu_server.core.errors import APIError, validation_error
+from lingshu_server.protocol.chat import ChatCompletionRequest
+from lingshu_server.protocol.common import (
     AssistantToolCall,
     CalledFunction,
-    ChatCompletionRequest,
     ChatMessage,
     ChatTool,
     FunctionDefinition,
@@ -31,7 +31,7 @@ from lingshu_server.api.protocol import (
     ResponseFormat,
     TextPart,
 )
-from lingshu_server.api.responses_protocol import (
+from lingshu_server.protocol.responses import (
     FunctionCallItem,
     FunctionCallOutputItem,
     FunctionChoice,

@@ -13,11 +13,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from lingshu_server.api.limits import AdmissionController
-from lingshu_server.api.protocol import ChatCompletionRequest, completion_id
-from lingshu_server.engine.vllm_engine import Engine, EngineStep, TokenLogprob
-from lingshu_server.metrics import Metrics
-from lingshu_server.services.chat import ChatPrompt, ChatPromptBuilder
+from lingshu_server.core.metrics import Metrics
+from lingshu_server.engine.interface import Engine, EngineStep, TokenLogprob
+from lingshu_server.protocol.chat import ChatCompletionRequest
+from lingshu_server.protocol.common import completion_id
+from lingshu_server.services.admission import AdmissionController
+from lingshu_server.services.chat_prompt import ChatPrompt, ChatPromptBuilder
 from lingshu_server.services.generation import EngineRun, deadline_after, start_run, timeout_of
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.request_records import note_disconnect, note_usage, record_prompt

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from lingshu_server.api.errors import InvalidRequestError
-from lingshu_server.api.protocol import SamplingRequest
-from lingshu_server.engine.vllm_engine import SamplingOptions
+from lingshu_server.core.errors import InvalidRequestError
+from lingshu_server.engine.interface import SamplingOptions
+from lingshu_server.protocol.common import SamplingRequest
 
 
 def sampling_options(

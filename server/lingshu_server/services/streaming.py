@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from lingshu_server.api.errors import APIError, InternalServerError, stack_without_message
+from lingshu_server.core.errors import APIError, InternalServerError, stack_without_message
 from lingshu_server.services.generation import EngineRun
 from lingshu_server.services.request_records import note_disconnect, note_stream_error
 

@@ -21,8 +21,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from lingshu_server.api.errors import InvalidRequestError
-from lingshu_server.api.protocol import ResponseFormat
+from lingshu_server.core.errors import InvalidRequestError
+from lingshu_server.protocol.common import ResponseFormat
 
 PARAM = "response_format"
 

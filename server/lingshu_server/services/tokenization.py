@@ -9,15 +9,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-from lingshu_server.api.tokenize_protocol import (
+from lingshu_server.core.metrics import Metrics
+from lingshu_server.engine.interface import Engine
+from lingshu_server.protocol.tokenize import (
     DetokenizeRequest,
     DetokenizeResponse,
     TokenizeRequest,
     TokenizeResponse,
 )
-from lingshu_server.engine.vllm_engine import Engine
-from lingshu_server.metrics import Metrics
-from lingshu_server.services.chat import (
+from lingshu_server.services.chat_prompt import (
     TRIM_AFTER_CHARS,
     ChatPrompt,
     ChatPromptBuilder,

@@ -28,13 +28,9 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 
-from lingshu_server.api.errors import InvalidRequestError
-from lingshu_server.api.protocol import (
-    ChatCompletionRequest,
-    NamedToolChoice,
-    ResponseFormat,
-    tool_call_id,
-)
+from lingshu_server.core.errors import InvalidRequestError
+from lingshu_server.protocol.chat import ChatCompletionRequest
+from lingshu_server.protocol.common import NamedToolChoice, ResponseFormat, tool_call_id
 from lingshu_server.services.structured_output import StructuredOutput, format_schema
 
 CALL_OPEN = "<tool_call>"

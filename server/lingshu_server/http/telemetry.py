@@ -8,12 +8,12 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lingshu_server.api import request_context
-from lingshu_server.api.errors import log_unexpected, unexpected_error_response
-from lingshu_server.api.request_context import RequestContext, request_id_from
-from lingshu_server.lifecycle import Lifecycle
-from lingshu_server.logs import AuditLog, log_access
-from lingshu_server.metrics import Metrics
+from lingshu_server.core import request_context
+from lingshu_server.core.lifecycle import Lifecycle
+from lingshu_server.core.logs import AuditLog, log_access
+from lingshu_server.core.metrics import Metrics
+from lingshu_server.core.request_context import RequestContext, request_id_from
+from lingshu_server.http.error_handlers import log_unexpected, unexpected_error_response
 
 logger = logging.getLogger(__name__)
 

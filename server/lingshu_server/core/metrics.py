@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from lingshu_server.api.request_context import RequestContext
+from lingshu_server.core.request_context import RequestContext
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 PREPROCESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -137,10 +137,3 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def engine_exposition() -> bytes:
-    """vLLM's own metrics (its registry handles the engine's separate processes)."""
-    from lingshu_server.engine.vllm_engine import prometheus_registry
-
-    return generate_latest(prometheus_registry())

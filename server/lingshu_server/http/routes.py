@@ -11,15 +11,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from lingshu_server import __version__
-from lingshu_server.api import request_context
-from lingshu_server.api.auth import require_api_key
-from lingshu_server.api.completions_protocol import Completion, CompletionRequest
-from lingshu_server.api.errors import (
+from lingshu_server.core import request_context
+from lingshu_server.core.errors import (
     DrainingError,
     EngineUnavailableError,
     UnsupportedMediaTypeError,
 )
-from lingshu_server.api.openapi import (
+from lingshu_server.core.lifecycle import Lifecycle, Stage
+from lingshu_server.engine.vllm_engine import vllm_version
+from lingshu_server.http.auth import require_api_key
+from lingshu_server.http.openapi import (
     CHAT_RESPONSES,
     COMPLETION_RESPONSES,
     PREVIEW_RESPONSES,
@@ -27,27 +28,21 @@ from lingshu_server.api.openapi import (
     TOKENIZE_RESPONSES,
     V1_RESPONSES,
 )
-from lingshu_server.api.preview_protocol import PreviewRequest, PreviewResponse
-from lingshu_server.api.protocol import (
-    ChatCompletion,
-    ChatCompletionRequest,
-    ModelList,
-    ServerStatus,
-)
-from lingshu_server.api.responses_protocol import ResponsesRequest, ResponsesResponse
-from lingshu_server.api.tokenize_protocol import (
+from lingshu_server.protocol.chat import ChatCompletion, ChatCompletionRequest
+from lingshu_server.protocol.common import ModelList, ServerStatus
+from lingshu_server.protocol.completions import Completion, CompletionRequest
+from lingshu_server.protocol.preview import PreviewRequest, PreviewResponse
+from lingshu_server.protocol.responses import ResponsesRequest, ResponsesResponse
+from lingshu_server.protocol.tokenize import (
     DetokenizeRequest,
     DetokenizeResponse,
     TokenizeRequest,
     TokenizeResponse,
 )
-from lingshu_server.engine.vllm_engine import vllm_version
-from lingshu_server.lifecycle import Lifecycle, Stage
-from lingshu_server.metrics import engine_exposition
+from lingshu_server.services.chat import ChatService
 from lingshu_server.services.completions import CompletionService
 from lingshu_server.services.preview import PreviewService
 from lingshu_server.services.responses import ResponsesService
-from lingshu_server.services.serving import ChatService
 from lingshu_server.services.tokenization import TokenizeService
 
 T = TypeVar("T")
@@ -269,7 +264,8 @@ async def ready(lifecycle: LifecycleDep) -> JSONResponse:
 )
 async def metrics(request: Request) -> Response:
     ours = request.app.state.metrics.exposition()
-    return Response(ours + engine_exposition(), media_type=PROMETHEUS_TEXT)
+    engine_metrics = request.app.state.engine_factory.metrics_exposition()
+    return Response(ours + engine_metrics, media_type=PROMETHEUS_TEXT)
 
 
 @public.get("/version")

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from lingshu_server.api.protocol import ChatMessage, ResponseModel, Text, WireModel
+from lingshu_server.protocol.common import ChatMessage, ResponseModel, Text, WireModel
 
 
 class TokenizeRequest(WireModel):

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lingshu_server.inputs.image_budget import IMAGE_FACTOR, QWEN_MIN_PIXELS
+from lingshu_server.core.image_budget import IMAGE_FACTOR, QWEN_MIN_PIXELS
 
 
 def _list_value(value: Any) -> Any:

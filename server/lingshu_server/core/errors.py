@@ -1,22 +1,35 @@
-"""Every error the API returns, mapped to OpenAI's error shape in one place."""
+"""Every error the API returns, with its HTTP status and OpenAI's error shape, in one place.
+
+No web framework here: inputs, the engine and services raise these; `http/error_handlers.py`
+turns them into responses."""
 
 from __future__ import annotations
 
 import logging
 import traceback
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Send
-
-from lingshu_server.api import request_context
-from lingshu_server.api.protocol import ErrorBody, ErrorResponse
+from pydantic import BaseModel
 
 logger = logging.getLogger(__name__)
+
+
+class ValidationErrors(Protocol):
+    """pydantic's ValidationError, or FastAPI's RequestValidationError."""
+
+    def errors(self) -> Any: ...
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
 
 
 class APIError(Exception):
@@ -57,29 +70,10 @@ class UnsupportedMediaTypeError(APIError):
     code = "unsupported_media_type"
 
 
-class EngineUnavailableError(APIError):
-    status = HTTPStatus.SERVICE_UNAVAILABLE
-    type = "server_error"
-    code = "engine_unavailable"
-    rejection = None
+class RetryLaterError(APIError):
+    """An error the client should retry after a while: the Retry-After header says when."""
 
-    def __init__(self, message: str, *, code: str | None = None, retry_after_s: int = 5):
-        super().__init__(message, code=code)
-        self.headers = {"Retry-After": str(retry_after_s)}
-
-
-class DrainingError(EngineUnavailableError):
-    code = "server_shutting_down"
-    rejection = "draining"
-
-
-class PacsUnavailableError(APIError):
-    """The PACS behind a DICOMweb image URL could not be reached or failed (502)."""
-
-    status = HTTPStatus.BAD_GATEWAY
-    type = "server_error"
-    code = "dicomweb_unavailable"
-    rejection = None
+    retry_after_s: int = 1
 
     def __init__(
         self,
@@ -87,10 +81,34 @@ class PacsUnavailableError(APIError):
         *,
         param: str | None = None,
         code: str | None = None,
-        retry_after_s: int = 10,
+        retry_after_s: int | None = None,
     ):
         super().__init__(message, param=param, code=code)
-        self.headers = {"Retry-After": str(retry_after_s)}
+        seconds = self.retry_after_s if retry_after_s is None else retry_after_s
+        self.headers = {"Retry-After": str(seconds)}
+
+
+class EngineUnavailableError(RetryLaterError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    type = "server_error"
+    code = "engine_unavailable"
+    rejection = None
+    retry_after_s = 5
+
+
+class DrainingError(EngineUnavailableError):
+    code = "server_shutting_down"
+    rejection = "draining"
+
+
+class PacsUnavailableError(RetryLaterError):
+    """The PACS behind a DICOMweb image URL could not be reached or failed (502)."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    type = "server_error"
+    code = "dicomweb_unavailable"
+    rejection = None
+    retry_after_s = 10
 
 
 class PacsTimeoutError(PacsUnavailableError):
@@ -112,6 +130,34 @@ class HeadersTooLargeError(APIError):
     rejection = "too_large"
 
 
+class OverloadedError(RetryLaterError):
+    """Every generation slot is taken and the line is full."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    type = "server_error"
+    code = "server_overloaded"
+    rejection = "overloaded"
+
+
+class RateLimitedError(RetryLaterError):
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    rejection = "rate_limited"
+
+
+class RequestTooLargeError(APIError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    code = "request_too_large"
+    rejection = "too_large"
+
+
+class AuthenticationError(APIError):
+    status = HTTPStatus.UNAUTHORIZED
+    code = "invalid_api_key"
+    rejection = "auth"
+
+
 class InternalServerError(APIError):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
     type = "server_error"
@@ -125,26 +171,9 @@ def error_body(
     return ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code))
 
 
-def error_response_bytes(exc: APIError, close: bool) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """Headers and body of an error answered below FastAPI (ASGI middleware, the protocol)."""
-    body = exc.body().model_dump_json().encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *((name.lower().encode(), value.encode()) for name, value in (exc.headers or {}).items()),
-    ]
-    if close:
-        headers.append((b"connection", b"close"))
-    return headers, body
-
-
-async def send_api_error(send: Send, exc: APIError, *, close: bool = False) -> None:
-    """Answer an ASGI request with `exc` from middleware, before any route runs. `close` when
-    the body was left unread and the client cannot be trusted to send it (a timeout)."""
-    _note_rejection(exc.rejection)
-    headers, body = error_response_bytes(exc, close)
-    await send({"type": "http.response.start", "status": int(exc.status), "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def stack_without_message(exc: BaseException) -> str:
+    """Where an exception came from, without its message (which may quote patient data)."""
+    return "".join(traceback.format_tb(exc.__traceback__))
 
 
 def _param_path(loc: tuple[Any, ...]) -> str | None:
@@ -194,7 +223,8 @@ def _json_kind(value: Any) -> str:
     return next((kind for cls, kind in _JSON_KINDS if isinstance(value, cls)), "an unknown type")
 
 
-def validation_error(exc: RequestValidationError) -> APIError:
+def validation_error(exc: ValidationErrors) -> APIError:
+    """A 400 naming the param, from pydantic's errors (a request body or a nested model)."""
     errors = exc.errors()
     if not errors:
         return InvalidRequestError("invalid request")
@@ -216,58 +246,3 @@ def validation_error(exc: RequestValidationError) -> APIError:
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     return InvalidRequestError(f"{param}: {message}" if param else message, param=param)
-
-
-def _json(status: int, body: ErrorResponse, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
-
-
-_HTTP_TYPES = {
-    HTTPStatus.NOT_FOUND: ("not_found_error", "not_found"),
-    HTTPStatus.METHOD_NOT_ALLOWED: ("invalid_request_error", "method_not_allowed"),
-    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: ("invalid_request_error", "unsupported_media_type"),
-    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: ("invalid_request_error", "request_too_large"),
-}
-
-
-def stack_without_message(exc: BaseException) -> str:
-    """Where an exception came from, without its message (which may quote patient data)."""
-    return "".join(traceback.format_tb(exc.__traceback__))
-
-
-def _note_rejection(reason: str | None) -> None:
-    ctx = request_context.get()
-    if ctx is not None and reason is not None and ctx.rejection is None:
-        ctx.rejection = reason
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        _note_rejection(exc.rejection)
-        return _json(exc.status, exc.body(), exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        err = validation_error(exc)
-        _note_rejection(err.rejection)
-        return _json(err.status, err.body())
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        type_, code = _HTTP_TYPES.get(exc.status_code, ("invalid_request_error", None))
-        if exc.status_code >= 500:
-            type_ = "server_error"
-        message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        return _json(exc.status_code, error_body(message, type_, None, code), exc.headers)
-
-
-def log_unexpected(exc: BaseException) -> None:
-    """The type and the stack only: an exception's message may quote request content."""
-    logger.error("unhandled error: %s\n%s", type(exc).__name__, stack_without_message(exc))
-
-
-def unexpected_error_response() -> JSONResponse:
-    """The 500 for a bug: OpenAI's shape, nothing about the cause (see TelemetryMiddleware)."""
-    err = InternalServerError("internal server error")
-    return _json(err.status, err.body())

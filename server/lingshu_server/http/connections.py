@@ -10,14 +10,13 @@ from http import HTTPStatus
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from lingshu_server.api.errors import (
+from lingshu_server.core.errors import (
     APIError,
     HeadersTooLargeError,
     InvalidRequestError,
-    error_response_bytes,
-    send_api_error,
+    OverloadedError,
 )
-from lingshu_server.api.limits import OverloadedError
+from lingshu_server.http.error_handlers import error_response_bytes, send_api_error
 
 
 class _HeadTooLarge(Exception):

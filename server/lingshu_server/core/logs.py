@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lingshu_server.api import request_context
-from lingshu_server.api.request_context import RequestContext
+from lingshu_server.core import request_context
+from lingshu_server.core.request_context import RequestContext
 
 access_logger = logging.getLogger("lingshu_server.access")
 

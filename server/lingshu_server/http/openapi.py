@@ -10,10 +10,11 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
-from lingshu_server.api.completions_protocol import Completion, CompletionChunk
-from lingshu_server.api.preview_protocol import PreviewResponse
-from lingshu_server.api.protocol import ChatCompletion, ChatCompletionChunk, ErrorResponse
-from lingshu_server.api.responses_protocol import ResponsesResponse, StreamEvent
+from lingshu_server.core.errors import ErrorResponse
+from lingshu_server.protocol.chat import ChatCompletion, ChatCompletionChunk
+from lingshu_server.protocol.completions import Completion, CompletionChunk
+from lingshu_server.protocol.preview import PreviewResponse
+from lingshu_server.protocol.responses import ResponsesResponse, StreamEvent
 
 ERROR_DESCRIPTIONS = {
     400: "Invalid request: a wrong type or value (naming the `param`), a body that is not "

@@ -17,17 +17,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lingshu_server.api import request_context
-from lingshu_server.api.errors import APIError, send_api_error
-from lingshu_server.settings import Settings
+from lingshu_server.core import request_context
+from lingshu_server.core.errors import AuthenticationError
+from lingshu_server.core.settings import Settings
+from lingshu_server.http.error_handlers import send_api_error
 
 logger = logging.getLogger(__name__)
-
-
-class AuthenticationError(APIError):
-    status = 401
-    code = "invalid_api_key"
-    rejection = "auth"
 
 
 def key_id(key: str) -> str:

@@ -1,4 +1,5 @@
-"""OpenAI wire models: chat-completion requests, responses, stream chunks, models, errors."""
+"""Wire models every API shares: content parts (text, images, DICOM options, video), messages,
+tools, response formats, sampling fields, usage, models and the server status."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -51,6 +51,18 @@ class ResponseModel(BaseModel):
 
 
 # ---------------------------------------------------------------- requests
+
+
+# Where the window that was applied came from: a closed set, named once here (the decoder
+# reports it, the preview shows it).
+WindowSource = Literal[
+    "request",  # the request's center and width
+    "request_preset",  # the request's named CT window
+    "file_voi_lut",  # the file's VOI LUT sequence
+    "file_window",  # the file's Window Center / Width (the first pair)
+    "default_preset",  # CT without either: the server's --dicom-default-ct-window
+    "full_range",  # the image's own minimum to maximum
+]
 
 
 class DicomWindow(WireModel):
@@ -332,65 +344,6 @@ class SamplingRequest(WireModel):
         return "max_tokens"
 
 
-class ChatCompletionRequest(SamplingRequest):
-    """A chat-completion request: messages, and chat's own logprobs and response format."""
-
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: bool | None = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    response_format: ResponseFormat | None = None
-    tools: list[ChatTool] | None = None  # [] is no tools, as vLLM takes it
-    tool_choice: ToolChoice | None = None
-    parallel_tool_calls: bool | None = True
-
-    @field_validator("logprobs")
-    @classmethod
-    def _logprobs_null_is_false(cls, value: bool | None) -> bool:
-        return bool(value)
-
-    @field_validator("tools")
-    @classmethod
-    def _unique_tools(cls, tools: list[ChatTool] | None) -> list[ChatTool] | None:
-        check_unique_names([tool.function.name for tool in tools or []])
-        return tools
-
-    @field_validator("tool_choice")
-    @classmethod
-    def _choice_among_tools(
-        cls, choice: str | NamedToolChoice | None, info: ValidationInfo
-    ) -> str | NamedToolChoice | None:
-        tools = info.data.get("tools")
-        named = choice.function.name if isinstance(choice, NamedToolChoice) else None
-        check_tool_choice(choice, named, [t.function.name for t in tools] if tools else None)
-        return choice
-
-    @field_validator("parallel_tool_calls")
-    @classmethod
-    def _parallel_default(cls, value: bool | None) -> bool:
-        return True if value is None else value
-
-    @field_validator("top_logprobs")
-    @classmethod
-    def _top_logprobs_need_logprobs(cls, top: int | None, info: ValidationInfo) -> int | None:
-        if top and not info.data.get("logprobs"):
-            raise ValueError("top_logprobs requires logprobs to be true")
-        return top
-
-    @property
-    def requested_max_tokens(self) -> int | None:
-        return self.max_completion_tokens or self.max_tokens
-
-    @property
-    def max_tokens_param(self) -> str:
-        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
-
-    @property
-    def num_logprobs(self) -> int | None:
-        """Top alternatives per token when logprobs are asked for, else None."""
-        return (self.top_logprobs or 0) if self.logprobs else None
-
-
 # ---------------------------------------------------------------- responses
 
 
@@ -402,50 +355,14 @@ def now() -> int:
     return int(time.time())
 
 
-class TopLogprob(ResponseModel):
-    token: str
-    logprob: float
-    bytes: list[int] | None
-
-
-class TokenLogprob(TopLogprob):
-    top_logprobs: list[TopLogprob]
-
-
-class ChoiceLogprobs(ResponseModel):
-    content: list[TokenLogprob] | None
-
-
 class Usage(ResponseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
 
 
-class FunctionCall(ResponseModel):
-    name: str
-    arguments: str  # the JSON object's text, as generated
-
-
-class ToolCall(ResponseModel):
-    id: str
-    type: Literal["function"] = "function"
-    function: FunctionCall
-
-
 def tool_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
-
-
-class AssistantMessage(ResponseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str | None
-    refusal: str | None = None
-    tool_calls: list[ToolCall] | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_no_calls(self, handler: Any) -> dict[str, Any]:
-        return without_unset_ids(handler(self), "tool_calls")
 
 
 def without_unset_ids(data: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -456,18 +373,6 @@ def without_unset_ids(data: dict[str, Any], *names: str) -> dict[str, Any]:
     return data
 
 
-class Choice(ResponseModel):
-    index: int
-    message: AssistantMessage
-    logprobs: ChoiceLogprobs | None = None
-    finish_reason: str | None
-    token_ids: list[int] | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_unset_ids(self, handler: Any) -> dict[str, Any]:
-        return without_unset_ids(handler(self), "token_ids")
-
-
 class CompletionHeader(ResponseModel):
     """Fields shared by a completion and every chunk of its stream."""
 
@@ -476,74 +381,6 @@ class CompletionHeader(ResponseModel):
     created: int
     model: str
     system_fingerprint: str | None = None
-
-
-class ChatCompletion(CompletionHeader):
-    object: Literal["chat.completion"] = "chat.completion"
-    choices: list[Choice]
-    usage: Usage
-    prompt_token_ids: list[int] | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_unset_ids(self, handler: Any) -> dict[str, Any]:
-        return without_unset_ids(handler(self), "prompt_token_ids")
-
-
-class FunctionCallDelta(ResponseModel):
-    """The name comes once, in a call's first delta; the arguments in fragments after it."""
-
-    name: str | None = None
-    arguments: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: Any) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
-
-
-class ToolCallDelta(ResponseModel):
-    index: int
-    id: str | None = None
-    type: Literal["function"] | None = None
-    function: FunctionCallDelta
-
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: Any) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
-
-
-class Delta(ResponseModel):
-    """OpenAI omits unset delta fields: {"role": ..} first, {"content": ..} next, {} last."""
-
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    tool_calls: list[ToolCallDelta] | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: Any) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
-
-
-class ChunkChoice(ResponseModel):
-    index: int
-    delta: Delta
-    logprobs: ChoiceLogprobs | None = None
-    finish_reason: str | None = None
-    token_ids: list[int] | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_unset_ids(self, handler: Any) -> dict[str, Any]:
-        return without_unset_ids(handler(self), "token_ids")
-
-
-class ChatCompletionChunk(CompletionHeader):
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    choices: list[ChunkChoice]
-    usage: Usage | None = None
-    prompt_token_ids: list[int] | None = None  # on the first chunk, with return_token_ids
-
-    @model_serializer(mode="wrap")
-    def _drop_unset_ids(self, handler: Any) -> dict[str, Any]:
-        return without_unset_ids(handler(self), "prompt_token_ids")
 
 
 class ModelCard(ResponseModel):
@@ -559,17 +396,6 @@ class ModelCard(ResponseModel):
 class ModelList(ResponseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
-
-
-class ErrorBody(ResponseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(ResponseModel):
-    error: ErrorBody
 
 
 class ServerStatus(ResponseModel):

@@ -1,4 +1,4 @@
-"""Limits that keep the server standing: body size, admission to the engine, per-key rates."""
+"""Limits that keep the server standing at its edge: body size and read time, per-key rates."""
 
 from __future__ import annotations
 
@@ -8,35 +8,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lingshu_server.api.errors import APIError, RequestTimeoutError, send_api_error
-
-
-class OverloadedError(APIError):
-    status = 503
-    type = "server_error"
-    code = "server_overloaded"
-    rejection = "overloaded"
-
-    def __init__(self, message: str, retry_after_s: int = 1):
-        super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after_s)}
-
-
-class RateLimitedError(APIError):
-    status = 429
-    type = "rate_limit_error"
-    code = "rate_limit_exceeded"
-    rejection = "rate_limited"
-
-    def __init__(self, message: str, retry_after_s: int):
-        super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after_s)}
-
-
-class RequestTooLargeError(APIError):
-    status = 413
-    code = "request_too_large"
-    rejection = "too_large"
+from lingshu_server.core.errors import RateLimitedError, RequestTimeoutError, RequestTooLargeError
+from lingshu_server.http.error_handlers import send_api_error
 
 
 class BodySizeLimitMiddleware:
@@ -104,36 +77,6 @@ class BodySizeLimitMiddleware:
             f"request body is larger than the {self.max_bytes} bytes this server accepts"
         )
         await send_api_error(send, error, close=True)
-
-
-class AdmissionController:
-    """At most `max_active` requests generate at once and `max_waiting` wait for a slot;
-    beyond that a request is refused at once (503, Retry-After), not after a long queue."""
-
-    def __init__(self, max_active: int, max_waiting: int):
-        self.max_active = max_active
-        self.max_waiting = max_waiting
-        self.active = 0
-        self.waiting = 0
-        self._slots = asyncio.Semaphore(max_active)
-
-    async def acquire(self) -> None:
-        """Take a generation slot, waiting in line if there is room in the line."""
-        if self.active >= self.max_active and self.waiting >= self.max_waiting:
-            raise OverloadedError(
-                f"the server is at capacity ({self.active} requests generating, "
-                f"{self.waiting} waiting); retry shortly"
-            )
-        self.waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
-        self.active += 1
-
-    def release(self) -> None:
-        self.active -= 1
-        self._slots.release()
 
 
 class RateLimiter:

@@ -56,7 +56,7 @@ def content_security_policy(html: str) -> str:
 
 @cache
 def playground_page() -> StaticPage:
-    html = files("lingshu_server.api").joinpath(PAGE).read_text(encoding="utf-8")
+    html = files("lingshu_server.http").joinpath(PAGE).read_text(encoding="utf-8")
     return StaticPage(
         html,
         {

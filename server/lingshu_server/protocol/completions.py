@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_serializer
 
-from lingshu_server.api.protocol import (
+from lingshu_server.protocol.common import (
     CompletionHeader,
     ResponseModel,
     SamplingRequest,

@@ -11,8 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from lingshu_server.api.protocol import ImagePart, ResponseModel, VideoPart
-from lingshu_server.inputs.dicom import WindowSource
+from lingshu_server.protocol.common import ImagePart, ResponseModel, VideoPart, WindowSource
 
 PreviewRequest = Annotated[ImagePart | VideoPart, Field(discriminator="type")]
 

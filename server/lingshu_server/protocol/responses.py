@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
 
-from lingshu_server.api.protocol import (
+from lingshu_server.protocol.common import (
     FUNCTION_NAME,
     INT64_MIN,
     UINT64_MAX,

@@ -1,0 +1,110 @@
+"""What services need of an engine, free of any vLLM type.
+
+`VllmEngine` (engine/vllm_engine.py) is the real one; tests of the HTTP edge use a fake with the
+same shape (tests/utils/fake_engine.py). Services import only this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from lingshu_server.core.image_budget import PixelBudget
+from lingshu_server.core.settings import Settings
+from lingshu_server.engine.lora import LoraPlan
+
+
+@dataclass
+class SamplingOptions:
+    """What a request asks of generation, free of any vLLM type."""
+
+    max_tokens: int
+    n: int = 1
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float | None = None
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    logprobs: int | None = None  # number of top alternatives; None = no logprobs
+    prompt_logprobs: int | None = None  # the same for each prompt token; None = none
+    grammar: str | None = None  # EBNF the output must follow (structured output)
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: list[tuple[str, float]]
+
+
+@dataclass
+class ChoiceDelta:
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None
+    finish_reason: str | None
+
+
+@dataclass
+class EngineStep:
+    """New output since the previous step, for each choice that advanced."""
+
+    prompt_tokens: int
+    choices: list[ChoiceDelta]
+    finished: bool
+    prompt_token_ids: Sequence[int] = ()  # as the engine saw them: image tokens expanded
+    # with SamplingOptions.prompt_logprobs, on the first step: one per prompt token (the
+    # first token has none)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+
+
+class Engine(Protocol):
+    """An engine started once for the app's lifetime."""
+
+    max_model_len: int
+    # the checkpoint's tokenizer (transformers' interface: encode, decode, chat template)
+    tokenizer: Any
+    # token ids a prompt may hold: the tokenizer's and the model's (they differ for Qwen)
+    vocab_size: int
+    # the single token a prompt holds per image ("image") or video ("video")
+    placeholder_ids: Mapping[str, int]
+    # the most visual tokens one image or video may have
+    max_tokens_per_visual_item: int
+
+    async def load_adapters(self) -> None: ...
+
+    def generate(
+        self,
+        prompt_token_ids: list[int],
+        images: list[Image.Image],
+        options: SamplingOptions,
+        request_id: str,
+        videos: Sequence[tuple[np.ndarray, dict[str, Any]]] = (),
+        adapter: str | None = None,
+        image_ids: Sequence[str | None] = (),
+    ) -> AsyncIterator[EngineStep]: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    async def is_healthy(self) -> bool: ...
+
+    def shutdown(self) -> None: ...
+
+
+class EngineFactory(Protocol):
+    """Builds the engine (blocking: it loads weights) and reads the engine's own metrics."""
+
+    def __call__(self, settings: Settings, image_budget: PixelBudget, lora: LoraPlan) -> Engine: ...
+
+    def metrics_exposition(self) -> bytes: ...
