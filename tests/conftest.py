@@ -1,8 +1,10 @@
-"""Shared fixtures: one real server process (demo model, vLLM CPU engine) per test session.
+"""Shared fixtures: the session's servers, each in two tiers (tests/utils/tiers.py).
 
-The server is started with the opt-in image sources enabled, pointing at a static HTTP server
-and a directory that this test session owns, so both the allowed and the refused cases of
-http(s):// and file:// image URLs can be exercised end to end.
+`server` (the demo model with the opt-in image sources enabled, pointing at a static HTTP server
+and a directory this session owns) and `secured` (keys, limits, audit, CORS) are, for a test
+marked `e2e`, front ends of the session's one real engine process (the demo model on vLLM's CPU
+engine, float32 as the model card's reference runs in tests/parity); for any other test, the same
+configuration in process on the fake engine.
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ import httpx
 import pytest
 
 from tests.utils.images import encode, gradient_image
-from tests.utils.server import Restartable, RunningServer, start_demo_server
+from tests.utils.in_process import InProcessServer, start_fake_server
+from tests.utils.server import RunningServer, SharedEngine
+from tests.utils.tiers import pick
 
-pytest_plugins = ["tests.utils.no_skips"]
+pytest_plugins = ["tests.utils.no_skips", "tests.utils.tiers_plugin"]
+
+# The engine every e2e front end shares: float32, so greedy tokens compare with the model card's.
+ENGINE_ARGS = ("--dtype", "float32")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,22 +70,39 @@ def image_sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageSou
 
 
 @pytest.fixture(scope="session")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, image_sources: ImageSources
-) -> Iterator[RunningServer]:
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    running = start_demo_server(
-        log_path,
+def shared_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedEngine]:
+    engine = SharedEngine(tmp_path_factory.mktemp("engine") / "server.log", *ENGINE_ARGS)
+    yield engine
+    engine.stop()
+
+
+def _main_args(image_sources: ImageSources) -> list[str]:
+    return [
         "--allowed-image-hosts",
         image_sources.http_origin.removeprefix("http://"),
         "--local-image-dir",
         str(image_sources.local_dir),
-        # float32, as the model card's reference runs in tests/parity: greedy tokens comparable
-        "--dtype",
-        "float32",
-    )
+    ]
+
+
+@pytest.fixture(scope="session")
+def _real_server(shared_engine: SharedEngine, image_sources: ImageSources) -> RunningServer:
+    return shared_engine.frontend("main", *_main_args(image_sources))
+
+
+@pytest.fixture(scope="session")
+def _fake_server(
+    tmp_path_factory: pytest.TempPathFactory, image_sources: ImageSources
+) -> Iterator[InProcessServer]:
+    log_path = tmp_path_factory.mktemp("fake-server") / "server.log"
+    running = start_fake_server(log_path, *ENGINE_ARGS, *_main_args(image_sources))
     yield running
     running.stop()
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> RunningServer | InProcessServer:
+    return pick(request, "_real_server", "_fake_server")
 
 
 @pytest.fixture
@@ -94,13 +118,12 @@ ALLOWED_ORIGIN = "https://viewer.hospital.example"
 MAX_BODY = 1_000_000
 
 
-def _start_secured(root: Path) -> RunningServer:
+def _secured_args(root: Path) -> list[str]:
     key_file = root / "keys"
     key_file.write_text("# rotated by the platform team\n" + "\n".join(FILE_KEYS) + "\n")
     audit_path = root / "audit.jsonl"
     audit_path.unlink(missing_ok=True)
-    server = start_demo_server(
-        root / "server.log",
+    return [
         "--api-keys",
         INLINE_KEY,
         "--api-key-file",
@@ -119,21 +142,57 @@ def _start_secured(root: Path) -> RunningServer:
         ALLOWED_ORIGIN,
         "--drain-timeout",
         "60",
-    )
-    server.key_file = key_file
-    server.audit_path = audit_path
+    ]
+
+
+def _with_files(server: RunningServer | InProcessServer, root: Path):
+    server.key_file = root / "keys"
+    server.audit_path = root / "audit.jsonl"
     return server
 
 
+@pytest.fixture
+def _real_secured(
+    shared_engine: SharedEngine, tmp_path_factory: pytest.TempPathFactory
+) -> RunningServer:
+    """Started again only if a test ended it (the drain test does), so no test depends on
+    running before or after another."""
+    running = shared_engine.frontends.get("secured")
+    if running is not None and running.process.poll() is None:
+        root = running.key_file.parent
+    else:
+        root = tmp_path_factory.mktemp("secured")
+    return _with_files(shared_engine.frontend("secured", *_secured_args(root)), root)
+
+
+class _FakeSecured:
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory):
+        self.tmp_path_factory = tmp_path_factory
+        self.running: InProcessServer | None = None
+
+    def get(self) -> InProcessServer:
+        if self.running is None or not self.running.running():
+            root = self.tmp_path_factory.mktemp("secured-fake")
+            running = start_fake_server(root / "server.log", *ENGINE_ARGS, *_secured_args(root))
+            self.running = _with_files(running, root)
+        return self.running
+
+
 @pytest.fixture(scope="session")
-def _secured_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restartable]:
-    server = Restartable(lambda: _start_secured(tmp_path_factory.mktemp("secured")))
-    yield server
-    server.stop()
+def _fake_secured_holder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_FakeSecured]:
+    holder = _FakeSecured(tmp_path_factory)
+    yield holder
+    if holder.running is not None:
+        holder.running.stop()
 
 
 @pytest.fixture
-def secured(_secured_server: Restartable) -> RunningServer:
-    """One secured server for the session, started again only if a test ended it (the SIGTERM
-    drain test does), so no test depends on running before or after another."""
-    return _secured_server.get()
+def _fake_secured(_fake_secured_holder: _FakeSecured) -> InProcessServer:
+    return _fake_secured_holder.get()
+
+
+@pytest.fixture
+def secured(request: pytest.FixtureRequest) -> RunningServer | InProcessServer:
+    """One secured server for the session in each tier, started again only if a test ended
+    it (the drain test does)."""
+    return pick(request, "_real_secured", "_fake_secured")

@@ -99,7 +99,7 @@ def _demo_model(light: bool) -> str:
     return str(ensure_light_demo_model() if light else ensure_demo_model())
 
 
-def _demo_settings(cli_values: dict[str, Any], light: bool = False) -> dict[str, Any]:
+def demo_settings(cli_values: dict[str, Any], light: bool = False) -> dict[str, Any]:
     values = {k: v for k, v in DEMO_DEFAULTS.items() if f"LINGSHU_{k.upper()}" not in os.environ}
     values.update(cli_values)
     values["model"] = _demo_model(light)
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if build_only:
                 sys.stdout.write(f"{_demo_model(light)}\n")
                 return 0
-            args = _demo_settings(args, light)
+            args = demo_settings(args, light)
         settings = Settings(**args)
     except ValidationError as exc:
         sys.stderr.write(f"lingshu-server: invalid settings:\n{exc}\n")

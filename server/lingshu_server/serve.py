@@ -17,8 +17,10 @@ from lingshu_server.app import create_app
 from lingshu_server.core.lifecycle import Lifecycle, Stage
 from lingshu_server.core.settings import Settings
 from lingshu_server.engine.engine_args import check_engine_args
+from lingshu_server.engine.interface import EngineFactory
 from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import check_supported_model
+from lingshu_server.engine.vllm_engine import VllmEngine
 from lingshu_server.http.auth import insecure_listen_reason
 from lingshu_server.http.connections import guarded_http_protocol
 
@@ -93,8 +95,19 @@ def serve(settings: Settings) -> int:
     model_config = check_supported_model(settings.model)
     check_engine_args(settings)
     plan_adapters(settings, model_config)
+    server = http_server(settings)
+    server.run()
+    if server.lifecycle.stage in (Stage.ENGINE_DEAD, Stage.FAILED):
+        server.exit_code = 1
+    return server.exit_code
+
+
+def http_server(
+    settings: Settings, *, engine_factory: EngineFactory = VllmEngine
+) -> DrainingServer:
+    """The app under uvicorn as `serve` runs it: the guarded HTTP protocol, the drain."""
     holder: list[DrainingServer] = []
-    app = create_app(settings, on_fatal=lambda: holder[0].fatal())
+    app = create_app(settings, engine_factory=engine_factory, on_fatal=lambda: holder[0].fatal())
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -109,10 +122,7 @@ def serve(settings: Settings) -> int:
     )
     server = DrainingServer(config, app.state.lifecycle, settings.drain_timeout)
     holder.append(server)
-    server.run()
-    if app.state.lifecycle.stage in (Stage.ENGINE_DEAD, Stage.FAILED):
-        server.exit_code = 1
-    return server.exit_code
+    return server
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,18 @@ from pathlib import Path
 import httpx
 
 STARTUP_TIMEOUT_S = 420
+# Set per test by tests/utils/tiers.py: the e2e test that may start an engine, or None (outside
+# pytest, anything may).
+ENGINE_ALLOWED_FOR: str | None = "outside pytest"
+CURRENT_TEST = ""
+
+
+def _check_engine_allowed() -> None:
+    if ENGINE_ALLOWED_FOR is None:
+        raise RuntimeError(
+            f"{CURRENT_TEST} starts a vLLM engine but is not marked e2e: mark it "
+            "`pytest.mark.e2e`, or give it the fake engine (tests/utils/tiers.py)"
+        )
 
 
 def free_port() -> int:
@@ -31,6 +44,10 @@ class RunningServer:
     model: str
     # every distinct /health body seen while the server started (the loading stages)
     startup_statuses: list[dict] = field(default_factory=list)
+    # a front end of the shared engine process (SharedEngine) rather than a process of its own
+    shared: SharedEngine | None = None
+    name: str = ""
+    args: list[str] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -40,6 +57,9 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 60) -> int:
+        if self.shared is not None:  # the front end stops; the engine serves the others
+            self.shared.remove(self.name)
+            return 0
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -79,6 +99,7 @@ def start_checkpoint_server(
 def _start(
     log_path: Path, args: list[str], env: dict | None, cwd: Path | None = None
 ) -> RunningServer:
+    _check_engine_allowed()
     port = free_port()
     cmd = [sys.executable, "-m", "lingshu_server", *args, "--port", str(port)]
     log = log_path.open("wb")
@@ -120,3 +141,121 @@ class Restartable:
     def stop(self) -> None:
         for running in self._started:
             running.stop()
+
+
+class SharedEngine:
+    """The test session's real engine: one `tests.utils.shared_engine` process (one vLLM engine)
+    behind any number of front ends, each a `lingshu-server demo` configuration on its own port.
+    Started on first use; started again if a test ended it (engine death), with the front ends
+    asked for after that."""
+
+    def __init__(self, log_path: Path, *engine_args: str):
+        self.log_path = log_path
+        self.engine_args = list(engine_args)
+        self.process: subprocess.Popen | None = None
+        self.frontends: dict[str, RunningServer] = {}
+        self.starts = 0
+
+    def _ensure_process(self) -> subprocess.Popen:
+        if self.process is None or self.process.poll() is not None:
+            _check_engine_allowed()
+            self.starts += 1
+            log = self.log_path.open("ab")
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.utils.shared_engine", *self.engine_args],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
+                cwd=Path(__file__).resolve().parents[2],
+            )
+            self.frontends.clear()
+        return self.process
+
+    def _send(self, command: dict) -> None:
+        process = self._ensure_process()
+        assert process.stdin is not None
+        process.stdin.write((json.dumps(command) + "\n").encode())
+        process.stdin.flush()
+
+    def frontend(self, name: str, *args: str) -> RunningServer:
+        """The front end `name` with `args` (flags of `lingshu-server demo`), started unless it
+        is already running with those flags."""
+        running = self.frontends.get(name)
+        if running is not None and running.process.poll() is None and running.args == list(args):
+            if _healthy(running):
+                return running
+        if running is not None:
+            self.remove(name)
+        port = free_port()
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._send({"op": "add", "name": name, "args": [*self.engine_args, *args], "port": port})
+        assert self.process is not None
+        server = RunningServer(
+            self.process,
+            port,
+            self.log_path,
+            "lingshu-demo",
+            shared=self,
+            name=name,
+            args=list(args),
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"shared engine exited:\n{server.log_text()[-5000:]}")
+            refused = self._refusal(name, log_offset)
+            if refused:
+                raise RuntimeError(f"front end {name} refused: {refused}")
+            try:
+                response = httpx.get(f"{server.base_url}/health", timeout=2)
+                status = {k: v for k, v in response.json().items() if k != "elapsed_s"}
+                if status not in server.startup_statuses:
+                    server.startup_statuses.append(status)
+                if response.status_code == 200:
+                    self.frontends[name] = server
+                    return server
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"front end {name} did not become healthy:\n{server.log_text()[-5000:]}")
+
+    def _refusal(self, name: str, offset: int) -> str | None:
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            for line in log.read().decode(errors="replace").splitlines():
+                if '"front end refused"' in line and f'"frontend": "{name}"' in line:
+                    return json.loads(line).get("error", line)
+        return None
+
+    def drain(self, name: str) -> None:
+        """What SIGTERM does to a server process, to the front end `name` alone."""
+        self._send({"op": "drain", "name": name})
+
+    def remove(self, name: str) -> None:
+        running = self.frontends.pop(name, None)
+        if running is None or self.process is None or self.process.poll() is not None:
+            return
+        self._send({"op": "remove", "name": name})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _healthy(running):
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def _healthy(running: RunningServer) -> bool:
+    try:
+        return httpx.get(f"{running.base_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,0 +1,110 @@
+"""The real app under uvicorn, in the test process, on the fake engine (tests/utils/fake_engine).
+
+Everything but the engine is the server's own: the settings parsed from the same command line a
+user types, the middleware stack, the guarded HTTP protocol, the drain on SIGTERM. It starts in
+about a second, so tests of the HTTP edge (auth, limits, validation, error shapes, OpenAPI) need
+no vLLM engine process.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from lingshu_server.cli import build_parser, demo_settings
+from lingshu_server.core.logs import JsonFormatter, RequestIdFilter
+from lingshu_server.core.settings import Settings
+from lingshu_server.serve import DrainingServer, http_server
+from tests.utils.fake_engine import FakeEngine
+from tests.utils.server import free_port
+
+STARTUP_TIMEOUT_S = 60
+
+
+def demo_command_settings(*cli_args: str) -> Settings:
+    """Settings as `lingshu-server demo ARGS` makes them."""
+    values = vars(build_parser().parse_args(["demo", *cli_args]))
+    for name in ("command", "demo_build_only", "light"):
+        values.pop(name)
+    return Settings(**demo_settings(values))
+
+
+@dataclass
+class InProcessServer:
+    """Quacks like tests/utils/server.RunningServer where tests of the HTTP edge need it."""
+
+    server: DrainingServer
+    thread: threading.Thread
+    port: int
+    log_path: Path
+    log_handler: logging.Handler
+    model: str = "lingshu-demo"
+    startup_statuses: list[dict] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def settings(self) -> Settings:
+        return self.server.config.app.state.settings
+
+    @property
+    def engine(self) -> FakeEngine:
+        return self.server.config.app.state.engine
+
+    def log_text(self) -> str:
+        self.log_handler.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def drain(self) -> None:
+        """What SIGTERM does to the real process."""
+        self.server.handle_exit(signal.SIGTERM, None)
+
+    def stop(self, timeout: float = 60) -> int:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        logging.getLogger().removeHandler(self.log_handler)
+        self.log_handler.close()
+        return self.server.exit_code
+
+
+def start_fake_server(log_path: Path, *cli_args: str) -> InProcessServer:
+    """`lingshu-server demo ARGS` with the fake engine, in this process."""
+    port = free_port()
+    settings = demo_command_settings(*cli_args, "--port", str(port))
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    server = http_server(settings, engine_factory=FakeEngine)
+    thread = threading.Thread(target=server.run, name=f"fake-server-{port}", daemon=True)
+    thread.start()
+    running = InProcessServer(server, thread, port, log_path, handler)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise RuntimeError(f"in-process server stopped:\n{running.log_text()[-5000:]}")
+        try:
+            response = httpx.get(f"{running.base_url}/health", timeout=2)
+            status = {k: v for k, v in response.json().items() if k != "elapsed_s"}
+            if status not in running.startup_statuses:
+                running.startup_statuses.append(status)
+            if response.status_code == 200:
+                return running
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    running.stop()
+    raise RuntimeError(f"in-process server did not become healthy:\n{running.log_text()[-5000:]}")
