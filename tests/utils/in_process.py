@@ -11,20 +11,15 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
 
 from lingshu_server.cli import build_parser, demo_settings
 from lingshu_server.core.logs import JsonFormatter, RequestIdFilter
 from lingshu_server.core.settings import Settings
 from lingshu_server.serve import DrainingServer, http_server
 from tests.utils.fake_engine import FakeEngine
-from tests.utils.server import free_port
-
-STARTUP_TIMEOUT_S = 60
+from tests.utils.server import free_port, wait_until_healthy
 
 
 def demo_command_settings(*cli_args: str) -> Settings:
@@ -92,19 +87,13 @@ def start_fake_server(log_path: Path, *cli_args: str) -> InProcessServer:
     thread = threading.Thread(target=server.run, name=f"fake-server-{port}", daemon=True)
     thread.start()
     running = InProcessServer(server, thread, port, log_path, handler)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if not thread.is_alive():
-            raise RuntimeError(f"in-process server stopped:\n{running.log_text()[-5000:]}")
-        try:
-            response = httpx.get(f"{running.base_url}/health", timeout=2)
-            status = {k: v for k, v in response.json().items() if k != "elapsed_s"}
-            if status not in running.startup_statuses:
-                running.startup_statuses.append(status)
-            if response.status_code == 200:
-                return running
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
+
+    def stopped() -> str | None:
+        if thread.is_alive():
+            return None
+        return f"in-process server stopped:\n{running.log_text()[-5000:]}"
+
+    if wait_until_healthy(running.base_url, running.startup_statuses, stopped, 60, 0.05):
+        return running
     running.stop()
     raise RuntimeError(f"in-process server did not become healthy:\n{running.log_text()[-5000:]}")

@@ -30,6 +30,33 @@ def _check_engine_allowed() -> None:
         )
 
 
+def wait_until_healthy(
+    base_url: str,
+    statuses: list[dict],
+    failure: Callable[[], str | None],
+    timeout_s: float = STARTUP_TIMEOUT_S,
+    poll_s: float = 0.5,
+) -> bool:
+    """Poll /health until 200 (True) or the timeout (False), recording every distinct status
+    (the loading stages); `failure` names a reason to give up at once (the process ended)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reason = failure()
+        if reason is not None:
+            raise RuntimeError(reason)
+        try:
+            response = httpx.get(f"{base_url}/health", timeout=2)
+            status = {k: v for k, v in response.json().items() if k != "elapsed_s"}
+            if status not in statuses:
+                statuses.append(status)
+            if response.status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll_s)
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -107,20 +134,14 @@ def _start(
         cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd
     )
     server = RunningServer(process, port, log_path, model="lingshu-demo")
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_text()}")
-        try:
-            response = httpx.get(f"{server.base_url}/health", timeout=2)
-            status = {k: v for k, v in response.json().items() if k != "elapsed_s"}
-            if status not in server.startup_statuses:
-                server.startup_statuses.append(status)
-            if response.status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+
+    def exited() -> str | None:
+        if process.poll() is None:
+            return None
+        return f"server exited with {process.returncode}:\n{server.log_text()}"
+
+    if wait_until_healthy(server.base_url, server.startup_statuses, exited):
+        return server
     server.stop()
     raise RuntimeError(f"server did not become healthy:\n{server.log_text()[-5000:]}")
 
@@ -200,24 +221,17 @@ class SharedEngine:
             name=name,
             args=list(args),
         )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"shared engine exited:\n{server.log_text()[-5000:]}")
+        process = self.process
+
+        def failed() -> str | None:
+            if process.poll() is not None:
+                return f"shared engine exited:\n{server.log_text()[-5000:]}"
             refused = self._refusal(name, log_offset)
-            if refused:
-                raise RuntimeError(f"front end {name} refused: {refused}")
-            try:
-                response = httpx.get(f"{server.base_url}/health", timeout=2)
-                status = {k: v for k, v in response.json().items() if k != "elapsed_s"}
-                if status not in server.startup_statuses:
-                    server.startup_statuses.append(status)
-                if response.status_code == 200:
-                    self.frontends[name] = server
-                    return server
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+            return f"front end {name} refused: {refused}" if refused else None
+
+        if wait_until_healthy(server.base_url, server.startup_statuses, failed, poll_s=0.2):
+            self.frontends[name] = server
+            return server
         raise RuntimeError(f"front end {name} did not become healthy:\n{server.log_text()[-5000:]}")
 
     def _refusal(self, name: str, offset: int) -> str | None:
