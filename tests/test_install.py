@@ -15,7 +15,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from tests.utils.readme import commands, fenced_blocks, section
+from tests.utils.docs import commands, fenced_blocks, section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,8 @@ def test_ci_runs_the_readme_commands_verbatim():
     lint = readme_commands("## Development")
     assert setup == "scripts/install-test.sh"
     assert test == ".venv/bin/python -m pytest -q tests"
-    assert lint and all(line.startswith(".venv/bin/ruff ") for line in lint)
+    assert lint and all(line.startswith(".venv/bin/") for line in lint)
+    assert ".venv/bin/mkdocs build --strict --quiet" in lint  # the docs build without a warning
     assert ci_commands() == [setup, *lint, test]
 
 
