@@ -15,7 +15,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from tests.utils.readme import commands, fenced_blocks, section
+from tests.utils.docs import commands, fenced_blocks, section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +37,7 @@ def test_ci_runs_the_readme_commands_verbatim():
     assert test == ".venv/bin/python -m pytest -q tests"
     assert lint and all(line.startswith(".venv/bin/") for line in lint)
     assert ".venv/bin/lint-imports" in lint  # the layers contract (pyproject.toml)
+    assert ".venv/bin/mkdocs build --strict --quiet" in lint  # the docs build without a warning
     assert ci_commands() == [setup, *lint, test]
 
 

@@ -77,3 +77,22 @@ def test_a_wrong_import_breaks_the_contract(package_copy, module, line, contract
     assert result.returncode != 0
     broken = [row for row in result.stdout.splitlines() if row.endswith("BROKEN")]
     assert any(row.startswith(contract) for row in broken), result.stdout
+
+
+def test_every_error_class_lives_in_core_errors():
+    """One place for the API's errors (and their statuses); modules raise, never define them."""
+    import importlib
+    import pkgutil
+
+    import lingshu_server
+    from lingshu_server.core.errors import APIError
+
+    for module in pkgutil.walk_packages(lingshu_server.__path__, "lingshu_server."):
+        importlib.import_module(module.name)
+    pending, found = [APIError], []
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    assert len(found) > 10
+    assert {cls.__module__ for cls in found} == {"lingshu_server.core.errors"}

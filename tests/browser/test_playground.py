@@ -159,7 +159,7 @@ def test_clinician_flow(server, client, browser, tmp_path):
     assert answer.get_attribute("textContent") == same["choices"][0]["message"]["content"]
     usage = same["usage"]
     assert f"{usage['prompt_tokens']} prompt tokens, {usage['completion_tokens']}" in stats
-    browser.set_window_size(1440, 1320)  # the whole page, facts included, for the README
+    browser.set_window_size(1440, 1320)  # the whole page, facts included, for the docs
     screenshot = save(browser, tmp_path / "playground.png")
     if os.environ.get("LINGSHU_PLAYGROUND_SCREENSHOT"):
         shutil.copy(screenshot, os.environ["LINGSHU_PLAYGROUND_SCREENSHOT"])

@@ -149,5 +149,6 @@ def test_new_api_key_is_readable_by_the_container_user_and_nobody_else(tmp_path:
     assert stat.S_IMODE((tmp_path / "secrets").stat().st_mode) == 0o700
     (key,) = key_file.read_text().splitlines()
     assert re.fullmatch(r"lsk-[0-9a-f]{64}", key)
-    documented = (DEPLOY / "docker-compose.yml").read_text() + (ROOT / "README.md").read_text()
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    documented = "".join(path.read_text() for path in [DEPLOY / "docker-compose.yml", *pages])
     assert "0644" not in documented, "a documented command makes a key file world-readable"

@@ -1,4 +1,4 @@
-"""One more server for the engine knobs and LoRA: the README's own command (a few typed flags,
+"""One more server for the engine knobs and LoRA: the guide's own command (a few typed flags,
 --engine-args and a LoRA adapter made with PEFT), started once for these tests."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from lingshu_server.demo_model import ensure_demo_model
+from tests.utils.docs import fenced_blocks, page
 from tests.utils.lora import build_adapter
-from tests.utils.readme import fenced_blocks, section
 from tests.utils.server import RunningServer, start_demo_server
 
-SECTION = "## Engine knobs and LoRA adapters"
+PAGE = "guides/lora-and-engine-knobs.md"
 ADAPTER = "chest-xray-lora"
 
 
@@ -27,11 +27,11 @@ class KnobsServer:
 
 
 def examples(language: str) -> list[str]:
-    return fenced_blocks(language, section(SECTION))
+    return fenced_blocks(language, page(PAGE))
 
 
-def readme_command() -> list[str]:
-    """The README's server command as arguments after `lingshu-server`."""
+def guide_command() -> list[str]:
+    """The guide's server command as arguments after `lingshu-server`."""
     command = examples("shell")[0]
     words = shlex.split(command.replace("\\\n", " "))
     assert words[0] == "lingshu-server"
@@ -40,7 +40,7 @@ def readme_command() -> list[str]:
 
 @pytest.fixture(scope="package")
 def adapter_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding the README's adapter, as a fine-tuning run would leave it."""
+    """A directory holding the guide's adapter, as a fine-tuning run would leave it."""
     workdir = tmp_path_factory.mktemp("knobs")
     build_adapter(ensure_demo_model(), workdir / ADAPTER, rank=8)
     return workdir
@@ -48,7 +48,7 @@ def adapter_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="package")
 def knobs(adapter_workdir: Path) -> Iterator[KnobsServer]:
-    args = readme_command()
+    args = guide_command()
     assert args[0] == "demo"
     server = start_demo_server(adapter_workdir / "server.log", *args[1:], cwd=adapter_workdir)
     yield KnobsServer(server, adapter_workdir, adapter_workdir / ADAPTER)

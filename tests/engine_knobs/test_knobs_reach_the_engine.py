@@ -1,4 +1,4 @@
-"""The typed flags and --engine-args of the README's command reach vLLM: the start-up log's
+"""The typed flags and --engine-args of the guide's command reach vLLM: the start-up log's
 `engine configuration` is read back from the engine's own resolved configuration."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The figures the reliability suite reports at the end (and the README quotes)."""
+"""The figures the reliability suite reports at the end (and docs/development/reliability.md
+quotes)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The README's preview examples, run as written against the session's server, and the
+"""The preview guide's examples, run as written against the session's server, and the
 playground screenshot it shows."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import numpy as np
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from tests.utils.docs import DOCS, on_server, only_block, page, run_example
 from tests.utils.preview import png_pixels
-from tests.utils.readme import README, on_server, only_block, run_example, section
 
-HEADING = "## See what the model sees"
+PAGE = "guides/preview.md"
 
 
 def test_curl_and_sdk_examples_show_the_same_lung_window(server, tmp_path):
-    text = section(HEADING)
+    text = page(PAGE)
     (tmp_path / "chest_ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
     script = on_server(only_block("shell", text), server.port)
     run_example(["bash", "-c", script], tmp_path, {"LINGSHU_API_KEY": "no-keys-on-this-server"})
@@ -34,6 +34,7 @@ def test_curl_and_sdk_examples_show_the_same_lung_window(server, tmp_path):
 
 
 def test_the_screenshot_is_committed():
-    assert "](docs/playground.png)" in section(HEADING)
-    image = Image.open(README.parent / "docs/playground.png")
+    # the page shows docs/playground.png, which tests/browser makes
+    assert "](../playground.png)" in page(PAGE)
+    image = Image.open((DOCS / PAGE).parent / "../playground.png")
     assert image.format == "PNG" and image.width >= 1200

@@ -1,4 +1,5 @@
-"""The README's examples, run exactly as written against the test server."""
+"""The chat completions guide's examples, run exactly as written against the test server; the
+README and the CPU demo page show its first one."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.utils.docs import fenced_blocks, on_server, page, run_bash, run_example
 from tests.utils.images import encode, gradient_image
-from tests.utils.readme import fenced_blocks, on_server, run_bash, run_example
+
+PAGE = "guides/chat.md"
 
 
-def curl_examples() -> list[str]:
-    return [block for block in fenced_blocks("bash") if "curl" in block]
+def curl_examples(name: str | None = PAGE) -> list[str]:
+    """The curl examples of a page (of the README when `name` is None)."""
+    return [block for block in fenced_blocks("bash", page(name)) if "curl" in block]
 
 
 @pytest.fixture
@@ -22,10 +26,17 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_readme_has_the_promised_examples():
+def test_the_page_has_the_promised_examples():
     assert len(curl_examples()) == 2
     assert any('"stream": true' in block for block in curl_examples())
-    assert len(fenced_blocks("python")) == 1
+    assert len(fenced_blocks("python", page(PAGE))) == 1
+
+
+def test_the_readme_and_the_cpu_demo_show_the_first_curl_example():
+    """The example a newcomer tries first is the one run below."""
+    first = curl_examples()[0]
+    assert curl_examples(None) == [first]
+    assert curl_examples("getting-started/cpu-demo.md") == [first]
 
 
 def test_curl_example_with_png(server, workdir):
@@ -46,5 +57,5 @@ def test_curl_streaming_example(server, workdir):
 
 
 def test_python_sdk_example(server, workdir):
-    code = on_server(fenced_blocks("python")[0], server.port)
+    code = on_server(fenced_blocks("python", page(PAGE))[0], server.port)
     assert run_example([sys.executable, "-c", code], workdir).endswith("\n")

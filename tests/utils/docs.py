@@ -1,4 +1,5 @@
-"""The README's fenced code blocks, read and run exactly as a user would paste them."""
+"""The fenced code blocks of the documentation pages (docs/) and the README, read and run exactly
+as a user would paste them."""
 
 from __future__ import annotations
 
@@ -8,13 +9,24 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 
 
-def section(heading: str) -> str:
-    """The README from the heading line that starts with `heading` to the next heading of the
-    same or a higher level."""
-    text = README.read_text()
+def page(name: str | None = None) -> str:
+    """A documentation page by its path under docs/ (`"guides/responses.md"`); the README
+    without a name."""
+    return (README if name is None else DOCS / name).read_text()
+
+
+_read = page  # for `section`, whose parameter `page` hides the function
+
+
+def section(heading: str, page: str | None = None) -> str:
+    """A page (the README by default) from the heading line that starts with `heading` to the
+    next heading of the same or a higher level."""
+    text = _read(page)
     start = text.index(f"\n{heading}") + 1
     level = len(heading) - len(heading.lstrip("#"))
     following = re.search(rf"\n#{{1,{level}}} ", text[start + len(heading) :])
@@ -22,7 +34,8 @@ def section(heading: str) -> str:
 
 
 def fenced_blocks(language: str, text: str | None = None) -> list[str]:
-    """Every ```language block, in order, dedented (blocks inside list items are indented)."""
+    """Every ```language block of `text` (default: the README), in order, dedented (blocks inside
+    list items are indented)."""
     text = README.read_text() if text is None else text
     pattern = rf"^( *)```{language}\n(.*?)^\1```"
     found = re.findall(pattern, text, flags=re.DOTALL | re.MULTILINE)

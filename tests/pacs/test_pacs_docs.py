@@ -1,4 +1,4 @@
-"""The README's PACS examples, run as written against the session's server and PACS."""
+"""The PACS guide's examples, run as written against the session's server and PACS."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import re
 import sys
 
 from tests.pacs.conftest import API_KEYS, USERS
-from tests.utils.readme import only_block, run_bash, run_example, section
+from tests.utils.docs import only_block, page, run_bash, run_example
 
 USER = "alice"
 
 
 def block(language: str) -> str:
-    return only_block(language, section("## Ask about a study in the PACS (DICOMweb)"))
+    return only_block(language, page("guides/pacs.md"))
 
 
 def on_test_setup(text: str, server, pacs) -> str:

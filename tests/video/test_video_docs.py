@@ -1,16 +1,16 @@
-"""The README's video examples, run as written against the session's server."""
+"""The video guide's examples, run as written against the session's server."""
 
 from __future__ import annotations
 
 import json
 import sys
 
-from tests.utils.readme import on_server, only_block, run_example, section
+from tests.utils.docs import on_server, only_block, page, run_example
 from tests.utils.videos import cine_loop, clip
 
 
 def block(language: str, port: int) -> str:
-    return on_server(only_block(language, section("## Video: ultrasound cine")), port)
+    return on_server(only_block(language, page("guides/video.md")), port)
 
 
 def test_curl_example_sends_a_clip_at_one_frame_per_second(server, tmp_path):

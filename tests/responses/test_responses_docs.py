@@ -1,14 +1,14 @@
-"""The README's Responses API examples, run as written against the session's server."""
+"""The Responses API guide's examples, run as written against the session's server."""
 
 from __future__ import annotations
 
 import json
 import sys
 
+from tests.utils.docs import on_server, only_block, page, run_bash, run_example
 from tests.utils.images import encode, gradient_image
-from tests.utils.readme import on_server, only_block, run_bash, run_example, section
 
-SECTION = "## Responses API"
+PAGE = "guides/responses.md"
 
 
 def test_curl_example(server, tmp_path):
@@ -29,4 +29,4 @@ def test_sdk_example_streams(server, tmp_path):
 
 
 def example(language: str, port: int) -> str:
-    return on_server(only_block(language, section(SECTION)), port)
+    return on_server(only_block(language, page(PAGE)), port)

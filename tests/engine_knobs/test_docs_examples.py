@@ -1,4 +1,4 @@
-"""The README's engine knobs and LoRA examples, run as written: the server command is the one the
+"""The engine knobs and LoRA guide's examples, run as written: the server command is the one the
 `knobs` server runs (conftest), then its curl and SDK examples against it."""
 
 from __future__ import annotations
@@ -6,18 +6,18 @@ from __future__ import annotations
 import json
 import sys
 
-from tests.engine_knobs.conftest import ADAPTER, KnobsServer, examples, readme_command
+from tests.engine_knobs.conftest import ADAPTER, KnobsServer, examples, guide_command
+from tests.utils.docs import on_server, run_bash, run_example
 from tests.utils.images import encode, gradient_image, tokens_for
-from tests.utils.readme import on_server, run_bash, run_example
 
 
-def test_the_section_has_a_command_a_curl_and_an_sdk_example():
+def test_the_page_has_a_command_a_curl_and_an_sdk_example():
     shell, py = examples("shell"), examples("py")
     assert len(shell) == 2 and len(py) == 1
     assert f"--lora-modules {ADAPTER}=./{ADAPTER}" in shell[0]
     assert "--engine-args" in shell[0]
     assert f'"model": "{ADAPTER}"' in shell[1]
-    assert readme_command()[0] == "demo"
+    assert guide_command()[0] == "demo"
 
 
 def test_curl_asks_the_adapter_about_an_image(knobs: KnobsServer):

@@ -1,4 +1,4 @@
-"""The README's completions and tokenize examples, run as written against the session's server."""
+"""The completions and tokenize guide's examples, run as written against the session's server."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.utils.docs import fenced_blocks, on_server, page, run_bash, run_example
 from tests.utils.images import encode, gradient_image, tokens_for
-from tests.utils.readme import fenced_blocks, on_server, run_bash, run_example, section
 
-SECTION = "## Completions, tokenize and detokenize"
+PAGE = "guides/completions.md"
 LOW_DETAIL_MAX_PIXELS = 256 * 28 * 28
 
 
 def examples(language: str) -> list[str]:
-    return fenced_blocks(language, section(SECTION))
+    return fenced_blocks(language, page(PAGE))
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_the_section_has_a_curl_and_an_sdk_example_per_endpoint():
+def test_the_page_has_a_curl_and_an_sdk_example_per_endpoint():
     shell, py = examples("shell"), examples("py")
     assert len(shell) == 2 and len(py) == 2
     assert "/v1/completions" in shell[0] and "/tokenize" in shell[1]

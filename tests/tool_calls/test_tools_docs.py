@@ -1,4 +1,4 @@
-"""The README's tool-calling examples, run as written against the session's server."""
+"""The tool-calling guide's examples, run as written against the session's server."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import re
 import sys
 
-from tests.utils.readme import on_server, only_block, run_bash, run_example, section
+from tests.utils.docs import on_server, only_block, page, run_bash, run_example
 
-SECTION = "## Tool calling"
+PAGE = "guides/tools.md"
 
 
 def test_curl_example_returns_a_valid_call(server, tmp_path):
@@ -33,4 +33,4 @@ def test_sdk_example_calls_then_answers(server, tmp_path):
 
 
 def example(language: str, port: int) -> str:
-    return on_server(only_block(language, section(SECTION)), port)
+    return on_server(only_block(language, page(PAGE)), port)
