@@ -35,17 +35,18 @@ class RequestIdFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    converter = time.gmtime  # the "Z" in ts, in vLLM's processes too
-
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            # UTC, in vLLM's processes too (they never run configure_logging)
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if getattr(record, "request_id", None):
-            entry["request_id"] = record.request_id
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            entry["request_id"] = request_id
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -59,13 +60,10 @@ class TextFormatter(logging.Formatter):
     first line after the level, the rest indented below), for the one block a person should
     not miss (the ready message)."""
 
-    converter = time.localtime  # the clock on the reader's wall; JSON lines stay in UTC
-
     def format(self, record: logging.LogRecord) -> str:
-        head = (
-            f"{self.formatTime(record, '%m-%d %H:%M:%S')} {record.levelname:<7} "
-            f"{short_logger_name(record.name)}:"
-        )
+        # the clock on the reader's wall; JSON lines stay in UTC
+        when = time.strftime("%m-%d %H:%M:%S", time.localtime(record.created))
+        head = f"{when} {record.levelname:<7} {short_logger_name(record.name)}:"
         lines: list[str] | None = getattr(record, "text_lines", None)
         if lines:
             text = f"{head} {lines[0]}" + "".join(f"\n    {line}" for line in lines[1:])
