@@ -33,6 +33,7 @@ from lingshu_server.http.limits import BodySizeLimitMiddleware, RateLimiter
 from lingshu_server.http.openapi import install_openapi
 from lingshu_server.http.pacs_forwarding import ForwardedCredentialMiddleware
 from lingshu_server.http.playground import playground
+from lingshu_server.http.ready_message import ready_message
 from lingshu_server.http.routes import public, tokens, v1
 from lingshu_server.http.telemetry import TelemetryMiddleware
 from lingshu_server.inputs.dicomweb import DicomWebSource
@@ -195,9 +196,24 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     lifecycle.enter(Stage.READY)
     app.state.metrics.engine_loading.set(0)
     app.state.metrics.engine_healthy.set(1)
+    message = ready_message(
+        host=settings.host,
+        port=settings.port,
+        model=settings.served_model_names[0],
+        playground=settings.playground,
+        docs=app.docs_url is not None,
+        api_keys=app.state.api_keys.enabled,
+    )
     logger.info(
         "ready",
-        extra={"fields": {"model": settings.model, "max_model_len": engine.max_model_len}},
+        extra={
+            "fields": {
+                "model": settings.model,
+                "max_model_len": engine.max_model_len,
+                **message.fields,
+            },
+            "text_lines": message.text_lines,
+        },
     )
 
 

@@ -374,8 +374,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Origins allowed by CORS (browser apps). Default: none (CORS closed).",
     )
-    log_format: Literal["json", "text"] = Field(
-        default="json", description="Log line format: structured JSON or plain text."
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="Log line format: 'text' (lines for a person), 'json' (one JSON object a "
+        "line, for log collectors), or 'auto': text when standard error is a terminal, JSON "
+        "otherwise.",
     )
     audit_log_file: Path | None = Field(
         default=None,
