@@ -7,7 +7,6 @@ import os
 import time
 
 from lingshu_server.http import auth
-
 from lingshu_server.http.auth import ApiKeyStore, key_id
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,30 @@ import pytest
 
 from lingshu_server.cli import build_parser, main
 from lingshu_server.core.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def keep_logging():
+    """`main` configures logging for a process (one handler on the root logger): put back this
+    process's, where the in-process test servers write their logs."""
+    root = logging.getLogger()
+    loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved = (
+        root.handlers[:],
+        root.level,
+        [(lg.handlers[:], lg.propagate, lg.disabled) for lg in loggers],
+    )
+    httpx_level = logging.getLogger("httpx").level
+    env = os.environ.get("VLLM_LOGGING_CONFIG_PATH")
+    yield
+    root.handlers[:], root.level = saved[0], saved[1]
+    for logger, (handlers, propagate, disabled) in zip(loggers, saved[2], strict=True):
+        logger.handlers[:], logger.propagate, logger.disabled = handlers, propagate, disabled
+    logging.getLogger("httpx").setLevel(httpx_level)
+    if env is None:
+        os.environ.pop("VLLM_LOGGING_CONFIG_PATH", None)
+    else:
+        os.environ["VLLM_LOGGING_CONFIG_PATH"] = env
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from lingshu_server import demo_model
 from lingshu_server.demo_model import (
     DEMO_MODEL_VERSION,
     SPECIAL_TOKENS,
     build_demo_model,
     ensure_demo_model,
 )
-from lingshu_server import demo_model
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ import pytest
 from tests.conftest import ALLOWED_ORIGIN, FILE_KEYS, INLINE_KEY, MAX_BODY
 from tests.utils.errors import assert_openai_error
 from tests.utils.images import data_url, encode, gradient_image, image_part
-from tests.utils.metrics import metric
 from tests.utils.in_process import InProcessServer
+from tests.utils.metrics import metric
 from tests.utils.server import RunningServer
 
 SECRET_PHRASE = "PATIENT-SECRET-PHRASE-8841 Jane Roe DOB 1950-01-01"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 
 def test_models_list_shape(client):
     body = client.get("/v1/models").json()
@@ -32,6 +34,7 @@ def test_version(client):
     assert body["vllm_version"] == "0.32.0"
 
 
+@pytest.mark.e2e
 def test_health_reports_loading_stages_while_the_model_loads(server):
     statuses = server.startup_statuses
     assert {"status": "loading_engine", "stage": "loading_engine"} in statuses

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
@@ -17,6 +18,7 @@ from tests.utils.readme import README, on_server, only_block, run_example, secti
 HEADING = "## See what the model sees"
 
 
+@pytest.mark.e2e
 def test_curl_and_sdk_examples_show_the_same_lung_window(server, tmp_path):
     text = section(HEADING)
     (tmp_path / "chest_ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
