@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import threading
 import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -23,6 +20,7 @@ from tests.conftest import ALLOWED_ORIGIN, FILE_KEYS, INLINE_KEY, MAX_BODY
 from tests.utils.errors import assert_openai_error
 from tests.utils.images import data_url, encode, gradient_image, image_part
 from tests.utils.in_process import InProcessServer
+from tests.utils.in_process_care import process_logging_kept, slow_steps
 from tests.utils.metrics import metric
 from tests.utils.server import RunningServer
 
@@ -47,20 +45,6 @@ def post(server: RunningServer, key: str | None, body: dict, **kwargs) -> httpx.
 
 def running_requests(server: RunningServer) -> float:
     return metric(server.base_url, "vllm:num_requests_running")
-
-
-@contextmanager
-def slow_steps(server: RunningServer | InProcessServer, seconds: float):
-    """On the fake engine, each token takes `seconds`, so requests stay in flight (the real
-    engine on CPU is slow enough by itself)."""
-    if not isinstance(server, InProcessServer):
-        yield
-        return
-    server.engine.step_delay_s = seconds
-    try:
-        yield
-    finally:
-        server.engine.step_delay_s = 0.0
 
 
 # ------------------------------------------------------------------------------- API keys
@@ -108,16 +92,15 @@ def test_key_file_rotation_without_restart(secured):
     assert_openai_error(post(secured, old, chat_body()), 401, code="invalid_api_key")
 
 
-def test_refuses_to_listen_on_all_interfaces_without_keys(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "lingshu_server", "demo", "--host", "0.0.0.0", "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2
-    assert "without API keys" in result.stderr
-    assert "--allow-unauthenticated" in result.stderr
+def test_refuses_to_listen_on_all_interfaces_without_keys(capsys):
+    """`python -m lingshu_server` exits with what `main` returns; called here in process."""
+    from lingshu_server.cli import main
+
+    with process_logging_kept():
+        assert main(["demo", "--host", "0.0.0.0", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "without API keys" in err
+    assert "--allow-unauthenticated" in err
 
 
 def test_allow_unauthenticated_flag_lifts_the_refusal():
@@ -430,8 +413,8 @@ def assert_finished_with_length(lines: list[str]) -> None:
 def test_drain_lets_the_stream_finish_then_exits_0(secured):
     """The drain's own logic, in process: what SIGTERM does, while a (slowed) stream is in
     flight."""
-    body = chat_body(max_tokens=40, ignore_eos=True, stream=True)
-    with slow_steps(secured, 0.05):  # two seconds of stream
+    body = chat_body(max_tokens=24, ignore_eos=True, stream=True)
+    with slow_steps(secured, 0.05):  # a second and more of stream
         thread, lines, started = stream_in_thread(secured, body, FILE_KEYS[22])
         assert started.wait(30)
         secured.drain()
@@ -439,7 +422,7 @@ def test_drain_lets_the_stream_finish_then_exits_0(secured):
         assert_draining_refuses_new_work(secured)
         thread.join(120)
     assert_finished_with_length(lines)
-    assert len(lines) == 40 + 3  # the role chunk, a chunk per token, the finish, [DONE]
+    assert len(lines) == 24 + 3  # the role chunk, a chunk per token, the finish, [DONE]
     secured.thread.join(60)
     assert not secured.running()
     assert secured.server.exit_code == 0

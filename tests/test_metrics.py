@@ -13,6 +13,7 @@ from pydicom.data import get_testdata_file
 
 from lingshu_server import __version__
 from tests.utils.images import data_url, encode, gradient_image, image_part
+from tests.utils.in_process_care import slow_steps
 from tests.utils.metrics import scrape, value
 
 CHAT = "/v1/chat/completions"
@@ -97,7 +98,7 @@ def test_dicom_counts_under_its_own_format(client):
     assert after[key] - before.get(key, 0) == 1
 
 
-def test_rejections_and_disconnects_are_counted(client):
+def test_rejections_and_disconnects_are_counted(server, client):
     before = scrape(client)
     assert client.post(CHAT, json={"messages": []}).status_code == 400
     assert chat(client, [image_part("data:image/png;base64,AAAA")]).status_code == 400
@@ -107,7 +108,7 @@ def test_rejections_and_disconnects_are_counted(client):
         "ignore_eos": True,
         "stream": True,
     }
-    with client.stream("POST", CHAT, json=body) as response:
+    with slow_steps(server, 0.05), client.stream("POST", CHAT, json=body) as response:
         lines = response.iter_lines()
         next(lines)
         next(lines)
