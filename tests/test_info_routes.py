@@ -1,4 +1,4 @@
-"""/v1/models, /health and /version on the real server."""
+"""/v1/models, /health and /version; the loading stages of a real engine start are `e2e`."""
 
 from __future__ import annotations
 

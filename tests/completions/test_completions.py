@@ -1,5 +1,6 @@
-"""POST /v1/completions against the real server: prompt forms, choices, stop, logprobs, echo,
-streaming, usage, and the same accounting as chat."""
+"""POST /v1/completions: prompt forms, choices, stop, logprobs, echo, streaming, usage, and the
+same accounting as chat. What the engine decides (greedy and seeded text, stop strings, its
+logprobs and token counts) is `e2e`; the shapes run on the fake engine."""
 
 from __future__ import annotations
 

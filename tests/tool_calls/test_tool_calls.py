@@ -1,6 +1,6 @@
-"""Tool calling on chat completions through a real server: the stream OpenAI's clients expect,
-later turns with tool results rendered as the reference tokenizer renders them, `auto` and
-`none`, and every malformed request a 400 naming its param."""
+"""Tool calling on chat completions: the stream OpenAI's clients expect, later turns with tool
+results rendered as the reference tokenizer renders them, `auto` and `none` (calls the model
+makes are `e2e`), and every malformed request a 400 naming its param."""
 
 from __future__ import annotations
 
