@@ -155,6 +155,8 @@ class SharedEngine:
         self.process: subprocess.Popen | None = None
         self.frontends: dict[str, RunningServer] = {}
         self.starts = 0
+        # the first front end of the engine process: its start-up saw the engine load
+        self.first_frontend: RunningServer | None = None
 
     def _ensure_process(self) -> subprocess.Popen:
         if self.process is None or self.process.poll() is not None:
@@ -170,6 +172,7 @@ class SharedEngine:
                 cwd=Path(__file__).resolve().parents[2],
             )
             self.frontends.clear()
+            self.first_frontend = None
         return self.process
 
     def _send(self, command: dict) -> None:
@@ -214,6 +217,7 @@ class SharedEngine:
                     server.startup_statuses.append(status)
                 if response.status_code == 200:
                     self.frontends[name] = server
+                    self.first_frontend = self.first_frontend or server
                     return server
             except httpx.HTTPError:
                 pass
