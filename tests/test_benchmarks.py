@@ -29,6 +29,7 @@ from benchmarks.targets import (
     target_env,
     vllm_command,
 )
+from tests.utils.api_process import api_pid
 from tests.utils.server import RunningServer
 
 
@@ -47,7 +48,7 @@ def _check_summary(summary: dict, requests: int, max_tokens: int) -> None:
 def test_loadgen_against_the_server(server: RunningServer):
     spec = LoadSpec(concurrency=2, requests=6, images=(ImageSpec(96, 64, "jpeg"),), max_tokens=4)
     summary = asyncio.run(
-        run_load(server.base_url, spec, model=server.model, api_pid=server.process.pid)
+        run_load(server.base_url, spec, model=server.model, api_pid=api_pid(server))
     ).to_dict()
     _check_summary(summary, requests=6, max_tokens=4)
     # one 96x64 image is 3x2 = 6 visual tokens on top of the text
@@ -56,7 +57,7 @@ def test_loadgen_against_the_server(server: RunningServer):
 
 def test_loadgen_cli_text_only(server: RunningServer, capsys: pytest.CaptureFixture[str]):
     argv = ["--url", server.base_url, "-c", "1", "-n", "2", "--max-tokens", "3", "--warmup", "1"]
-    code = loadgen.main([*argv, "--api-pid", str(server.process.pid), "--json"])
+    code = loadgen.main([*argv, "--api-pid", str(api_pid(server)), "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert code == 0
     _check_summary(summary, requests=2, max_tokens=3)

@@ -8,11 +8,15 @@ import json
 import socket
 import time
 
+import pytest
+
 from tests.conftest import FILE_KEYS
 from tests.utils.images import image_data_url, image_part
 from tests.utils.metrics import metric
 from tests.utils.server import RunningServer
 from tests.utils.waiting import wait_for
+
+pytestmark = pytest.mark.e2e  # the engine's own gauges tell whether it let go
 
 LONG = {"max_tokens": 3000, "ignore_eos": True}
 

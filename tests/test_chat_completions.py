@@ -1,4 +1,5 @@
-"""Chat completions through the real server and the real vLLM engine (CPU demo model)."""
+"""Chat completions: the response shapes on the fake engine; what the engine decides (token
+counts of images, greedy and seeded text, stop strings, structured output) is `e2e`."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def test_text_only_completion(client):
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
+@pytest.mark.e2e
 def test_prompt_tokens_count_each_image(client):
     messages = [user("Findings?")]
     text_only = chat(client, messages, max_tokens=1)["usage"]["prompt_tokens"]
@@ -51,6 +53,7 @@ def test_prompt_tokens_count_each_image(client):
     assert bigger["usage"]["prompt_tokens"] == text_only + tokens_for(448, 224) + 2
 
 
+@pytest.mark.e2e
 def test_two_images_in_one_message(client):
     messages = [
         user(
@@ -65,6 +68,7 @@ def test_two_images_in_one_message(client):
     assert body["usage"]["prompt_tokens"] == expected + 4
 
 
+@pytest.mark.e2e
 def test_image_resized_to_pixel_budget(client):
     # 1000x700 is not a multiple of 28: qwen-vl-utils' smart_resize rounds it to 1008x700
     body = chat(client, [user(image_part(image_data_url(1000, 700, "WEBP")), "Q")], max_tokens=1)
@@ -72,6 +76,7 @@ def test_image_resized_to_pixel_budget(client):
     assert body["usage"]["prompt_tokens"] == text_only + (1008 // 28) * (700 // 28) + 2
 
 
+@pytest.mark.e2e
 def test_multi_turn_with_image_in_first_turn(client):
     messages = [
         {"role": "system", "content": "You are a radiology assistant."},
@@ -103,6 +108,7 @@ def test_streaming_matches_openai_shape(client):
     assert middle, "expected at least one content delta"
 
 
+@pytest.mark.e2e
 def test_stream_text_equals_non_stream_text_greedy(client):
     messages = [user(image_part(image_data_url(224, 224)), "Findings?")]
     whole = chat(client, messages, max_tokens=10, temperature=0)
@@ -144,6 +150,7 @@ def test_max_tokens_bounds_completion(client):
         assert body["usage"]["completion_tokens"] <= limit
 
 
+@pytest.mark.e2e
 def test_same_seed_same_text(client):
     params = {"temperature": 1.0, "seed": 1234, "max_tokens": 12}
     first = chat(client, [user("Findings?")], **params)["choices"][0]["message"]["content"]
@@ -158,6 +165,7 @@ def test_same_seed_same_text(client):
     assert len(texts) > 1, "different seeds should not all give the same text"
 
 
+@pytest.mark.e2e
 def test_stop_sequence_ends_generation(client):
     params = {"temperature": 0, "max_tokens": 24}
     free = chat(client, [user("Findings?")], **params)["choices"][0]
@@ -170,6 +178,7 @@ def test_stop_sequence_ends_generation(client):
     assert text.startswith(stopped["message"]["content"])
 
 
+@pytest.mark.e2e
 def test_sampling_parameters_are_accepted(client):
     body = chat(
         client,
@@ -215,6 +224,7 @@ SCHEMA = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_json_schema_output_validates(client, seed):
     body = chat(
@@ -232,6 +242,7 @@ def test_json_schema_output_validates(client, seed):
     assert " " not in content.replace(json.loads(content)["finding"], ""), "compact JSON"
 
 
+@pytest.mark.e2e
 def test_json_object_output_parses(client):
     body = chat(
         client,

@@ -11,22 +11,22 @@ import pytest
 
 from lingshu_server.cli import build_parser, main
 from lingshu_server.core.settings import Settings
+from tests.utils.in_process_care import process_logging_kept
 
 
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lingshu_server", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+@pytest.fixture(autouse=True)
+def keep_logging():
+    """`main` configures logging for a process: put back this one's, where the in-process test
+    servers write their logs."""
+    with process_logging_kept():
+        yield
 
 
-def test_help_documents_every_setting():
-    result = run_cli("--help")
-    assert result.returncode == 0
-    text = " ".join(result.stdout.split())
+def test_help_documents_every_setting(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
     for name, field in Settings.model_fields.items():
         assert "--" + name.replace("_", "-") in text
         assert "LINGSHU_" + name.upper() in text
@@ -82,23 +82,23 @@ def test_missing_model_exits_2(capsys, monkeypatch):
     ("architectures", "model_type"),
     [(["InternVLChatModel"], "internvl_chat"), (["LlamaForCausalLM"], "llama")],
 )
-def test_refuses_non_qwen25vl_model(tmp_path, architectures, model_type):
+def test_refuses_non_qwen25vl_model(tmp_path, capsys, architectures, model_type):
+    """`python -m lingshu_server` exits with what `main` returns; called here in process."""
     model_dir = tmp_path / "Lingshu-I-8B"
     model_dir.mkdir()
     (model_dir / "config.json").write_text(
         json.dumps({"architectures": architectures, "model_type": model_type})
     )
-    result = run_cli("--model", str(model_dir), "--port", "0")
-    assert result.returncode == 2
-    assert architectures[0] in result.stderr
-    assert "Qwen2.5-VL" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert main(["--model", str(model_dir), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert architectures[0] in err
+    assert "Qwen2.5-VL" in err
+    assert "Traceback" not in err
 
 
-def test_refuses_directory_without_config(tmp_path):
-    result = run_cli("--model", str(tmp_path))
-    assert result.returncode == 2
-    assert "config.json" in result.stderr
+def test_refuses_directory_without_config(tmp_path, capsys):
+    assert main(["--model", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err
 
 
 def test_console_script_installed():

@@ -39,6 +39,7 @@ def test_the_readme_and_the_cpu_demo_show_the_first_curl_example():
     assert curl_examples("getting-started/cpu-demo.md") == [first]
 
 
+@pytest.mark.e2e
 def test_curl_example_with_png(server, workdir):
     stdout = run_bash(on_server(curl_examples()[0], server.port), workdir)
     body = json.loads(stdout)
@@ -47,6 +48,7 @@ def test_curl_example_with_png(server, workdir):
     assert body["usage"]["prompt_tokens"] > 18 * 16
 
 
+@pytest.mark.e2e
 def test_curl_streaming_example(server, workdir):
     stdout = run_bash(on_server(curl_examples()[1], server.port), workdir)
     events = [line[len("data: ") :] for line in stdout.splitlines() if line]
@@ -56,6 +58,7 @@ def test_curl_streaming_example(server, workdir):
     assert chunks[-1]["choices"][0]["finish_reason"] in {"stop", "length"}
 
 
+@pytest.mark.e2e
 def test_python_sdk_example(server, workdir):
     code = on_server(fenced_blocks("python", page(PAGE))[0], server.port)
     assert run_example([sys.executable, "-c", code], workdir).endswith("\n")

@@ -1,13 +1,15 @@
-"""Production hardening against a real server configured as a hospital would run it: API keys
+"""Production hardening against a server configured as a hospital would run it: API keys
 (inline and a rotating file), body and admission limits, per-key rates, deadlines, CORS, an
-audit log, JSON logs without patient data, disconnect aborts and a graceful SIGTERM drain."""
+audit log, JSON logs without patient data, disconnect aborts and a graceful SIGTERM drain.
+
+The HTTP edge (keys, limits, CORS, audit, logs, the drain's own logic) runs in process on the
+fake engine; what the engine must do (abort a request, stop at a deadline, finish a stream
+while its front end drains) is `e2e`."""
 
 from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import threading
 import time
 
@@ -17,6 +19,8 @@ import pytest
 from tests.conftest import ALLOWED_ORIGIN, FILE_KEYS, INLINE_KEY, MAX_BODY
 from tests.utils.errors import assert_openai_error
 from tests.utils.images import data_url, encode, gradient_image, image_part
+from tests.utils.in_process import InProcessServer
+from tests.utils.in_process_care import process_logging_kept, slow_steps
 from tests.utils.metrics import metric
 from tests.utils.server import RunningServer
 
@@ -88,16 +92,15 @@ def test_key_file_rotation_without_restart(secured):
     assert_openai_error(post(secured, old, chat_body()), 401, code="invalid_api_key")
 
 
-def test_refuses_to_listen_on_all_interfaces_without_keys(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "lingshu_server", "demo", "--host", "0.0.0.0", "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2
-    assert "without API keys" in result.stderr
-    assert "--allow-unauthenticated" in result.stderr
+def test_refuses_to_listen_on_all_interfaces_without_keys(capsys):
+    """`python -m lingshu_server` exits with what `main` returns; called here in process."""
+    from lingshu_server.cli import main
+
+    with process_logging_kept():
+        assert main(["demo", "--host", "0.0.0.0", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "without API keys" in err
+    assert "--allow-unauthenticated" in err
 
 
 def test_allow_unauthenticated_flag_lifts_the_refusal():
@@ -162,10 +165,11 @@ def test_burst_beyond_admission_gets_fast_503s(secured):
             results.append((response.status_code, time.perf_counter() - started, response))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    with slow_steps(secured, 0.02):  # about a second a request
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
     ok = [r for r in results if r[0] == 200]
     refused = [r for r in results if r[0] == 503]
     assert len(ok) + len(refused) == 12
@@ -200,6 +204,7 @@ def test_max_tokens_above_cap_is_400(secured):
 # ------------------------------------------------------------------------------- cancellation
 
 
+@pytest.mark.e2e
 def test_stream_disconnect_aborts_engine_request(secured):
     body = chat_body(max_tokens=4000, ignore_eos=True, stream=True)
     before = metric(secured.base_url, "lingshu_client_disconnects_total")
@@ -219,6 +224,7 @@ def test_stream_disconnect_aborts_engine_request(secured):
     assert metric(secured.base_url, "lingshu_client_disconnects_total") >= before + 1
 
 
+@pytest.mark.e2e
 def test_non_streaming_disconnect_aborts_engine_request(secured):
     body = chat_body(max_tokens=4000, ignore_eos=True)
     with pytest.raises(httpx.ReadTimeout):
@@ -229,6 +235,7 @@ def test_non_streaming_disconnect_aborts_engine_request(secured):
     assert running_requests(secured) == 0
 
 
+@pytest.mark.e2e
 def test_request_deadline_returns_partial_answer(secured):
     started = time.perf_counter()
     response = post(
@@ -361,35 +368,92 @@ def test_logs_and_audit_hold_no_patient_data(secured):
 # ------------------------------------------------------------------------------- drain (last)
 
 
-def test_sigterm_lets_the_stream_finish_then_exits_0(secured):
-    body = chat_body(max_tokens=2000, ignore_eos=True, stream=True)
+def stream_in_thread(
+    server: RunningServer | InProcessServer, body: dict, key: str
+) -> tuple[threading.Thread, list[str], threading.Event]:
+    """A streaming chat request in a thread: its non-empty lines, and an event set once the
+    first token arrived (the stream is in flight)."""
     lines: list[str] = []
+    started = threading.Event()
 
     def stream() -> None:
         with httpx.Client(timeout=120) as http:
             with http.stream(
                 "POST",
-                f"{secured.base_url}/v1/chat/completions",
+                f"{server.base_url}/v1/chat/completions",
                 json=body,
-                headers=auth(FILE_KEYS[20]),
+                headers=auth(key),
             ) as response:
-                lines.extend(line for line in response.iter_lines() if line)
+                for line in response.iter_lines():
+                    if line:
+                        lines.append(line)
+                    if len(lines) >= 2:
+                        started.set()
+        started.set()
 
     thread = threading.Thread(target=stream)
     thread.start()
-    deadline = time.monotonic() + 30
-    while running_requests(secured) < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    secured.process.terminate()  # SIGTERM
-    time.sleep(0.5)
-    ready = httpx.get(f"{secured.base_url}/ready", timeout=5)
+    return thread, lines, started
+
+
+def assert_draining_refuses_new_work(server: RunningServer | InProcessServer) -> None:
+    ready = httpx.get(f"{server.base_url}/ready", timeout=5)
     assert ready.status_code == 503 and ready.json()["stage"] == "draining"
-    refused = post(secured, FILE_KEYS[21], chat_body())
+    refused = post(server, FILE_KEYS[21], chat_body())
     assert_openai_error(refused, 503, code="server_shutting_down")
     assert "Retry-After" in refused.headers
-    thread.join(120)
+
+
+def assert_finished_with_length(lines: list[str]) -> None:
     assert lines[-1] == "data: [DONE]"
     finish = [json.loads(x[6:])["choices"][0]["finish_reason"] for x in lines[1:-1]]
     assert finish[-1] == "length"
-    assert secured.process.wait(60) == 0
-    assert "Traceback" not in secured.log_text()  # a clean exit, nothing on stderr
+
+
+def test_drain_lets_the_stream_finish_then_exits_0(secured):
+    """The drain's own logic, in process: what SIGTERM does, while a (slowed) stream is in
+    flight."""
+    body = chat_body(max_tokens=24, ignore_eos=True, stream=True)
+    with slow_steps(secured, 0.05):  # a second and more of stream
+        thread, lines, started = stream_in_thread(secured, body, FILE_KEYS[22])
+        assert started.wait(30)
+        secured.drain()
+        time.sleep(0.2)
+        assert_draining_refuses_new_work(secured)
+        thread.join(120)
+    assert_finished_with_length(lines)
+    assert len(lines) == 24 + 3  # the role chunk, a chunk per token, the finish, [DONE]
+    secured.thread.join(60)
+    assert not secured.running()
+    assert secured.server.exit_code == 0
+    assert "Traceback" not in secured.log_text()
+
+
+@pytest.mark.e2e
+def test_sigterm_lets_the_stream_finish_then_exits_0(secured):
+    """SIGTERM to the secured front end of the shared engine (what the signal does to a server
+    process): the stream in flight on the real engine finishes, then the front end exits 0."""
+    body = chat_body(max_tokens=2000, ignore_eos=True, stream=True)
+    log_offset = len(secured.log_text())
+    thread, lines, started = stream_in_thread(secured, body, FILE_KEYS[20])
+    assert started.wait(60)
+    assert running_requests(secured) == 1
+    secured.shared.drain(secured.name)  # SIGTERM, to this front end alone
+    time.sleep(0.5)
+    assert_draining_refuses_new_work(secured)
+    thread.join(120)
+    assert_finished_with_length(lines)
+
+    def stopped() -> list[dict]:
+        records = [
+            json.loads(line)
+            for line in secured.log_text()[log_offset:].splitlines()
+            if line.startswith("{") and '"front end stopped"' in line
+        ]
+        return [r for r in records if r.get("frontend") == secured.name]
+
+    deadline = time.monotonic() + 60
+    while not stopped() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [r["exit_code"] for r in stopped()] == [0]
+    assert "Traceback" not in secured.log_text()[log_offset:]  # a clean exit

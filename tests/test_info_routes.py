@@ -1,8 +1,10 @@
-"""/v1/models, /health and /version on the real server."""
+"""/v1/models, /health and /version; the loading stages of a real engine start are `e2e`."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 
 def test_models_list_shape(client):
@@ -32,14 +34,19 @@ def test_version(client):
     assert body["vllm_version"] == "0.32.0"
 
 
+@pytest.mark.e2e
 def test_health_reports_loading_stages_while_the_model_loads(server):
-    statuses = server.startup_statuses
+    """Seen by the first front end of the shared engine, which started while the engine
+    loaded (the log's first stages are that start's)."""
+    statuses = server.shared.first_frontend.startup_statuses
     assert {"status": "loading_engine", "stage": "loading_engine"} in statuses
     assert statuses[-1] == {"status": "ok", "stage": "ready"}
     stages = [
         json.loads(line)
         for line in server.log_text().splitlines()
-        if line.startswith("{") and '"lingshu_server.core.lifecycle"' in line
+        if line.startswith("{")
+        and '"lingshu_server.core.lifecycle"' in line
+        and '"stage": ' in line  # start-up stages (the log is shared with a drain)
     ]
     seen = [entry["stage"] for entry in stages]
     assert seen[:4] == ["checking_model", "loading_engine", "preparing_chat_template", "ready"]

@@ -9,10 +9,12 @@ import time
 import httpx
 import numpy as np
 import psutil
+import pytest
 from PIL import Image
 from transformers import AutoTokenizer
 
 from lingshu_server.demo_model import ensure_demo_model
+from tests.utils.api_process import api_pid
 from tests.utils.chat import CHAT, in_thread, user
 from tests.utils.errors import assert_openai_error
 from tests.utils.images import data_url, encode, image_part
@@ -44,6 +46,7 @@ def test_a_30_mb_text_is_refused_without_stalling_the_server(client):
     assert worst < 1.0, f"/health took {worst:.2f} s while the prompt was sized"
 
 
+@pytest.mark.e2e
 def test_the_largest_text_that_fits_still_works(client, server):
     limit = httpx.get(f"{server.base_url}/v1/models").json()["data"][0]["max_model_len"]
     tokenizer = AutoTokenizer.from_pretrained(str(ensure_demo_model()))
@@ -60,7 +63,7 @@ def test_huge_images_are_refused_from_their_headers(client, server):
     cost, read from the headers, already exceeds the context."""
     flat = encode(Image.fromarray(np.zeros((12000, 12000), dtype=np.uint8), "L"), "PNG")
     parts = [image_part(data_url(flat)) for _ in range(4)]
-    process = psutil.Process(server.process.pid)
+    process = psutil.Process(api_pid(server))
     before = process.memory_info().rss
     response = client.post(CHAT, json={"messages": [user(*parts)], "max_tokens": 2})
     assert_openai_error(response, 400, code="context_length_exceeded")

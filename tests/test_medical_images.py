@@ -1,4 +1,6 @@
-"""Real medical images through the real server and engine: formats, DICOM, budgets, sources."""
+"""Real medical images through the server: formats, DICOM, budgets, sources. Each image is
+seen by the token count it reaches the engine with (the fake engine expands images as vLLM
+does; tests/test_chat_completions.py checks that expansion on the real engine)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def ask(client: httpx.Client, part: dict) -> httpx.Response:
     return client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 2})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def baseline(server) -> int:
     """Prompt tokens of the question without any image."""
     with httpx.Client(base_url=server.base_url, timeout=120) as http:

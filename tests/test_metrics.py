@@ -1,15 +1,19 @@
-"""`GET /metrics` after real requests: every series exists and moves by the right amount."""
+"""`GET /metrics` after real requests: every series exists and moves by the right amount (the
+engine's own `vllm:` series on the real engine, `e2e`)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from pydicom.data import get_testdata_file
 
 from lingshu_server import __version__
 from tests.utils.images import data_url, encode, gradient_image, image_part
+from tests.utils.in_process_care import slow_steps
 from tests.utils.metrics import scrape, value
 
 CHAT = "/v1/chat/completions"
@@ -26,7 +30,8 @@ def settle(client: httpx.Client) -> dict:
     return scrape(client)
 
 
-def test_png_request_moves_every_series_by_its_amount(client):
+def png_request(client: httpx.Client) -> tuple[bytes, dict, Callable[..., float]]:
+    """(the PNG, the answer's usage, the change of a series) for one chat request with a PNG."""
     png = encode(gradient_image(280, 224, seed=5), "PNG")
     before = scrape(client)
     response = chat(client, [image_part(data_url(png)), {"type": "text", "text": "Findings?"}])
@@ -37,6 +42,10 @@ def test_png_request_moves_every_series_by_its_amount(client):
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
+    return png, usage, delta
+
+
+def assert_our_series_moved(png: bytes, delta: Callable[..., float]) -> None:
     ok = {"route": CHAT, "status": "200"}
     assert delta("lingshu_requests_total", **ok) == 1
     assert delta("lingshu_request_duration_seconds_count", route=CHAT) == 1
@@ -46,6 +55,20 @@ def test_png_request_moves_every_series_by_its_amount(client):
     assert delta("lingshu_request_image_bytes_sum") == len(png)
     assert delta("lingshu_request_image_pixels_sum") == 280 * 224
     assert delta("lingshu_request_image_tokens_sum") == (280 // 28) * (224 // 28)
+
+
+def test_png_request_moves_our_series_by_their_amount(client):
+    png, _, delta = png_request(client)
+    assert_our_series_moved(png, delta)
+    after = scrape(client)
+    for gauge in ("lingshu_requests_in_flight", "lingshu_requests_queued"):
+        assert any(name == gauge for name, _ in after), gauge
+
+
+@pytest.mark.e2e
+def test_png_request_moves_every_series_by_its_amount(client):
+    png, usage, delta = png_request(client)
+    assert_our_series_moved(png, delta)
     # the engine's own metrics, from its registry
     assert delta("vllm:request_success_total") == 1
     assert delta("vllm:prompt_tokens_total") == usage["prompt_tokens"]
@@ -53,6 +76,7 @@ def test_png_request_moves_every_series_by_its_amount(client):
     assert delta("vllm:time_to_first_token_seconds_count") == 1
     assert delta("vllm:e2e_request_latency_seconds_count") == 1
     assert delta("vllm:request_queue_time_seconds_count") == 1
+    after = scrape(client)
     for gauge in (
         "vllm:num_requests_running",
         "vllm:num_requests_waiting",
@@ -74,7 +98,7 @@ def test_dicom_counts_under_its_own_format(client):
     assert after[key] - before.get(key, 0) == 1
 
 
-def test_rejections_and_disconnects_are_counted(client):
+def test_rejections_and_disconnects_are_counted(server, client):
     before = scrape(client)
     assert client.post(CHAT, json={"messages": []}).status_code == 400
     assert chat(client, [image_part("data:image/png;base64,AAAA")]).status_code == 400
@@ -84,7 +108,7 @@ def test_rejections_and_disconnects_are_counted(client):
         "ignore_eos": True,
         "stream": True,
     }
-    with client.stream("POST", CHAT, json=body) as response:
+    with slow_steps(server, 0.05), client.stream("POST", CHAT, json=body) as response:
         lines = response.iter_lines()
         next(lines)
         next(lines)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -373,6 +374,7 @@ def send_traffic(client) -> None:
         next(response.iter_lines())  # then close the connection mid-stream
 
 
+@pytest.mark.e2e
 def test_every_metric_in_the_assets_is_scraped(client):
     referenced = referenced_metrics(dashboard_exprs(load_dashboard()) + alert_exprs())
     assert referenced, "no metric names found in the assets"

@@ -26,6 +26,7 @@ def messages():
     ]
 
 
+@pytest.mark.e2e
 def test_create_non_streaming(sdk, server):
     completion = sdk.chat.completions.create(model=server.model, messages=messages(), max_tokens=8)
     assert completion.choices[0].message.role == "assistant"
@@ -33,6 +34,7 @@ def test_create_non_streaming(sdk, server):
     assert completion.usage.prompt_tokens > 64
 
 
+@pytest.mark.e2e
 def test_create_streaming(sdk, server):
     stream = sdk.chat.completions.create(
         model=server.model,

@@ -40,6 +40,7 @@ def ask_json(client: httpx.Client, schema: dict, seed: int, stream: bool) -> tup
     return choice["message"]["content"], choice["finish_reason"]
 
 
+@pytest.mark.e2e
 def test_battery_every_output_parses_and_validates(server):
     cases = [
         (name, seed, stream) for name in SCHEMAS for seed in (1, 2) for stream in (False, True)
@@ -65,6 +66,7 @@ def test_battery_every_output_parses_and_validates(server):
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("stream", [False, True])
 def test_json_object_always_parses(client, stream):
     for seed in range(3):
@@ -83,6 +85,7 @@ def test_json_object_always_parses(client, stream):
         assert isinstance(json.loads(content), dict)
 
 
+@pytest.mark.e2e
 def test_compact_unless_whitespace_is_allowed(client):
     schema = SCHEMAS["object-closed"]
     content, _ = ask_json(client, schema, 3, False)

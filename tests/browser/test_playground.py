@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from pydicom.data import get_testdata_file
 from qwen_vl_utils.vision_process import fetch_image
 from selenium.webdriver import ActionChains, Chrome
@@ -24,6 +25,8 @@ from tests.conftest import FILE_KEYS
 from tests.utils.images import data_url, encode, gradient_image, image_part
 from tests.utils.preview import PREVIEW, png_pixels, preview
 from tests.utils.videos import clip
+
+pytestmark = pytest.mark.e2e  # the page's answer must equal the API's greedy answer
 
 KEY_STORE = "lingshu.playground.apiKey"
 REPORT_PROMPT = (

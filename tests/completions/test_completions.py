@@ -1,5 +1,6 @@
-"""POST /v1/completions against the real server: prompt forms, choices, stop, logprobs, echo,
-streaming, usage, and the same accounting as chat."""
+"""POST /v1/completions: prompt forms, choices, stop, logprobs, echo, streaming, usage, and the
+same accounting as chat. What the engine decides (greedy and seeded text, stop strings, its
+logprobs and token counts) is `e2e`; the shapes run on the fake engine."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def tokens_of(client: httpx.Client, text: str) -> list[int]:
     return response.json()["tokens"]
 
 
+@pytest.mark.e2e
 def test_a_string_prompt_gets_text_and_usage(client):
     answer = complete(client, prompt=CHAT_PROMPT, max_tokens=8, ignore_eos=True)
     (choice,) = answer["choices"]
@@ -70,6 +72,7 @@ def test_max_tokens_defaults_to_sixteen(client):
     assert answer["usage"]["completion_tokens"] == 16
 
 
+@pytest.mark.e2e
 def test_token_ids_are_the_same_prompt_as_their_text(client):
     text = complete(client, prompt=CHAT_PROMPT, max_tokens=8, temperature=0)
     ids = complete(client, prompt=tokens_of(client, CHAT_PROMPT), max_tokens=8, temperature=0)
@@ -77,6 +80,7 @@ def test_token_ids_are_the_same_prompt_as_their_text(client):
     assert ids["usage"] == text["usage"]
 
 
+@pytest.mark.e2e
 def test_several_prompts_each_get_their_own_choices(client):
     prompts = ["The lungs are", "No pleural effusion", "Impression:"]
     alone = [complete(client, prompt=p, max_tokens=6, temperature=0) for p in prompts]
@@ -90,6 +94,7 @@ def test_several_prompts_each_get_their_own_choices(client):
     assert [c["text"] for c in as_ids["choices"]] == [c["text"] for c in together["choices"]]
 
 
+@pytest.mark.e2e
 def test_n_choices_per_prompt_are_numbered_prompt_by_prompt(client):
     answer = complete(
         client, prompt=["Findings:", "Impression:"], n=3, max_tokens=4, temperature=1.0,
@@ -107,12 +112,14 @@ def test_n_choices_per_prompt_are_numbered_prompt_by_prompt(client):
     assert [c["text"] for c in both["choices"]] == expected
 
 
+@pytest.mark.e2e
 def test_seed_makes_sampling_repeatable(client):
     body = {"prompt": CHAT_PROMPT, "max_tokens": 8, "temperature": 1.0, "seed": 1234}
     first, second = complete(client, **body), complete(client, **body)
     assert first["choices"][0]["text"] == second["choices"][0]["text"]
 
 
+@pytest.mark.e2e
 def test_stop_cuts_the_text_before_the_stop_string(client):
     free = complete(client, prompt=CHAT_PROMPT, max_tokens=24, temperature=0, ignore_eos=True)
     text = free["choices"][0]["text"]
@@ -123,6 +130,7 @@ def test_stop_cuts_the_text_before_the_stop_string(client):
     assert cut["choices"][0]["text"] == text[: text.index(stop)]
 
 
+@pytest.mark.e2e
 def test_logprobs_in_the_legacy_shape(client):
     answer = complete(client, prompt=CHAT_PROMPT, max_tokens=8, logprobs=3, ignore_eos=True)
     (choice,) = answer["choices"]
@@ -159,6 +167,7 @@ def test_echo_returns_the_prompt_first_with_its_logprobs(client):
     assert logprobs["text_offset"][len(prompt_ids)] == len("No acute findings.")
 
 
+@pytest.mark.e2e
 def test_echo_with_no_tokens_scores_the_prompt(client):
     prompt_ids = tokens_of(client, "No acute cardiopulmonary process.")
     answer = complete(
@@ -182,6 +191,7 @@ def test_echo_of_token_ids_is_their_text(client):
     assert answer["choices"][0]["text"].startswith("Mild cardiomegaly.")
 
 
+@pytest.mark.e2e
 def test_return_token_ids(client):
     ids = tokens_of(client, CHAT_PROMPT)
     answer = complete(client, prompt=CHAT_PROMPT, max_tokens=5, return_token_ids=True)
@@ -192,6 +202,7 @@ def test_return_token_ids(client):
     assert "token_ids" not in plain["choices"][0] and "prompt_token_ids" not in plain["choices"][0]
 
 
+@pytest.mark.e2e
 def test_stream_events_are_openai_text_completion_chunks(client):
     greedy = complete(client, prompt=CHAT_PROMPT, max_tokens=10, temperature=0)
     chunks = events(client, prompt=CHAT_PROMPT, max_tokens=10, temperature=0)
@@ -256,6 +267,7 @@ def test_completions_are_counted_and_logged_like_chat(server, client):
     assert "The aorta" not in server.log_text()  # prompt text is never logged
 
 
+@pytest.mark.e2e
 def test_chat_and_completions_share_the_prompt_format(client):
     """The same conversation as chat messages and as a raw prompt in the model's format gives
     the same greedy answer (the chat template writes exactly that prompt)."""

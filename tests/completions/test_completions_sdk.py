@@ -13,6 +13,7 @@ def sdk(server):
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
 
 
+@pytest.mark.e2e
 def test_create(sdk, server):
     completion = sdk.completions.create(
         model=server.model,
@@ -30,6 +31,7 @@ def test_create(sdk, server):
     assert all(token in top for token, top in zip(choice.logprobs.tokens, tops, strict=True))
 
 
+@pytest.mark.e2e
 def test_stream_with_usage(sdk, server):
     greedy = sdk.completions.create(model=server.model, prompt=PROMPT, max_tokens=8, temperature=0)
     stream = sdk.completions.create(

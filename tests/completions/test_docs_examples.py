@@ -33,6 +33,7 @@ def test_the_page_has_a_curl_and_an_sdk_example_per_endpoint():
     assert "completions.create" in py[0] and '"/tokenize"' in py[1] and '"/detokenize"' in py[1]
 
 
+@pytest.mark.e2e
 def test_curl_completion_with_logprobs(server, workdir):
     script = on_server(examples("shell")[0], server.port)
     answer = json.loads(run_bash(script, workdir))
@@ -45,6 +46,7 @@ def test_curl_completion_with_logprobs(server, workdir):
         assert token in top and len(top) <= 3  # the two likeliest and the chosen one
 
 
+@pytest.mark.e2e
 def test_sdk_completion_streams_and_scores(server, workdir):
     out = run_example([sys.executable, "-c", on_server(examples("py")[0], server.port)], workdir)
     *_, scored = out.splitlines()
@@ -52,6 +54,7 @@ def test_sdk_completion_streams_and_scores(server, workdir):
     assert int(tokens) > 0 and float(total) < 0
 
 
+@pytest.mark.e2e
 def test_curl_tokenize_counts_a_low_detail_image(server, workdir):
     script = on_server(examples("shell")[1], server.port)
     counted = json.loads(run_bash(script, workdir))
@@ -66,6 +69,7 @@ def test_curl_tokenize_counts_a_low_detail_image(server, workdir):
     assert counted["count"] == text_only + low + 2
 
 
+@pytest.mark.e2e
 def test_sdk_tokenize_equals_the_chat_usage(server, workdir):
     out = run_example([sys.executable, "-c", on_server(examples("py")[1], server.port)], workdir)
     counted, usage, text = out.splitlines()[:3]

@@ -19,6 +19,8 @@ from tests.conftest import FILE_KEYS, MAX_BODY
 from tests.utils.images import image_data_url
 from tests.utils.tools import INSTALL_HINT, require_tool
 
+pytestmark = pytest.mark.e2e  # the official SDK's conformance run, against the real engine
+
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "conformance.mjs"
 CHECKS = {

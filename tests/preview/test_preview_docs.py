@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
@@ -17,6 +18,7 @@ from tests.utils.preview import png_pixels
 PAGE = "guides/preview.md"
 
 
+@pytest.mark.e2e
 def test_curl_and_sdk_examples_show_the_same_lung_window(server, tmp_path):
     text = page(PAGE)
     (tmp_path / "chest_ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from tests.utils.docs import on_server, only_block, page, run_bash, run_example
 from tests.utils.images import encode, gradient_image
 
 PAGE = "guides/responses.md"
 
 
+@pytest.mark.e2e
 def test_curl_example(server, tmp_path):
     (tmp_path / "chest_xray.png").write_bytes(encode(gradient_image(512, 448, mode="L"), "PNG"))
     answer = json.loads(run_bash(example("shell", server.port), tmp_path))
@@ -20,6 +23,7 @@ def test_curl_example(server, tmp_path):
     assert answer["usage"]["input_tokens"] > 18 * 16  # 512x448: the image reached the model
 
 
+@pytest.mark.e2e
 def test_sdk_example_streams(server, tmp_path):
     (tmp_path / "chest_xray.png").write_bytes(encode(gradient_image(224, 224, mode="L"), "PNG"))
     output = run_example([sys.executable, "-c", example("py", server.port)], tmp_path)

@@ -29,7 +29,7 @@ TOOLS = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def sdk(server):
     return openai.OpenAI(
         base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=600
@@ -130,6 +130,7 @@ def test_stream_of_text_is_the_responses_event_sequence(sdk, server):
     assert item_ids == {final.output[0].id}
 
 
+@pytest.mark.e2e
 def test_stream_helper_gives_the_final_response(sdk, server):
     schema = SCHEMAS["report"]
     with sdk.responses.stream(
@@ -148,6 +149,7 @@ def test_stream_helper_gives_the_final_response(sdk, server):
     assert final.text.format.type == "json_schema"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("stream", [False, True])
 def test_structured_output_parses_and_validates(sdk, server, stream):
     checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
@@ -171,6 +173,7 @@ def test_structured_output_parses_and_validates(sdk, server, stream):
         jsonschema.validate(json.loads(response.output_text), SCHEMAS[name], format_checker=checker)
 
 
+@pytest.mark.e2e
 def test_json_object(sdk, server):
     response = sdk.responses.create(
         model=server.model,
@@ -182,6 +185,7 @@ def test_json_object(sdk, server):
     assert isinstance(json.loads(response.output_text), dict)
 
 
+@pytest.mark.e2e
 def test_function_calls_over_turns(sdk, server):
     """A forced call, its result sent back as function_call_output, then the answer."""
     first = strict(
@@ -218,6 +222,7 @@ def test_function_calls_over_turns(sdk, server):
     assert second.usage.input_tokens > first.usage.input_tokens + 10
 
 
+@pytest.mark.e2e
 def test_streamed_function_calls(sdk, server):
     events = list(
         sdk.responses.create(
@@ -248,6 +253,7 @@ def test_streamed_function_calls(sdk, server):
         jsonschema.validate(json.loads(arguments), WEATHER)
 
 
+@pytest.mark.e2e
 def test_stream_helper_parses_function_arguments(sdk, server):
     with sdk.responses.stream(
         model=server.model,

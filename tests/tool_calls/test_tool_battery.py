@@ -18,13 +18,15 @@ from tests.utils.function_tools import (
 )
 from tests.utils.schemas import SCHEMAS
 
+pytestmark = pytest.mark.e2e  # every call the model makes must parse and validate
+
 MAX_TOKENS = 2000
 NAMES = sorted(SCHEMAS)
 PARAMETERS = {f"f_{i}": as_parameters(SCHEMAS[name]) for i, name in enumerate(NAMES)}
 MESSAGES = [{"role": "user", "content": "Call the right tool."}]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def sdk(server):
     return openai.OpenAI(
         base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=600

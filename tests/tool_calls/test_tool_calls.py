@@ -1,6 +1,6 @@
-"""Tool calling on chat completions through a real server: the stream OpenAI's clients expect,
-later turns with tool results rendered as the reference tokenizer renders them, `auto` and
-`none`, and every malformed request a 400 naming its param."""
+"""Tool calling on chat completions: the stream OpenAI's clients expect, later turns with tool
+results rendered as the reference tokenizer renders them, `auto` and `none` (calls the model
+makes are `e2e`), and every malformed request a 400 naming its param."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def ask(client: httpx.Client, **params) -> dict:
     return chat(client, body.pop("messages"), **body)
 
 
+@pytest.mark.e2e
 def test_stream_is_shaped_as_openai_streams_tool_calls(client):
     events = sse_events(
         client,
@@ -79,6 +80,7 @@ def test_stream_is_shaped_as_openai_streams_tool_calls(client):
     assert json.loads(arguments)["mrn"][:2].isupper()
 
 
+@pytest.mark.e2e
 def test_several_choices_each_call(client):
     answer = ask(client, tool_choice="required", n=3)
     for choice in answer["choices"]:
@@ -88,6 +90,7 @@ def test_several_choices_each_call(client):
         assert check_calls(Answer(None, found, "tool_calls"), SCHEMAS) == []
 
 
+@pytest.mark.e2e
 def test_later_turns_render_tool_calls_and_results_as_the_reference_does(client):
     first = ask(client, tool_choice="required", parallel_tool_calls=True)["choices"][0]
     calls = first["message"]["tool_calls"]
@@ -138,6 +141,7 @@ def test_later_turns_render_tool_calls_and_results_as_the_reference_does(client)
     assert "<tool_response>\nresult 0\n</tool_response>" in text
 
 
+@pytest.mark.e2e
 def test_auto_answers_in_text_when_the_model_calls_nothing(client):
     for seed in range(3):
         whole = ask(client, tool_choice="auto", seed=seed, max_tokens=30)["choices"][0]

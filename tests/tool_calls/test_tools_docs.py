@@ -7,11 +7,14 @@ import json
 import re
 import sys
 
+import pytest
+
 from tests.utils.docs import on_server, only_block, page, run_bash, run_example
 
 PAGE = "guides/tools.md"
 
 
+@pytest.mark.e2e
 def test_curl_example_returns_a_valid_call(server, tmp_path):
     answer = json.loads(run_bash(example("shell", server.port), tmp_path))
     choice = answer["choices"][0]
@@ -23,6 +26,7 @@ def test_curl_example_returns_a_valid_call(server, tmp_path):
     assert set(arguments) <= {"mrn", "modality"}
 
 
+@pytest.mark.e2e
 def test_sdk_example_calls_then_answers(server, tmp_path):
     output = run_example([sys.executable, "-c", example("py", server.port)], tmp_path)
     lines = output.splitlines()

@@ -176,6 +176,8 @@ class SharedEngine:
         self.process: subprocess.Popen | None = None
         self.frontends: dict[str, RunningServer] = {}
         self.starts = 0
+        # the first front end of the engine process: its start-up saw the engine load
+        self.first_frontend: RunningServer | None = None
 
     def _ensure_process(self) -> subprocess.Popen:
         if self.process is None or self.process.poll() is not None:
@@ -191,6 +193,7 @@ class SharedEngine:
                 cwd=Path(__file__).resolve().parents[2],
             )
             self.frontends.clear()
+            self.first_frontend = None
         return self.process
 
     def _send(self, command: dict) -> None:
@@ -231,6 +234,7 @@ class SharedEngine:
 
         if wait_until_healthy(server.base_url, server.startup_statuses, failed, poll_s=0.2):
             self.frontends[name] = server
+            self.first_frontend = self.first_frontend or server
             return server
         raise RuntimeError(f"front end {name} did not become healthy:\n{server.log_text()[-5000:]}")
 
