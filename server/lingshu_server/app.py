@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 
 from lingshu_server import __version__
 from lingshu_server.core.image_budget import checkpoint_budget, server_budget
@@ -25,7 +26,7 @@ from lingshu_server.core.metrics import Metrics
 from lingshu_server.core.settings import Settings
 from lingshu_server.engine.interface import EngineFactory
 from lingshu_server.engine.lora import plan_adapters
-from lingshu_server.engine.model_check import check_supported_model
+from lingshu_server.engine.model_check import UnsupportedModelError, check_supported_model
 from lingshu_server.engine.vllm_engine import VllmEngine, vllm_version
 from lingshu_server.http.auth import ApiKeyMiddleware, ApiKeyStore, is_loopback
 from lingshu_server.http.error_handlers import install_error_handlers
@@ -73,31 +74,35 @@ async def in_daemon_thread(fn: Callable[..., T], *args: object) -> T:
     def run() -> None:
         try:
             result = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(_settle, future, None, exc)
+        except BaseException as exc:  # handed to the awaiting task
+            loop.call_soon_threadsafe(_set_exception, future, exc)
         else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
+            loop.call_soon_threadsafe(_set_result, future, result)
 
     threading.Thread(target=run, name="engine-loader", daemon=True).start()
     return await future
 
 
-def _settle(future: asyncio.Future, result: object, exc: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
+def _set_result(future: asyncio.Future[T], result: T) -> None:
+    if not future.cancelled():
         future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[T], exc: BaseException) -> None:
+    if not future.cancelled():
+        future.set_exception(exc)
 
 
 async def load_services(app: FastAPI, settings: Settings, engine_factory: EngineFactory) -> None:
     """Load the engine (in a thread, the port already open) and wire the chat service."""
     lifecycle: Lifecycle = app.state.lifecycle
     lifecycle.enter(Stage.CHECKING_MODEL)
-    model_config = await asyncio.to_thread(check_supported_model, settings.model)
+    model = settings.model
+    if model is None:  # the CLI refuses to start without one
+        raise UnsupportedModelError("no model given: --model or LINGSHU_MODEL")
+    model_config = await asyncio.to_thread(check_supported_model, model)
     lora = await asyncio.to_thread(plan_adapters, settings, model_config)
-    checkpoint = await asyncio.to_thread(checkpoint_budget, settings.model)
+    checkpoint = await asyncio.to_thread(checkpoint_budget, model)
     budget, source = server_budget(settings.min_pixels, settings.max_pixels, checkpoint)
     low, high = budget.tokens
     logger.info(
@@ -117,7 +122,7 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     if lora.adapters:
         await engine.load_adapters()
     lifecycle.enter(Stage.PREPARING)
-    template = load_chat_template(settings.model, engine.tokenizer)
+    template = load_chat_template(model, engine.tokenizer)
     logger.info(
         "tool calls",
         extra={
@@ -155,7 +160,7 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         prompts,
         videos,
         image_limits,
-        await asyncio.to_thread(ProcessorResize, settings.model, budget),
+        await asyncio.to_thread(ProcessorResize, model, budget),
         app.state.image_pool,
         app.state.metrics,
     )
@@ -164,7 +169,7 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     app.state.models = ServedModels(
         settings.served_model_names,
         lora.adapters,
-        str(settings.model),
+        model,
         engine.max_model_len,
         app.state.started_at,
     )
@@ -219,7 +224,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        background: list[asyncio.Task] = []
+        background: list[asyncio.Task[None]] = []
 
         async def start() -> None:
             try:
@@ -299,9 +304,9 @@ def create_app(
         max_bytes=settings.max_request_bytes,
         read_timeout=settings.body_read_timeout,
     )
-    public_paths = {route.path for route in public.routes}
+    public_paths = _paths(public)
     if settings.playground:  # a static page holding no data; its API calls carry the key
-        public_paths |= {route.path for route in playground.routes}
+        public_paths |= _paths(playground)
     public_paths |= {url for url in (app.openapi_url, app.docs_url, app.redoc_url) if url}
     if app.docs_url:
         public_paths.add(f"{app.docs_url}/oauth2-redirect")
@@ -320,3 +325,7 @@ def create_app(
         TelemetryMiddleware, metrics=app.state.metrics, lifecycle=app.state.lifecycle, audit=audit
     )
     return app
+
+
+def _paths(router: APIRouter) -> set[str]:
+    return {route.path for route in router.routes if isinstance(route, APIRoute)}

@@ -40,8 +40,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if getattr(record, "request_id", None):
-            entry["request_id"] = record.request_id
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            entry["request_id"] = request_id
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -51,8 +52,9 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        if getattr(record, "request_id", None):
-            text = f"{text} [request_id={record.request_id}]"
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            text = f"{text} [request_id={request_id}]"
         fields = getattr(record, "fields", None)
         if fields:
             text += " " + " ".join(f"{k}={v}" for k, v in fields.items())

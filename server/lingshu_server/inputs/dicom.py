@@ -56,7 +56,8 @@ _SYNTAX_NAMES = {
     "1.2.840.10008.1.2.8.1": "Deflated Image Frame Compression",
 }
 # (implicit VR, little endian) as pydicom found a file without file meta -> transfer syntax
-_ENCODING_SYNTAX = {
+# keyed by pydicom's original_encoding, (None, None) before a dataset is read (never here)
+_ENCODING_SYNTAX: dict[tuple[bool | None, bool | None], UID] = {
     (True, True): ImplicitVRLittleEndian,
     (False, True): ExplicitVRLittleEndian,
     (False, False): ExplicitVRBigEndian,
@@ -369,10 +370,10 @@ def _window_grayscale(
         mapped = apply_voi(np.rint(values).astype(np.int64), ds)
         gray = _scale_to_uint8(mapped, int(voi_lut[0].LUTDescriptor[2]))
         return gray, AppliedWindow("file_voi_lut")
-    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-    if center is not None and width is not None and width > 0:
+    file_center, file_width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    if file_center is not None and file_width is not None and file_width > 0:
         function = str(ds.get("VOILUTFunction") or "LINEAR")
-        return _window(values, "file_window", center, width, function)
+        return _window(values, "file_window", file_center, file_width, function)
     if str(ds.get("Modality", "")).upper() == "CT":
         center, width = CT_WINDOWS[default_ct_window]
         return _window(values, "default_preset", center, width, preset=default_ct_window)

@@ -143,10 +143,10 @@ class DicomWebSource:
         if ref.instance is None:  # expand_parts turns series into instances first
             raise InvalidRequestError("a DICOMweb series URL was not expanded", param=param)
         key = ("instance", ref.url, ref.pacs.auth.caller())
-        data = self._cache.get(key)
-        if data is not None:
+        cached = self._cache.get(key)
+        if isinstance(cached, bytes):
             self._metrics.cache_hits.labels("instance").inc()
-            return data  # type: ignore[return-value]
+            return cached
         data = await self._client.instance(ref, param)
         self._cache.put(key, data, len(data))
         return data
@@ -181,9 +181,9 @@ class DicomWebSource:
         """The series' image instances in anatomical order (cached per caller)."""
         key = ("metadata", ref.url, ref.pacs.auth.caller())
         cached = self._cache.get(key)
-        if cached is not None:
+        if isinstance(cached, list):  # of SeriesSlice: the metadata key holds nothing else
             self._metrics.cache_hits.labels("metadata").inc()
-            return cached  # type: ignore[return-value]
+            return cached
         body = await self._client.series_metadata(ref, param)
         loop = asyncio.get_running_loop()
         try:

@@ -363,9 +363,10 @@ def _positions(indices: Sequence[int]) -> dict[int, list[int]]:
 
 
 def _stack(frames: list[np.ndarray | None], param: str) -> np.ndarray:
-    if any(frame is None for frame in frames):
+    decoded = [frame for frame in frames if frame is not None]
+    if len(decoded) < len(frames):
         raise error("the video is truncated or corrupt: frames are missing", param)
-    return np.stack(frames)  # type: ignore[arg-type]
+    return np.stack(decoded)
 
 
 # ---------------------------------------------------------------- DICOM

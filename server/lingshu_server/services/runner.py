@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from lingshu_server.core.metrics import Metrics
@@ -32,7 +32,7 @@ class StartedRun:
     """A run whose first engine step has arrived."""
 
     model: str
-    run: EngineRun
+    run: EngineRun[EngineStep]
     first: EngineStep
     tools: ToolUse | None  # the request's tools, when it offers any
 
@@ -108,7 +108,7 @@ class GenerationRunner:
         request_id = completion_id()
         prompt: ChatPrompt | None = None
 
-        async def prepare() -> AsyncIterator[EngineStep]:
+        async def prepare() -> AsyncGenerator[EngineStep, None]:
             nonlocal prompt
             started = time.perf_counter()
             prompt = await self._prompts.build(

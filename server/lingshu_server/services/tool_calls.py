@@ -80,14 +80,10 @@ class ToolUse:
         )
         definitions = [tool.model_dump(exclude_none=True) for tool in request.tools]
         choice = request.tool_choice or "auto"
-        forced = choice.function.name if isinstance(choice, NamedToolChoice) else None
-        return cls(
-            functions,
-            definitions,
-            "forced" if forced else choice,  # type: ignore[arg-type]
-            forced,
-            bool(request.parallel_tool_calls),
-        )
+        if isinstance(choice, NamedToolChoice):
+            forced = choice.function.name
+            return cls(functions, definitions, "forced", forced, bool(request.parallel_tool_calls))
+        return cls(functions, definitions, choice, None, bool(request.parallel_tool_calls))
 
     @property
     def calls_allowed(self) -> bool:
@@ -158,8 +154,8 @@ def _call_grammar(use: ToolUse, arguments: dict[str, str], answer: str | None) -
         )
         for f in use.callable()
     ]
-    one_call: Any = tags[0] if len(tags) == 1 else st.OrFormat(elements=tags)
-    calls: Any = one_call
+    one_call: st.Format = tags[0] if len(tags) == 1 else st.OrFormat(elements=[*tags])
+    calls: st.Format = one_call
     if use.parallel:
         more = st.SequenceFormat(elements=[st.ConstStringFormat(value=CALL_SEPARATOR), one_call])
         calls = st.SequenceFormat(
@@ -282,7 +278,7 @@ class ToolCallReader:
     def _read_head(self, events: list[ToolEvent]) -> bool:
         match = _HEAD.match(self._buffer)
         function = self._use.function(match.group(1)) if match else None
-        if function is None:
+        if function is None or match is None:
             if match or len(self._buffer) > _MAX_HEAD_CHARS or "</tool_call>" in self._buffer:
                 self.broken = True  # not a call after all: its text is content
                 self._text(CALL_OPEN + self._buffer, events)
