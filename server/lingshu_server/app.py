@@ -135,67 +135,72 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     )
     image_limits = ImageLimits.from_settings(settings, budget)
     videos = VideoInputs(
-        app.state.image_pool,
-        VideoLimits.from_settings(settings),
-        settings.max_videos_per_request,
-        app.state.image_fetcher,
-        app.state.dicomweb,
-        engine.max_tokens_per_visual_item,
+        pool=app.state.image_pool,
+        limits=VideoLimits.from_settings(settings),
+        max_videos=settings.max_videos_per_request,
+        fetcher=app.state.image_fetcher,
+        dicomweb=app.state.dicomweb,
+        max_tokens_per_video=engine.max_tokens_per_visual_item,
     )
     prompts = ChatPromptBuilder(
-        template_renderer(engine.tokenizer, template),
-        tokenizer_encoder(engine.tokenizer),
-        app.state.image_pool,
-        image_limits,
-        settings.max_images_per_request,
-        app.state.image_fetcher,
-        engine.max_model_len,
-        app.state.dicomweb,
-        videos,
-        PreparedImageCache(settings.prepared_image_cache_mb * 1024 * 1024)
+        render=template_renderer(engine.tokenizer, template),
+        tokenize=tokenizer_encoder(engine.tokenizer),
+        pool=app.state.image_pool,
+        limits=image_limits,
+        max_images=settings.max_images_per_request,
+        fetcher=app.state.image_fetcher,
+        max_model_len=engine.max_model_len,
+        dicomweb=app.state.dicomweb,
+        videos=videos,
+        image_cache=PreparedImageCache(settings.prepared_image_cache_mb * 1024 * 1024)
         if settings.prepared_image_cache_mb
         else None,
     )
     app.state.preview_service = PreviewService(
-        prompts,
-        videos,
-        image_limits,
-        await asyncio.to_thread(ProcessorResize, model, budget),
-        app.state.image_pool,
-        app.state.metrics,
+        prompts=prompts,
+        videos=videos,
+        limits=image_limits,
+        processor_resize=await asyncio.to_thread(ProcessorResize, model, budget),
+        pool=app.state.image_pool,
+        metrics=app.state.metrics,
     )
     admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)
     app.state.metrics.queued.set_function(lambda: admission.waiting)
     app.state.models = ServedModels(
-        settings.served_model_names,
-        lora.adapters,
-        model,
-        engine.max_model_len,
-        app.state.started_at,
+        names=settings.served_model_names,
+        adapters=lora.adapters,
+        root=model,
+        max_model_len=engine.max_model_len,
+        created=app.state.started_at,
     )
     runner = GenerationRunner(
-        engine,
-        prompts,
-        app.state.models,
-        settings.max_tokens_cap,
-        admission,
-        app.state.metrics,
-        StructuredOutput(app.state.image_pool),
-        settings.request_timeout,
+        engine=engine,
+        prompts=prompts,
+        models=app.state.models,
+        max_tokens_cap=settings.max_tokens_cap,
+        admission=admission,
+        metrics=app.state.metrics,
+        structured=StructuredOutput(app.state.image_pool),
+        request_timeout=settings.request_timeout,
     )
     app.state.chat_service = ChatService(runner)
     app.state.responses_service = ResponsesService(runner)
     app.state.completion_service = CompletionService(
-        engine,
-        app.state.models,
-        app.state.image_pool,
-        settings.max_tokens_cap,
-        admission,
-        app.state.metrics,
-        settings.request_timeout,
+        engine=engine,
+        models=app.state.models,
+        pool=app.state.image_pool,
+        max_tokens_cap=settings.max_tokens_cap,
+        admission=admission,
+        metrics=app.state.metrics,
+        request_timeout=settings.request_timeout,
     )
     app.state.tokenize_service = TokenizeService(
-        engine, app.state.models, prompts, template, app.state.image_pool, app.state.metrics
+        engine=engine,
+        models=app.state.models,
+        prompts=prompts,
+        template=template,
+        pool=app.state.image_pool,
+        metrics=app.state.metrics,
     )
     lifecycle.enter(Stage.READY)
     app.state.metrics.engine_loading.set(0)

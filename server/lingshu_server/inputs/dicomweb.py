@@ -51,7 +51,9 @@ ImageParts = list[tuple[str, ImagePart]]  # (request param, part), in prompt ord
 class DicomWebSource:
     """Turns DICOMweb image URLs into instance URLs (series) and instance URLs into bytes."""
 
-    def __init__(self, pacs: Sequence[Pacs], client: PacsClient, cache: FetchCache, pool: Executor):
+    def __init__(
+        self, *, pacs: Sequence[Pacs], client: PacsClient, cache: FetchCache, pool: Executor
+    ):
         self._pacs = tuple(pacs)
         self._client = client
         self._metrics = client.metrics
@@ -72,18 +74,18 @@ class DicomWebSource:
             for url, auth in zip(settings.dicomweb_urls, auths, strict=True)
         ]
         client = PacsClient(
-            pool,
-            DicomWebMetrics(registry),
-            settings.max_image_bytes,
-            settings.dicomweb_timeout,
-            settings.dicomweb_connect_timeout,
+            pool=pool,
+            metrics=DicomWebMetrics(registry),
+            max_bytes=settings.max_image_bytes,
+            timeout_s=settings.dicomweb_timeout,
+            connect_timeout_s=settings.dicomweb_connect_timeout,
         )
         cache = FetchCache(
-            settings.dicomweb_cache_bytes,
-            settings.dicomweb_cache_entries,
-            settings.dicomweb_cache_ttl,
+            max_bytes=settings.dicomweb_cache_bytes,
+            max_entries=settings.dicomweb_cache_entries,
+            ttl_s=settings.dicomweb_cache_ttl,
         )
-        return cls(pacs, client, cache, pool)
+        return cls(pacs=pacs, client=client, cache=cache, pool=pool)
 
     @property
     def forwards_credentials(self) -> bool:

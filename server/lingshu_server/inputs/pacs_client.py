@@ -198,6 +198,7 @@ class PacsClient:
 
     def __init__(
         self,
+        *,
         pool: Executor,
         metrics: DicomWebMetrics,
         max_bytes: int,

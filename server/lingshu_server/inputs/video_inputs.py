@@ -87,6 +87,7 @@ def dicom_options(part: VideoPart) -> DicomOptions:
 class VideoInputs:
     def __init__(
         self,
+        *,
         pool: Executor,
         limits: VideoLimits,
         max_videos: int,

@@ -199,6 +199,7 @@ class ChatPromptBuilder:
 
     def __init__(
         self,
+        *,
         render: Callable[..., str],
         tokenize: Callable[[str], list[int]],
         pool: Executor,

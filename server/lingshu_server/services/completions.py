@@ -224,6 +224,7 @@ class _Started:
 class CompletionService:
     def __init__(
         self,
+        *,
         engine: Engine,
         models: ServedModels,
         pool: Executor,

@@ -24,6 +24,7 @@ class EngineRun(Generic[T]):
 
     def __init__(
         self,
+        *,
         request_id: str,
         steps: AsyncGenerator[T, None],
         deadline: float | None,
@@ -71,7 +72,12 @@ async def start_run(
     await admission.acquire()
     run: EngineRun[T] | None = None
     try:
-        run = EngineRun(request_id, await prepare(), deadline, admission.release)
+        run = EngineRun(
+            request_id=request_id,
+            steps=await prepare(),
+            deadline=deadline,
+            release=admission.release,
+        )
         first = await run.next()
     except BaseException:
         if run is not None:

@@ -18,6 +18,7 @@ class ModelChoice:
 class ServedModels:
     def __init__(
         self,
+        *,
         names: list[str],
         adapters: tuple[Adapter, ...],
         root: str,

@@ -78,6 +78,7 @@ async def collect(started: StartedRun, n: int) -> list[ChoiceOutput]:
 class GenerationRunner:
     def __init__(
         self,
+        *,
         engine: Engine,
         prompts: ChatPromptBuilder,
         models: ServedModels,
