@@ -47,7 +47,7 @@ class TokenLogprob:
     top: list[tuple[str, float]]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ChoiceDelta:
     index: int
     text: str
@@ -56,7 +56,7 @@ class ChoiceDelta:
     finish_reason: str | None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EngineStep:
     """New output since the previous step, for each choice that advanced."""
 

@@ -22,7 +22,7 @@ class LoraModuleError(ValueError):
     """An adapter that cannot be served; raised before the engine loads."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Adapter:
     name: str  # what clients put in `model`
     path: str  # absolute directory
@@ -210,5 +210,13 @@ def plan_adapters(settings: Settings, model_config: dict[str, Any] | None) -> Lo
             raise LoraModuleError(
                 f"LoRA module '{module.name}' has rank {rank}, above {limit} ({source})"
             )
-        adapters.append(Adapter(module.name, str(module.path.resolve()), parent, rank, engine_id))
+        adapters.append(
+            Adapter(
+                name=module.name,
+                path=str(module.path.resolve()),
+                parent=parent,
+                rank=rank,
+                engine_id=engine_id,
+            )
+        )
     return LoraPlan(tuple(adapters))

@@ -19,7 +19,7 @@ _IMAGE_ORIENTATION = "00200037"
 _ROWS = "00280010"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SeriesSlice:
     """What ordering and choosing slices needs from one instance's metadata."""
 

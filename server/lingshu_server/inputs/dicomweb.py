@@ -113,7 +113,8 @@ class DicomWebSource:
                 param=param,
                 code="invalid_image_url",
             )
-        return DicomWebRef(pacs, *found.groups())
+        study, series, instance = found.groups()
+        return DicomWebRef(pacs=pacs, study=study, series=series, instance=instance)
 
     def audit_record(self, url: str) -> dict[str, str] | None:
         """The PACS host and UIDs of a DICOMweb instance URL, for the audit log only."""

@@ -213,7 +213,7 @@ def _merge_pieces(pieces: list[_Piece]) -> _Piece:
     return whole
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Started:
     model: str
     run: EngineRun[tuple[int, EngineStep]]
@@ -319,7 +319,7 @@ class CompletionService:
 
         run, first = await start_run(self._admission, request_id, deadline, prepare)
         choices = _Choices(request, prompts, self._token_text)
-        return _Started(model.name, run, first, choices)
+        return _Started(model=model.name, run=run, first=first, choices=choices)
 
     def _token_text(self, token_id: int) -> str:
         return self._engine.tokenizer.decode([token_id])

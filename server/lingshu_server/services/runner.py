@@ -27,7 +27,7 @@ from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tool_calls import ToolGrammars, ToolUse
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StartedRun:
     """A run whose first engine step has arrived."""
 
@@ -130,4 +130,4 @@ class GenerationRunner:
         if first is None:  # the deadline passed before the first token
             assert prompt is not None
             first = EngineStep(prompt_tokens=prompt.num_tokens, choices=[], finished=True)
-        return StartedRun(model.name, run, first, tools)
+        return StartedRun(model=model.name, run=run, first=first, tools=tools)

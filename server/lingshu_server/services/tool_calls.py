@@ -56,7 +56,7 @@ class Function:
     param: str  # where its schema is in the request, for errors
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ToolUse:
     """The tools a request offers and how it lets the model use them."""
 
@@ -80,10 +80,13 @@ class ToolUse:
         )
         definitions = [tool.model_dump(exclude_none=True) for tool in request.tools]
         choice = request.tool_choice or "auto"
-        if isinstance(choice, NamedToolChoice):
-            forced = choice.function.name
-            return cls(functions, definitions, "forced", forced, bool(request.parallel_tool_calls))
-        return cls(functions, definitions, choice, None, bool(request.parallel_tool_calls))
+        return cls(
+            functions=functions,
+            definitions=definitions,
+            choice="forced" if isinstance(choice, NamedToolChoice) else choice,
+            forced=choice.function.name if isinstance(choice, NamedToolChoice) else None,
+            parallel=bool(request.parallel_tool_calls),
+        )
 
     @property
     def calls_allowed(self) -> bool:
@@ -201,7 +204,7 @@ class CallFinished:
 ToolEvent = ContentDelta | CallStarted | ArgumentsDelta | CallFinished
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ParsedCall:
     id: str
     name: str
@@ -285,7 +288,7 @@ class ToolCallReader:
                 self._buffer = ""
                 self._state = "text"
             return False
-        call = ParsedCall(tool_call_id(), function.name)
+        call = ParsedCall(id=tool_call_id(), name=function.name)
         self.calls.append(call)
         events.append(CallStarted(len(self.calls) - 1, call.id, call.name))
         self._buffer = self._buffer[match.end() :]
