@@ -38,6 +38,7 @@ def test_ci_runs_the_readme_commands_verbatim():
     assert lint and all(line.startswith(".venv/bin/") for line in lint)
     assert ".venv/bin/lint-imports" in lint  # the layers contract (pyproject.toml)
     assert ".venv/bin/mkdocs build --strict --quiet" in lint  # the docs build without a warning
+    assert ".venv/bin/mypy" in lint  # the types (pyproject.toml's [tool.mypy])
     assert ci_commands() == [setup, *lint, test]
 
 

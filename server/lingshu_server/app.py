@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 
 from lingshu_server import __version__
 from lingshu_server.core.image_budget import checkpoint_budget, server_budget
@@ -25,7 +26,7 @@ from lingshu_server.core.metrics import Metrics
 from lingshu_server.core.settings import Settings
 from lingshu_server.engine.interface import EngineFactory
 from lingshu_server.engine.lora import plan_adapters
-from lingshu_server.engine.model_check import check_supported_model
+from lingshu_server.engine.model_check import UnsupportedModelError, check_supported_model
 from lingshu_server.engine.vllm_engine import VllmEngine, vllm_version
 from lingshu_server.http.auth import ApiKeyMiddleware, ApiKeyStore, is_loopback
 from lingshu_server.http.error_handlers import install_error_handlers
@@ -74,31 +75,35 @@ async def in_daemon_thread(fn: Callable[..., T], *args: object) -> T:
     def run() -> None:
         try:
             result = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(_settle, future, None, exc)
+        except BaseException as exc:  # handed to the awaiting task
+            loop.call_soon_threadsafe(_set_exception, future, exc)
         else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
+            loop.call_soon_threadsafe(_set_result, future, result)
 
     threading.Thread(target=run, name="engine-loader", daemon=True).start()
     return await future
 
 
-def _settle(future: asyncio.Future, result: object, exc: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
+def _set_result(future: asyncio.Future[T], result: T) -> None:
+    if not future.cancelled():
         future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[T], exc: BaseException) -> None:
+    if not future.cancelled():
+        future.set_exception(exc)
 
 
 async def load_services(app: FastAPI, settings: Settings, engine_factory: EngineFactory) -> None:
     """Load the engine (in a thread, the port already open) and wire the chat service."""
     lifecycle: Lifecycle = app.state.lifecycle
     lifecycle.enter(Stage.CHECKING_MODEL)
-    model_config = await asyncio.to_thread(check_supported_model, settings.model)
+    model = settings.model
+    if model is None:  # the CLI refuses to start without one
+        raise UnsupportedModelError("no model given: --model or LINGSHU_MODEL")
+    model_config = await asyncio.to_thread(check_supported_model, model)
     lora = await asyncio.to_thread(plan_adapters, settings, model_config)
-    checkpoint = await asyncio.to_thread(checkpoint_budget, settings.model)
+    checkpoint = await asyncio.to_thread(checkpoint_budget, model)
     budget, source = server_budget(settings.min_pixels, settings.max_pixels, checkpoint)
     low, high = budget.tokens
     logger.info(
@@ -118,7 +123,7 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     if lora.adapters:
         await engine.load_adapters()
     lifecycle.enter(Stage.PREPARING)
-    template = load_chat_template(settings.model, engine.tokenizer)
+    template = load_chat_template(model, engine.tokenizer)
     logger.info(
         "tool calls",
         extra={
@@ -131,67 +136,72 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     )
     image_limits = ImageLimits.from_settings(settings, budget)
     videos = VideoInputs(
-        app.state.image_pool,
-        VideoLimits.from_settings(settings),
-        settings.max_videos_per_request,
-        app.state.image_fetcher,
-        app.state.dicomweb,
-        engine.max_tokens_per_visual_item,
+        pool=app.state.image_pool,
+        limits=VideoLimits.from_settings(settings),
+        max_videos=settings.max_videos_per_request,
+        fetcher=app.state.image_fetcher,
+        dicomweb=app.state.dicomweb,
+        max_tokens_per_video=engine.max_tokens_per_visual_item,
     )
     prompts = ChatPromptBuilder(
-        template_renderer(engine.tokenizer, template),
-        tokenizer_encoder(engine.tokenizer),
-        app.state.image_pool,
-        image_limits,
-        settings.max_images_per_request,
-        app.state.image_fetcher,
-        engine.max_model_len,
-        app.state.dicomweb,
-        videos,
-        PreparedImageCache(settings.prepared_image_cache_mb * 1024 * 1024)
+        render=template_renderer(engine.tokenizer, template),
+        tokenize=tokenizer_encoder(engine.tokenizer),
+        pool=app.state.image_pool,
+        limits=image_limits,
+        max_images=settings.max_images_per_request,
+        fetcher=app.state.image_fetcher,
+        max_model_len=engine.max_model_len,
+        dicomweb=app.state.dicomweb,
+        videos=videos,
+        image_cache=PreparedImageCache(settings.prepared_image_cache_mb * 1024 * 1024)
         if settings.prepared_image_cache_mb
         else None,
     )
     app.state.preview_service = PreviewService(
-        prompts,
-        videos,
-        image_limits,
-        await asyncio.to_thread(ProcessorResize, settings.model, budget),
-        app.state.image_pool,
-        app.state.metrics,
+        prompts=prompts,
+        videos=videos,
+        limits=image_limits,
+        processor_resize=await asyncio.to_thread(ProcessorResize, model, budget),
+        pool=app.state.image_pool,
+        metrics=app.state.metrics,
     )
     admission = AdmissionController(settings.max_concurrent_requests, settings.max_queued_requests)
     app.state.metrics.queued.set_function(lambda: admission.waiting)
     app.state.models = ServedModels(
-        settings.served_model_names,
-        lora.adapters,
-        str(settings.model),
-        engine.max_model_len,
-        app.state.started_at,
+        names=settings.served_model_names,
+        adapters=lora.adapters,
+        root=model,
+        max_model_len=engine.max_model_len,
+        created=app.state.started_at,
     )
     runner = GenerationRunner(
-        engine,
-        prompts,
-        app.state.models,
-        settings.max_tokens_cap,
-        admission,
-        app.state.metrics,
-        StructuredOutput(app.state.image_pool),
-        settings.request_timeout,
+        engine=engine,
+        prompts=prompts,
+        models=app.state.models,
+        max_tokens_cap=settings.max_tokens_cap,
+        admission=admission,
+        metrics=app.state.metrics,
+        structured=StructuredOutput(app.state.image_pool),
+        request_timeout=settings.request_timeout,
     )
     app.state.chat_service = ChatService(runner)
     app.state.responses_service = ResponsesService(runner)
     app.state.completion_service = CompletionService(
-        engine,
-        app.state.models,
-        app.state.image_pool,
-        settings.max_tokens_cap,
-        admission,
-        app.state.metrics,
-        settings.request_timeout,
+        engine=engine,
+        models=app.state.models,
+        pool=app.state.image_pool,
+        max_tokens_cap=settings.max_tokens_cap,
+        admission=admission,
+        metrics=app.state.metrics,
+        request_timeout=settings.request_timeout,
     )
     app.state.tokenize_service = TokenizeService(
-        engine, app.state.models, prompts, template, app.state.image_pool, app.state.metrics
+        engine=engine,
+        models=app.state.models,
+        prompts=prompts,
+        template=template,
+        pool=app.state.image_pool,
+        metrics=app.state.metrics,
     )
     lifecycle.enter(Stage.READY)
     app.state.metrics.engine_loading.set(0)
@@ -235,7 +245,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        background: list[asyncio.Task] = []
+        background: list[asyncio.Task[None]] = []
 
         async def start() -> None:
             try:
@@ -315,9 +325,9 @@ def create_app(
         max_bytes=settings.max_request_bytes,
         read_timeout=settings.body_read_timeout,
     )
-    public_paths = {route.path for route in public.routes}
+    public_paths = _paths(public)
     if settings.playground:  # a static page holding no data; its API calls carry the key
-        public_paths |= {route.path for route in playground.routes}
+        public_paths |= _paths(playground)
     public_paths |= {url for url in (app.openapi_url, app.docs_url, app.redoc_url) if url}
     if app.docs_url:
         public_paths.add(f"{app.docs_url}/oauth2-redirect")
@@ -336,3 +346,7 @@ def create_app(
         TelemetryMiddleware, metrics=app.state.metrics, lifecycle=app.state.lifecycle, audit=audit
     )
     return app
+
+
+def _paths(router: APIRouter) -> set[str]:
+    return {route.path for route in router.routes if isinstance(route, APIRoute)}

@@ -386,7 +386,7 @@ def _save_weights(config: Any, target: Path, seed: int) -> None:
 
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
-    model = model.to(torch.bfloat16).eval()
+    model = model.bfloat16().eval()
     n_params = sum(p.numel() for p in model.parameters())
     logger.debug("Random-weight model: %d parameters", n_params)
     model.save_pretrained(str(target), safe_serialization=True)
@@ -422,7 +422,7 @@ def derive_demo_model(target: Path, *, min_pixels: int, max_pixels: int) -> Path
 #: The light variant's vision tower: window attention only. The demo's one full-attention block
 #: costs ~150 ms per 1,280-token image on a CPU core and makes the engine the bottleneck, where a
 #: GPU runs the vision tower in milliseconds and the front end limits throughput.
-LIGHT_VISION = {"fullatt_block_indexes": []}
+LIGHT_VISION: dict[str, list[int]] = {"fullatt_block_indexes": []}
 
 
 def ensure_light_demo_model(cache_dir: Path | None = None) -> Path:

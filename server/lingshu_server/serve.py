@@ -7,6 +7,7 @@ import asyncio
 import logging
 import math
 import signal
+import socket
 import sys
 import time
 from types import FrameType
@@ -44,10 +45,10 @@ class DrainingServer(uvicorn.Server):
         self.lifecycle = lifecycle
         self.drain_timeout = drain_timeout
         self.exit_code = 0
-        self._drain_task: asyncio.Future | None = None
+        self._drain_task: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def serve(self, sockets=None) -> None:  # noqa: ANN001 - uvicorn's signature
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
@@ -92,6 +93,8 @@ def serve(settings: Settings) -> int:
         raise StartupRefused(reason)
     # Refuse an unsupported checkpoint, engine arguments that cannot work and adapters that do
     # not fit before the engine spends minutes loading.
+    if settings.model is None:  # the CLI refuses to start without one
+        raise StartupRefused("no model given: --model or LINGSHU_MODEL")
     model_config = check_supported_model(settings.model)
     check_engine_args(settings)
     plan_adapters(settings, model_config)

@@ -101,7 +101,13 @@ def test_metadata_as_pydicom_writes_it_orders_by_position():
 
 
 def _slice(uid: str, number: int | None = None, position=None, orientation=None) -> SeriesSlice:
-    return SeriesSlice(uid, number, position, orientation, True)
+    return SeriesSlice(
+        sop_uid=uid,
+        instance_number=number,
+        position=position,
+        orientation=orientation,
+        has_pixels=True,
+    )
 
 
 def test_order_along_an_oblique_slice_normal():

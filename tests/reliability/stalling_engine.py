@@ -46,8 +46,13 @@ class StallingEngine:
         self.started += 1
         try:
             for _ in range(options.min_tokens):
-                choices = [ChoiceDelta(i, "x", [0], None, None) for i in range(options.n)]
-                yield EngineStep(len(prompt_token_ids), choices, finished=False)
+                choices = [
+                    ChoiceDelta(index=i, text="x", token_ids=[0], logprobs=None, finish_reason=None)
+                    for i in range(options.n)
+                ]
+                yield EngineStep(
+                    prompt_tokens=len(prompt_token_ids), choices=choices, finished=False
+                )
             await asyncio.Event().wait()  # the stalled step
         finally:
             self.closed_at.append(time.monotonic())

@@ -22,7 +22,7 @@ WEATHER = {
     "additionalProperties": False,
 }
 USE = ToolUse(
-    (Function("get_weather", WEATHER, "tools[0].function.parameters"),),
+    functions=(Function("get_weather", WEATHER, "tools[0].function.parameters"),),
     definitions=[],
     choice="auto",
     forced=None,

@@ -139,7 +139,12 @@ class FakeEngine:
             yield EngineStep(
                 prompt_tokens=len(prompt),
                 prompt_token_ids=prompt,
-                choices=[ChoiceDelta(i, "", [], None, "length") for i in range(options.n)],
+                choices=[
+                    ChoiceDelta(
+                        index=i, text="", token_ids=[], logprobs=None, finish_reason="length"
+                    )
+                    for i in range(options.n)
+                ],
                 finished=True,
                 prompt_logprobs=prompt_logprobs,
             )

@@ -153,7 +153,14 @@ def test_contradictory_options_are_a_400(client, options):
 
 def test_decoding_stops_at_its_deadline():
     data = clip(640, 480, 120, fps=30)
-    limits = VideoLimits(1 << 26, 256, 60, 10**8, 0.01, "mediastinum")
+    limits = VideoLimits(
+        max_bytes=1 << 26,
+        max_frames=256,
+        max_seconds=60,
+        max_frame_pixels=10**8,
+        decode_timeout=0.01,
+        default_ct_window="mediastinum",
+    )
     plan = plan_video(probe_container(data, limits, "p"), SamplingOptions(), limits, "p")
     with pytest.raises(InvalidRequestError) as refusal:
         decode_container(data, plan, limits, "p")

@@ -92,7 +92,7 @@ class EngineUnavailableError(RetryLaterError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     type = "server_error"
     code = "engine_unavailable"
-    rejection = None
+    rejection: str | None = None
     retry_after_s = 5
 
 
@@ -107,7 +107,7 @@ class PacsUnavailableError(RetryLaterError):
     status = HTTPStatus.BAD_GATEWAY
     type = "server_error"
     code = "dicomweb_unavailable"
-    rejection = None
+    rejection: str | None = None
     retry_after_s = 10
 
 
@@ -162,7 +162,7 @@ class InternalServerError(APIError):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
     type = "server_error"
     code = "internal_error"
-    rejection = None
+    rejection: str | None = None
 
 
 def error_body(

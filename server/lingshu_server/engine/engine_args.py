@@ -59,7 +59,7 @@ def _flag(setting: str) -> str:
     return "--" + setting.replace("_", "-")
 
 
-def _fields() -> dict[str, dataclasses.Field]:
+def _fields() -> dict[str, dataclasses.Field[object]]:
     from vllm import AsyncEngineArgs
 
     return {field.name: field for field in dataclasses.fields(AsyncEngineArgs)}
@@ -75,25 +75,27 @@ def _refusal(name: str) -> str | None:
     return None
 
 
-def _type_error(field: dataclasses.Field, value: Any) -> str | None:
+def _type_error(field: dataclasses.Field[object], value: Any) -> str | None:
     """vLLM's declared type of `field` against a JSON value (strict: "10" is not an int)."""
     if isinstance(field.type, str):
         return None  # an unresolved annotation: vLLM's own checks judge the value
     try:
         adapter = TypeAdapter(field.type, config=ConfigDict(arbitrary_types_allowed=True))
-    except Exception:  # noqa: BLE001 - a type pydantic cannot express; vLLM checks it later
+    except Exception:  # a type pydantic cannot express; vLLM checks it later
         return None
     try:
         adapter.validate_json(json.dumps(value), strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         return f"{first['msg']} (got {json.dumps(value)[:80]})"
-    except Exception:  # noqa: BLE001 - same as above, found only when validating
+    except Exception:  # same as above, found only when validating
         return None
     return None
 
 
-def _check_value(name: str, value: Any, fields: dict[str, dataclasses.Field], where: str) -> None:
+def _check_value(
+    name: str, value: Any, fields: dict[str, dataclasses.Field[object]], where: str
+) -> None:
     problem = _type_error(fields[name], value)
     if problem is not None:
         raise EngineArgsError(f"{where}: {problem}")
@@ -199,7 +201,9 @@ def resolved_config(vllm_config: Any, extra: dict[str, Any]) -> dict[str, Any]:
     """The knobs operators tune, as the engine resolved them (defaults filled in), and each
     --engine-args field as the engine's configuration holds it."""
     resolved = _typed_knobs(vllm_config)
-    configs = [value for value in vars(vllm_config).values() if dataclasses.is_dataclass(value)]
+    configs: list[object] = [
+        value for value in vars(vllm_config).values() if dataclasses.is_dataclass(value)
+    ]
     configs.append(getattr(vllm_config.model_config, "multimodal_config", None))
     for name in extra:
         holder = next((c for c in configs if c is not None and hasattr(c, name)), None)

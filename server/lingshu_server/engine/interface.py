@@ -6,7 +6,7 @@ same shape (tests/utils/fake_engine.py). Services import only this module.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,7 +47,7 @@ class TokenLogprob:
     top: list[tuple[str, float]]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ChoiceDelta:
     index: int
     text: str
@@ -56,7 +56,7 @@ class ChoiceDelta:
     finish_reason: str | None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EngineStep:
     """New output since the previous step, for each choice that advanced."""
 
@@ -84,6 +84,7 @@ class Engine(Protocol):
 
     async def load_adapters(self) -> None: ...
 
+    # an async generator: closing it aborts the engine request
     def generate(
         self,
         prompt_token_ids: list[int],
@@ -93,7 +94,7 @@ class Engine(Protocol):
         videos: Sequence[tuple[np.ndarray, dict[str, Any]]] = (),
         adapter: str | None = None,
         image_ids: Sequence[str | None] = (),
-    ) -> AsyncIterator[EngineStep]: ...
+    ) -> AsyncGenerator[EngineStep, None]: ...
 
     async def abort(self, request_id: str) -> None: ...
 

@@ -22,7 +22,7 @@ class LoraModuleError(ValueError):
     """An adapter that cannot be served; raised before the engine loads."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Adapter:
     name: str  # what clients put in `model`
     path: str  # absolute directory
@@ -117,7 +117,7 @@ def _tensor_shapes(path: Path) -> dict[str, list[int]]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as weights:
-        return {name: list(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
+        return {name: list(weights.get_slice(name).get_shape()) for name in weights.keys()}
 
 
 def _weights_rank(module: LoraModule, dims: dict[str, tuple[int, int]] | None) -> int | None:
@@ -128,7 +128,7 @@ def _weights_rank(module: LoraModule, dims: dict[str, tuple[int, int]] | None) -
         return None  # a .bin adapter: vLLM reads and checks it when it loads
     try:
         shapes = _tensor_shapes(weights)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem
+    except Exception as exc:  # any unreadable file is the same problem
         raise LoraModuleError(f"{where}: cannot read {weights} ({type(exc).__name__})") from None
     rank = 0
     for name, shape in shapes.items():
@@ -210,5 +210,13 @@ def plan_adapters(settings: Settings, model_config: dict[str, Any] | None) -> Lo
             raise LoraModuleError(
                 f"LoRA module '{module.name}' has rank {rank}, above {limit} ({source})"
             )
-        adapters.append(Adapter(module.name, str(module.path.resolve()), parent, rank, engine_id))
+        adapters.append(
+            Adapter(
+                name=module.name,
+                path=str(module.path.resolve()),
+                parent=parent,
+                rank=rank,
+                engine_id=engine_id,
+            )
+        )
     return LoraPlan(tuple(adapters))

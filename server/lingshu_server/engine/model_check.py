@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 SUPPORTED_ARCHITECTURES = frozenset({"Qwen2_5_VLForConditionalGeneration"})
 SUPPORTED_MODEL_TYPES = frozenset({"qwen2_5_vl"})
@@ -13,7 +14,7 @@ class UnsupportedModelError(Exception):
     """The checkpoint is not a Qwen2.5-VL model, or its config cannot be read."""
 
 
-def _read_config(model: str) -> dict:
+def _read_config(model: str) -> dict[str, Any]:
     path = Path(model)
     if path.is_dir():
         config_file = path / "config.json"
@@ -35,7 +36,7 @@ def _read_config(model: str) -> dict:
         raise UnsupportedModelError(f"cannot parse {config_file}: {exc}") from exc
 
 
-def check_supported_model(model: str) -> dict:
+def check_supported_model(model: str) -> dict[str, Any]:
     """The model config if it is a Qwen2.5-VL checkpoint; otherwise raise with a clear reason."""
     config = _read_config(model)
     architectures = config.get("architectures") or []

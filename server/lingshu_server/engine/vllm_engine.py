@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,7 +65,7 @@ BANNED = -100.0
 
 
 def _sampling_params(
-    options: SamplingOptions, defaults: dict[str, Any], special_ids: list[int] = ()
+    options: SamplingOptions, defaults: dict[str, Any], special_ids: Sequence[int] = ()
 ) -> Any:
     from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
@@ -203,7 +203,7 @@ class VllmEngine:
         self.vocab_size: int = max(len(self.tokenizer), self._llm.model_config.get_vocab_size())
         # The single token a prompt holds per image or video, which the engine expands.
         hf_config = self._llm.model_config.hf_config
-        self.placeholder_ids = {
+        self.placeholder_ids: Mapping[str, int] = {
             "image": hf_config.image_token_id,
             "video": hf_config.video_token_id,
         }
@@ -238,7 +238,7 @@ class VllmEngine:
         videos: Sequence[tuple[np.ndarray, dict[str, Any]]] = (),
         adapter: str | None = None,
         image_ids: Sequence[str | None] = (),
-    ) -> AsyncIterator[EngineStep]:
+    ) -> AsyncGenerator[EngineStep, None]:
         """Stream deltas. Closing the iterator (a client gone) aborts the engine request.
 
         The prompt arrives tokenized (one <|image_pad|> per image and one <|video_pad|> per

@@ -38,6 +38,7 @@ def guarded_http_protocol(
         _head_too_large = False
         _head_timer: asyncio.TimerHandle | None = None
 
+        # uvicorn's signature, narrower than asyncio's (uvicorn ignores the same check)
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm_head_timer()

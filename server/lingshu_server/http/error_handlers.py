@@ -4,6 +4,7 @@ errors and Starlette's HTTP errors, and the 500 for a bug."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -47,11 +48,13 @@ async def send_api_error(send: Send, exc: APIError, *, close: bool = False) -> N
     await send({"type": "http.response.body", "body": body})
 
 
-def _json(status: int, body: ErrorResponse, headers: dict[str, str] | None = None) -> JSONResponse:
+def _json(
+    status: int, body: ErrorResponse, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
-_HTTP_TYPES = {
+_HTTP_TYPES: dict[int, tuple[str, str | None]] = {
     HTTPStatus.NOT_FOUND: ("not_found_error", "not_found"),
     HTTPStatus.METHOD_NOT_ALLOWED: ("invalid_request_error", "method_not_allowed"),
     HTTPStatus.UNSUPPORTED_MEDIA_TYPE: ("invalid_request_error", "unsupported_media_type"),

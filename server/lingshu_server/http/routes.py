@@ -50,7 +50,7 @@ T = TypeVar("T")
 # pool, a thread hop per dependency per request for work that takes microseconds.
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-STATUS_RESPONSES: dict[int | str, dict] = {
+STATUS_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ServerStatus, "description": "Serving"},
     503: {"model": ServerStatus, "description": "Not serving: the stage says why"},
 }

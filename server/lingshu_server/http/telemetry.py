@@ -34,7 +34,7 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's code for "the client went away first"
 
 class TelemetryMiddleware:
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, lifecycle: Lifecycle, audit: AuditLog | None
+        self, app: ASGIApp, *, metrics: Metrics, lifecycle: Lifecycle, audit: AuditLog | None
     ):
         self.app = app
         self.metrics = metrics

@@ -56,7 +56,8 @@ _SYNTAX_NAMES = {
     "1.2.840.10008.1.2.8.1": "Deflated Image Frame Compression",
 }
 # (implicit VR, little endian) as pydicom found a file without file meta -> transfer syntax
-_ENCODING_SYNTAX = {
+# keyed by pydicom's original_encoding, (None, None) before a dataset is read (never here)
+_ENCODING_SYNTAX: dict[tuple[bool | None, bool | None], UID] = {
     (True, True): ImplicitVRLittleEndian,
     (False, True): ExplicitVRLittleEndian,
     (False, False): ExplicitVRBigEndian,
@@ -66,7 +67,7 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _FRAME_GROUPS = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AppliedWindow:
     """The VOI step the decoder really applied to a grayscale frame."""
 
@@ -77,7 +78,7 @@ class AppliedWindow:
     preset: str | None = None  # the CT_WINDOWS name, for the two preset sources
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DicomRendering:
     """What the decoder did to one frame, from the decoder itself. Only display facts: no
     header value that could identify a patient, a study or an institution."""
@@ -89,7 +90,7 @@ class DicomRendering:
     window: AppliedWindow | None  # None for colour images (no window applies)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DicomOptions:
     window: str | None = None  # a CT_WINDOWS preset name
     center: float | None = None  # explicit window center (needs width too)
@@ -145,7 +146,7 @@ def dicom_size(data: bytes, param: str, max_pixels: int | None = None) -> tuple[
     return columns, rows
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DicomMotion:
     """A DICOM file as a video, from its header: frame size, frame count and timing."""
 
@@ -163,7 +164,7 @@ def dicom_motion(data: bytes, param: str, max_pixels: int | None = None) -> Dico
         rows, columns, frames = int(ds.Rows), int(ds.Columns), _frame_count(ds)
         fps = _frame_rate(ds)
     _check_pixels(rows, columns, param, max_pixels)
-    return DicomMotion(columns, rows, frames, fps)
+    return DicomMotion(width=columns, height=rows, frames=frames, fps=fps)
 
 
 def dicom_frames(
@@ -259,7 +260,11 @@ def _render_frame(
 
     def rendering(window: AppliedWindow | None) -> DicomRendering:
         return DicomRendering(
-            _modality_code(ds), _code(photometric), frame, _frame_count(ds), window
+            modality=_modality_code(ds),
+            photometric_interpretation=_code(photometric),
+            frame=frame,
+            frames=_frame_count(ds),
+            window=window,
         )
 
     if photometric == "PALETTE COLOR":
@@ -368,17 +373,17 @@ def _window_grayscale(
     if voi_lut and "LUTDescriptor" in voi_lut[0] and "LUTData" in voi_lut[0]:
         mapped = apply_voi(np.rint(values).astype(np.int64), ds)
         gray = _scale_to_uint8(mapped, int(voi_lut[0].LUTDescriptor[2]))
-        return gray, AppliedWindow("file_voi_lut")
-    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-    if center is not None and width is not None and width > 0:
+        return gray, AppliedWindow(source="file_voi_lut")
+    file_center, file_width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    if file_center is not None and file_width is not None and file_width > 0:
         function = str(ds.get("VOILUTFunction") or "LINEAR")
-        return _window(values, "file_window", center, width, function)
+        return _window(values, "file_window", file_center, file_width, function)
     if str(ds.get("Modality", "")).upper() == "CT":
         center, width = CT_WINDOWS[default_ct_window]
         return _window(values, "default_preset", center, width, preset=default_ct_window)
     low, high = float(values.min()), float(values.max())
     if high <= low:  # a constant image has no contrast to show
-        return np.zeros(values.shape, dtype=np.uint8), AppliedWindow("full_range")
+        return np.zeros(values.shape, dtype=np.uint8), AppliedWindow(source="full_range")
     return _window(values, "full_range", (low + high) / 2, high - low, "LINEAR_EXACT")
 
 
@@ -407,7 +412,9 @@ def _window(
         function = "LINEAR"
     if function == "LINEAR" and width < 1:  # LINEAR needs width >= 1; EXACT is the same line
         function = "LINEAR_EXACT"
-    applied = AppliedWindow(source, center, width, function, preset)
+    applied = AppliedWindow(
+        source=source, center=center, width=width, function=function, preset=preset
+    )
     voi = Dataset()
     voi.PhotometricInterpretation = "MONOCHROME2"
     voi.BitsStored = 8

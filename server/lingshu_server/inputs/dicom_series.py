@@ -19,7 +19,7 @@ _IMAGE_ORIENTATION = "00200037"
 _ROWS = "00280010"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SeriesSlice:
     """What ordering and choosing slices needs from one instance's metadata."""
 
@@ -85,14 +85,17 @@ def _slice_normal(orientation: tuple[float, ...]) -> tuple[float, float, float]:
 def anatomical_order(slices: Sequence[SeriesSlice]) -> list[SeriesSlice]:
     """Along the slice normal when every slice has a position and orientation, else by
     InstanceNumber (slices without one last); the SOP Instance UID breaks ties."""
-    if slices and all(s.position and s.orientation for s in slices):
-        normal = _slice_normal(slices[0].orientation)  # type: ignore[arg-type]
+    placed = [(s.position, s) for s in slices if s.position and s.orientation]
+    orientation = slices[0].orientation if slices else None
+    if orientation and len(placed) == len(slices):
+        normal = _slice_normal(orientation)
 
-        def along_normal(s: SeriesSlice) -> tuple[float, str]:
-            distance = sum(p * n for p, n in zip(s.position, normal, strict=True))  # type: ignore[arg-type]
+        def along_normal(item: tuple[tuple[float, ...], SeriesSlice]) -> tuple[float, str]:
+            position, s = item
+            distance = sum(p * n for p, n in zip(position, normal, strict=True))
             return distance, s.sop_uid
 
-        return sorted(slices, key=along_normal)
+        return [s for _, s in sorted(placed, key=along_normal)]
     return sorted(
         slices, key=lambda s: (s.instance_number is None, s.instance_number or 0, s.sop_uid)
     )

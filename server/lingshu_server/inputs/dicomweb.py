@@ -51,7 +51,9 @@ ImageParts = list[tuple[str, ImagePart]]  # (request param, part), in prompt ord
 class DicomWebSource:
     """Turns DICOMweb image URLs into instance URLs (series) and instance URLs into bytes."""
 
-    def __init__(self, pacs: Sequence[Pacs], client: PacsClient, cache: FetchCache, pool: Executor):
+    def __init__(
+        self, *, pacs: Sequence[Pacs], client: PacsClient, cache: FetchCache, pool: Executor
+    ):
         self._pacs = tuple(pacs)
         self._client = client
         self._metrics = client.metrics
@@ -72,18 +74,18 @@ class DicomWebSource:
             for url, auth in zip(settings.dicomweb_urls, auths, strict=True)
         ]
         client = PacsClient(
-            pool,
-            DicomWebMetrics(registry),
-            settings.max_image_bytes,
-            settings.dicomweb_timeout,
-            settings.dicomweb_connect_timeout,
+            pool=pool,
+            metrics=DicomWebMetrics(registry),
+            max_bytes=settings.max_image_bytes,
+            timeout_s=settings.dicomweb_timeout,
+            connect_timeout_s=settings.dicomweb_connect_timeout,
         )
         cache = FetchCache(
-            settings.dicomweb_cache_bytes,
-            settings.dicomweb_cache_entries,
-            settings.dicomweb_cache_ttl,
+            max_bytes=settings.dicomweb_cache_bytes,
+            max_entries=settings.dicomweb_cache_entries,
+            ttl_s=settings.dicomweb_cache_ttl,
         )
-        return cls(pacs, client, cache, pool)
+        return cls(pacs=pacs, client=client, cache=cache, pool=pool)
 
     @property
     def forwards_credentials(self) -> bool:
@@ -111,7 +113,8 @@ class DicomWebSource:
                 param=param,
                 code="invalid_image_url",
             )
-        return DicomWebRef(pacs, *found.groups())
+        study, series, instance = found.groups()
+        return DicomWebRef(pacs=pacs, study=study, series=series, instance=instance)
 
     def audit_record(self, url: str) -> dict[str, str] | None:
         """The PACS host and UIDs of a DICOMweb instance URL, for the audit log only."""
@@ -143,10 +146,10 @@ class DicomWebSource:
         if ref.instance is None:  # expand_parts turns series into instances first
             raise InvalidRequestError("a DICOMweb series URL was not expanded", param=param)
         key = ("instance", ref.url, ref.pacs.auth.caller())
-        data = self._cache.get(key)
-        if data is not None:
+        cached = self._cache.get(key)
+        if isinstance(cached, bytes):
             self._metrics.cache_hits.labels("instance").inc()
-            return data  # type: ignore[return-value]
+            return cached
         data = await self._client.instance(ref, param)
         self._cache.put(key, data, len(data))
         return data
@@ -181,9 +184,9 @@ class DicomWebSource:
         """The series' image instances in anatomical order (cached per caller)."""
         key = ("metadata", ref.url, ref.pacs.auth.caller())
         cached = self._cache.get(key)
-        if cached is not None:
+        if isinstance(cached, list):  # of SeriesSlice: the metadata key holds nothing else
             self._metrics.cache_hits.labels("metadata").inc()
-            return cached  # type: ignore[return-value]
+            return cached
         body = await self._client.series_metadata(ref, param)
         loop = asyncio.get_running_loop()
         try:

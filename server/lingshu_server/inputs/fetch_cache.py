@@ -22,6 +22,7 @@ class _Entry:
 class FetchCache:
     def __init__(
         self,
+        *,
         max_bytes: int,
         max_entries: int,
         ttl_s: float,

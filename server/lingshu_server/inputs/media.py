@@ -84,7 +84,7 @@ class EncodedImage:
     declared_type: str | None  # the MIME type a data: URL declared, if any
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProbedImage:
     """An image whose header has been read, and nothing decoded: its size and token cost."""
 
@@ -268,7 +268,13 @@ def probe_image(
     check_aspect_ratio(width, height, param)
     size = model_size(width, height, budget, limits.processor)
     digest = hashlib.sha256(encoded.data).hexdigest()
-    return ProbedImage(encoded, source_format, (width, height), size, digest)
+    return ProbedImage(
+        encoded=encoded,
+        source_format=source_format,
+        source_size=(width, height),
+        size=size,
+        digest=digest,
+    )
 
 
 def open_image(data: bytes, param: str, max_pixels: int) -> Image.Image:

@@ -81,9 +81,12 @@ class PacsAuth:
     def parse(cls, entry: str) -> PacsAuth:
         """'none', 'forward', 'basic:FILE' or 'bearer:FILE' (checked by Settings)."""
         mode, _, path = entry.partition(":")
-        if mode in ("basic", "bearer"):
-            return cls(mode, _SecretFile(Path(path)))  # type: ignore[arg-type]
-        return cls(mode)  # type: ignore[arg-type]
+        match mode:
+            case "basic" | "bearer":
+                return cls(mode, _SecretFile(Path(path)))
+            case "none" | "forward":
+                return cls(mode)
+        raise ValueError(f"dicomweb_auth entry {entry!r} is not one Settings accepts")
 
     def header(self) -> str | None:
         """The Authorization header to send to the PACS, if any."""

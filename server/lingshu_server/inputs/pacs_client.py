@@ -80,7 +80,7 @@ class Pacs:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DicomWebRef:
     """A series (instance None) or one instance in a PACS."""
 
@@ -185,7 +185,7 @@ def dicom_from_response(body: bytes, content_type: str) -> bytes:
     return bytes(parts[0])
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Answer:
     status: int
     body: bytes
@@ -198,6 +198,7 @@ class PacsClient:
 
     def __init__(
         self,
+        *,
         pool: Executor,
         metrics: DicomWebMetrics,
         max_bytes: int,
@@ -269,10 +270,10 @@ class PacsClient:
                 self._http().stream("GET", url, headers=headers) as response,
             ):
                 answer = _Answer(
-                    response.status_code,
-                    await self._read(response, kind, param),
-                    response.headers.get("content-type", ""),
-                    response.headers.get("retry-after"),
+                    status=response.status_code,
+                    body=await self._read(response, kind, param),
+                    content_type=response.headers.get("content-type", ""),
+                    retry_after=response.headers.get("retry-after"),
                 )
         except (TimeoutError, httpx.TimeoutException):
             self.metrics.errors.labels("timeout").inc()

@@ -55,7 +55,7 @@ INVALID = "invalid_video"
 TOO_LARGE = "video_too_large"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VideoLimits:
     max_bytes: int  # encoded, per video
     max_frames: int  # frames sampled for the model, per video
@@ -78,7 +78,7 @@ class VideoLimits:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplingOptions:
     """A `video_url` part's options, as qwen-vl-utils names them (None: its default)."""
 
@@ -89,7 +89,7 @@ class SamplingOptions:
     total_pixels: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VideoSource:
     """What the header says: frame size, frame count and rate."""
 
@@ -326,7 +326,7 @@ def probe_container(data: bytes, limits: VideoLimits, param: str) -> VideoSource
     finally:
         container.close()
     name = "MOV" if data[8:12] == b"qt  " else _FORMAT_NAMES[demuxer]
-    return VideoSource(name, width, height, total, fps)
+    return VideoSource(format=name, width=width, height=height, total_frames=total, fps=fps)
 
 
 def decode_container(data: bytes, plan: VideoPlan, limits: VideoLimits, param: str) -> np.ndarray:
@@ -363,9 +363,10 @@ def _positions(indices: Sequence[int]) -> dict[int, list[int]]:
 
 
 def _stack(frames: list[np.ndarray | None], param: str) -> np.ndarray:
-    if any(frame is None for frame in frames):
+    decoded = [frame for frame in frames if frame is not None]
+    if len(decoded) < len(frames):
         raise error("the video is truncated or corrupt: frames are missing", param)
-    return np.stack(frames)  # type: ignore[arg-type]
+    return np.stack(decoded)
 
 
 # ---------------------------------------------------------------- DICOM
@@ -374,7 +375,13 @@ def _stack(frames: list[np.ndarray | None], param: str) -> np.ndarray:
 def probe_dicom(data: bytes, limits: VideoLimits, param: str) -> VideoSource:
     motion = dicom_motion(data, param, limits.max_frame_pixels)
     fps = motion.fps if motion.fps is not None else NOMINAL_FPS
-    return VideoSource("DICOM", motion.width, motion.height, motion.frames, fps)
+    return VideoSource(
+        format="DICOM",
+        width=motion.width,
+        height=motion.height,
+        total_frames=motion.frames,
+        fps=fps,
+    )
 
 
 def _rgb_frames(

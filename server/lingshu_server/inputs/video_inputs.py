@@ -42,7 +42,7 @@ T = TypeVar("T")
 VideoParts = list[tuple[str, VideoPart]]  # (request param, part), in prompt order
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PlannedVideo:
     param: str
     plan: VideoPlan
@@ -73,7 +73,11 @@ def video_parts(messages: list[ChatMessage]) -> VideoParts:
 def sampling_options(part: VideoPart) -> SamplingOptions:
     spec = part.video_url
     return SamplingOptions(
-        spec.fps, spec.nframes, spec.min_pixels, spec.max_pixels, spec.total_pixels
+        fps=spec.fps,
+        nframes=spec.nframes,
+        min_pixels=spec.min_pixels,
+        max_pixels=spec.max_pixels,
+        total_pixels=spec.total_pixels,
     )
 
 
@@ -81,12 +85,13 @@ def dicom_options(part: VideoPart) -> DicomOptions:
     window = part.video_url.dicom
     if window is None:
         return DicomOptions()
-    return DicomOptions(window.window, window.center, window.width)
+    return DicomOptions(window=window.window, center=window.center, width=window.width)
 
 
 class VideoInputs:
     def __init__(
         self,
+        *,
         pool: Executor,
         limits: VideoLimits,
         max_videos: int,
@@ -153,7 +158,13 @@ class VideoInputs:
         data = await self._fetch(url, param)
         source = await self._in_pool(probe_video, data, self._limits, param)
         plan = await self._in_pool(plan_video, source, options, self._limits, param)
-        return PlannedVideo(param, plan, [data], dicom, self._dicomweb.audit_record(url))
+        return PlannedVideo(
+            param=param,
+            plan=plan,
+            encoded=[data],
+            dicom=dicom,
+            source=self._dicomweb.audit_record(url),
+        )
 
     async def _fetch(self, url: str, param: str) -> bytes:
         if url.startswith("data:"):
@@ -194,10 +205,16 @@ class VideoInputs:
             )
         width, height = sizes[0]
         size = frame_size(width, height, len(sample.indices), options, param)
-        source = VideoSource("DICOM series", width, height, len(urls), NOMINAL_FPS)
+        source = VideoSource(
+            format="DICOM series",
+            width=width,
+            height=height,
+            total_frames=len(urls),
+            fps=NOMINAL_FPS,
+        )
         plan = VideoPlan(source, sample, size)
         audit = self._dicomweb.audit_record(series_url)
-        return PlannedVideo(param, plan, encoded, dicom, audit)
+        return PlannedVideo(param=param, plan=plan, encoded=encoded, dicom=dicom, source=audit)
 
     async def _decode(self, video: PlannedVideo) -> PreparedVideo:
         if video.plan.source.format == "DICOM series":

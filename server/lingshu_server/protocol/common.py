@@ -240,7 +240,7 @@ def check_unique_names(names: list[str]) -> None:
         raise ValueError(f"two tools are named '{duplicates[0]}'; names must be unique")
 
 
-def check_tool_choice(choice: str | None, named: str | None, names: list[str] | None) -> None:
+def check_tool_choice(choice: object, named: str | None, names: list[str] | None) -> None:
     """OpenAI's rules for tool_choice (`named`: the function it names, if it names one);
     `auto` with no tools is harmless and accepted."""
     if choice in (None, "none", "auto"):
@@ -309,7 +309,10 @@ class SamplingRequest(WireModel):
     @field_validator("stream", "n", "presence_penalty", "frequency_penalty")
     @classmethod
     def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
-        return cls.model_fields[info.field_name].default if value is None else value
+        if value is not None:
+            return value
+        assert info.field_name is not None  # a field validator always knows its field
+        return cls.model_fields[info.field_name].default
 
     @field_validator("stop")
     @classmethod
@@ -337,6 +340,22 @@ class SamplingRequest(WireModel):
     @property
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
+
+    # `n` and the penalties once validated: _null_is_default turned a null into the default.
+    @property
+    def num_choices(self) -> int:
+        assert self.n is not None
+        return self.n
+
+    @property
+    def presence_penalty_value(self) -> float:
+        assert self.presence_penalty is not None
+        return self.presence_penalty
+
+    @property
+    def frequency_penalty_value(self) -> float:
+        assert self.frequency_penalty is not None
+        return self.frequency_penalty
 
     @property
     def max_tokens_param(self) -> str:

@@ -63,7 +63,7 @@ class ChatService:
 
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
         started = await self.runner.start(request)
-        outputs = await collect(started, request.n)
+        outputs = await collect(started, request.num_choices)
         prompt_tokens = started.first.prompt_tokens
         completion_tokens = sum(len(output.token_ids) for output in outputs)
         choices = []
@@ -106,11 +106,11 @@ class ChatService:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         # OpenAI sends "usage": null on every chunk when usage was asked for, else no usage key.
         exclude = None if include_usage else {"usage"}
-        header = {"id": run.request_id, "created": now(), "model": started.model}
+        created = now()
 
         ids = request.return_token_ids
         readers = (
-            [ToolCallReader(started.tools) for _ in range(request.n)]
+            [ToolCallReader(started.tools) for _ in range(request.num_choices)]
             if started.reads_calls and started.tools is not None
             else None
         )
@@ -133,7 +133,11 @@ class ChatService:
                 token_ids=token_ids,
             )
             body = ChatCompletionChunk(
-                **header, choices=[choice], prompt_token_ids=prompt_token_ids
+                id=run.request_id,
+                created=created,
+                model=started.model,
+                choices=[choice],
+                prompt_token_ids=prompt_token_ids,
             )
             return sse(body.model_dump_json(exclude=exclude))
 
@@ -149,9 +153,9 @@ class ChatService:
 
         completion_tokens = 0
         prompt_tokens = first.prompt_tokens
-        unfinished = set(range(request.n))
+        unfinished = set(range(request.num_choices))
         prompt_ids = list(first.prompt_token_ids) if ids else None
-        for index in range(request.n):
+        for index in range(request.num_choices):
             yield chunk(index, Delta(role="assistant", content=""), prompt_token_ids=prompt_ids)
             prompt_ids = None  # once, on the first chunk
         step: EngineStep | None = first
@@ -191,7 +195,10 @@ class ChatService:
                 completion_tokens=completion_tokens,
                 total_tokens=prompt_tokens + completion_tokens,
             )
-            yield sse(ChatCompletionChunk(**header, choices=[], usage=usage).model_dump_json())
+            body = ChatCompletionChunk(
+                id=run.request_id, created=created, model=started.model, choices=[], usage=usage
+            )
+            yield sse(body.model_dump_json())
 
 
 def _message(text: str, finish_reason: str, started: StartedRun) -> tuple[AssistantMessage, str]:

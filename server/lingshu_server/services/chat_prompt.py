@@ -199,6 +199,7 @@ class ChatPromptBuilder:
 
     def __init__(
         self,
+        *,
         render: Callable[..., str],
         tokenize: Callable[[str], list[int]],
         pool: Executor,
@@ -394,7 +395,9 @@ def _dicom_options(part: ImagePart) -> DicomOptions:
     window = part.image_url.dicom
     if window is None:
         return DicomOptions()
-    return DicomOptions(window.window, window.center, window.width, window.frame)
+    return DicomOptions(
+        window=window.window, center=window.center, width=window.width, frame=window.frame
+    )
 
 
 def tokenizer_encoder(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,7 +85,10 @@ def check_token_ids(ids: list[int], vocab_size: int, param: str) -> None:
 def legacy_logprobs(piece: _Piece, start: int, num_top: int) -> CompletionLogprobs:
     """OpenAI's legacy shape. The top alternatives include the chosen token, as OpenAI's do;
     text_offset counts from the start of the choice's text (the prompt's, when echoed)."""
-    tokens, values, tops, offsets = [], [], [], []
+    tokens: list[str] = []
+    values: list[float | None] = []
+    tops: list[dict[str, float] | None] = []
+    offsets: list[int] = []
     offset = start
     for token, entry in zip(piece.token_strings, piece.logprobs, strict=True):
         tokens.append(token)
@@ -118,7 +121,7 @@ class _Choices:
         self._request = request
         self._prompts = prompts
         self._token_text = token_text
-        n = request.n
+        n = request.num_choices
         self.choices = [_Choice(prompt=i // n) for i in range(len(prompts) * n)]
         self._prompt_logprobs: dict[int, list[TokenLogprob | None]] = {}
 
@@ -127,7 +130,7 @@ class _Choices:
             self._prompt_logprobs[prompt_index] = step.prompt_logprobs
         pieces = []
         for delta in step.choices:
-            index = prompt_index * self._request.n + delta.index
+            index = prompt_index * self._request.num_choices + delta.index
             choice = self.choices[index]
             piece = _Piece(index=index)
             if not choice.started:
@@ -210,7 +213,7 @@ def _merge_pieces(pieces: list[_Piece]) -> _Piece:
     return whole
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Started:
     model: str
     run: EngineRun[tuple[int, EngineStep]]
@@ -221,6 +224,7 @@ class _Started:
 class CompletionService:
     def __init__(
         self,
+        *,
         engine: Engine,
         models: ServedModels,
         pool: Executor,
@@ -301,7 +305,7 @@ class CompletionService:
         request_id = text_completion_id()
         prompts: list[TextPrompt] = []
 
-        async def prepare() -> AsyncIterator[tuple[int, EngineStep]]:
+        async def prepare() -> AsyncGenerator[tuple[int, EngineStep], None]:
             started = time.perf_counter()
             prompts.extend(await self._prompts(request))
             record_text_prompt(self._metrics, sum(len(p.token_ids) for p in prompts), started)
@@ -315,7 +319,7 @@ class CompletionService:
 
         run, first = await start_run(self._admission, request_id, deadline, prepare)
         choices = _Choices(request, prompts, self._token_text)
-        return _Started(model.name, run, first, choices)
+        return _Started(model=model.name, run=run, first=first, choices=choices)
 
     def _token_text(self, token_id: int) -> str:
         return self._engine.tokenizer.decode([token_id])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Generic, TypeVar
 
 from lingshu_server.engine.interface import EngineStep
@@ -24,8 +24,9 @@ class EngineRun(Generic[T]):
 
     def __init__(
         self,
+        *,
         request_id: str,
-        steps: AsyncIterator[T],
+        steps: AsyncGenerator[T, None],
         deadline: float | None,
         release: Callable[[], None],
     ):
@@ -62,7 +63,7 @@ async def start_run(
     admission: AdmissionController,
     request_id: str,
     deadline: float | None,
-    prepare: Callable[[], Awaitable[AsyncIterator[T]]],
+    prepare: Callable[[], Awaitable[AsyncGenerator[T, None]]],
 ) -> tuple[EngineRun[T], T | None]:
     """Take a generation slot, `prepare` the engine work (prompt building included) and wait
     for its first step, so that every error until then is still a plain 4xx/5xx answer. On a
@@ -71,7 +72,12 @@ async def start_run(
     await admission.acquire()
     run: EngineRun[T] | None = None
     try:
-        run = EngineRun(request_id, await prepare(), deadline, admission.release)
+        run = EngineRun(
+            request_id=request_id,
+            steps=await prepare(),
+            deadline=deadline,
+            release=admission.release,
+        )
         first = await run.next()
     except BaseException:
         if run is not None:
@@ -82,7 +88,9 @@ async def start_run(
     return run, first
 
 
-async def merged(runs: list[AsyncIterator[EngineStep]]) -> AsyncIterator[tuple[int, EngineStep]]:
+async def merged(
+    runs: list[AsyncGenerator[EngineStep, None]],
+) -> AsyncGenerator[tuple[int, EngineStep], None]:
     """The steps of several engine requests as they come, each with its request's index.
     Closing this iterator closes (so aborts) every request still running."""
     pending = {asyncio.ensure_future(anext(run)): i for i, run in enumerate(runs)}

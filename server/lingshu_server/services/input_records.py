@@ -17,6 +17,7 @@ def record_inputs(
 ) -> None:
     ctx = request_context.get()
     if ctx is not None:
+        inputs: list[PreparedImage | PreparedVideo] = [*images, *videos]
         ctx.images = [
             ImageRecord(
                 sha256=item.sha256,
@@ -29,7 +30,7 @@ def record_inputs(
                 tokens=item.num_tokens,
                 source=item.source,
             )
-            for item in (*images, *videos)
+            for item in inputs
         ]
     if images:
         metrics.record_images(

@@ -18,6 +18,7 @@ class ModelChoice:
 class ServedModels:
     def __init__(
         self,
+        *,
         names: list[str],
         adapters: tuple[Adapter, ...],
         root: str,
@@ -46,11 +47,20 @@ class ServedModels:
 
     def cards(self) -> ModelList:
         """/v1/models: the base names, then each adapter with its base as `parent` (as vLLM)."""
-        common = {"created": self._created, "max_model_len": self._max_model_len}
+        created, max_model_len = self._created, self._max_model_len
         return ModelList(
-            data=[ModelCard(id=name, root=self._root, **common) for name in self._names]
+            data=[
+                ModelCard(id=name, root=self._root, created=created, max_model_len=max_model_len)
+                for name in self._names
+            ]
             + [
-                ModelCard(id=adapter.name, root=adapter.path, parent=adapter.parent, **common)
+                ModelCard(
+                    id=adapter.name,
+                    root=adapter.path,
+                    parent=adapter.parent,
+                    created=created,
+                    max_model_len=max_model_len,
+                )
                 for adapter in self._adapters.values()
             ]
         )

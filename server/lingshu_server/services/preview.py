@@ -80,6 +80,7 @@ def shown_positions(sampled: int, most: int = VIDEO_FRAMES_SHOWN) -> list[int]:
 class PreviewService:
     def __init__(
         self,
+        *,
         prompts: ChatPromptBuilder,
         videos: VideoInputs,
         limits: ImageLimits,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -22,6 +23,7 @@ from lingshu_server.protocol.common import (
     CalledFunction,
     ChatMessage,
     ChatTool,
+    ContentPart,
     FunctionDefinition,
     FunctionName,
     ImagePart,
@@ -30,6 +32,7 @@ from lingshu_server.protocol.common import (
     NamedToolChoice,
     ResponseFormat,
     TextPart,
+    ToolChoice,
 )
 from lingshu_server.protocol.responses import (
     FunctionCallItem,
@@ -111,9 +114,11 @@ def to_chat(request: ResponsesRequest) -> tuple[ChatCompletionRequest, ParamName
 
 def _add_item(item: InputItem, path: str, messages: list[ChatMessage], names: ParamNames) -> None:
     if isinstance(item, MessageItem):
-        content = item.content
-        if not isinstance(content, str):
-            content = [_chat_part(part) for part in content]
+        content: str | list[ContentPart] = (
+            item.content
+            if isinstance(item.content, str)
+            else [_chat_part(part) for part in item.content]
+        )
         messages.append(ChatMessage(role=item.role, content=content))
         names.add(path)
     elif isinstance(item, FunctionCallItem):
@@ -173,7 +178,9 @@ def _chat_tool(tool: FunctionTool) -> ChatTool:
     return ChatTool(type="function", function=function)
 
 
-def _chat_tool_choice(choice: str | FunctionChoice | None) -> str | NamedToolChoice | None:
+def _chat_tool_choice(
+    choice: Literal["none", "auto", "required"] | FunctionChoice | None,
+) -> ToolChoice | None:
     if isinstance(choice, FunctionChoice):
         return NamedToolChoice(type="function", function=FunctionName(name=choice.name))
     return choice

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from lingshu_server.core.metrics import Metrics
@@ -27,12 +27,12 @@ from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tool_calls import ToolGrammars, ToolUse
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StartedRun:
     """A run whose first engine step has arrived."""
 
     model: str
-    run: EngineRun
+    run: EngineRun[EngineStep]
     first: EngineStep
     tools: ToolUse | None  # the request's tools, when it offers any
 
@@ -78,6 +78,7 @@ async def collect(started: StartedRun, n: int) -> list[ChoiceOutput]:
 class GenerationRunner:
     def __init__(
         self,
+        *,
         engine: Engine,
         prompts: ChatPromptBuilder,
         models: ServedModels,
@@ -108,7 +109,7 @@ class GenerationRunner:
         request_id = completion_id()
         prompt: ChatPrompt | None = None
 
-        async def prepare() -> AsyncIterator[EngineStep]:
+        async def prepare() -> AsyncGenerator[EngineStep, None]:
             nonlocal prompt
             started = time.perf_counter()
             prompt = await self._prompts.build(
@@ -129,4 +130,4 @@ class GenerationRunner:
         if first is None:  # the deadline passed before the first token
             assert prompt is not None
             first = EngineStep(prompt_tokens=prompt.num_tokens, choices=[], finished=True)
-        return StartedRun(model.name, run, first, tools)
+        return StartedRun(model=model.name, run=run, first=first, tools=tools)

@@ -36,15 +36,15 @@ def sampling_options(
         )
     return SamplingOptions(
         max_tokens=max_tokens,
-        n=request.n,
+        n=request.num_choices,
         temperature=request.temperature,
         top_p=request.top_p,
         top_k=request.top_k,
         min_p=request.min_p,
         seed=request.seed,
         stop=request.stop_sequences,
-        presence_penalty=request.presence_penalty,
-        frequency_penalty=request.frequency_penalty,
+        presence_penalty=request.presence_penalty_value,
+        frequency_penalty=request.frequency_penalty_value,
         repetition_penalty=request.repetition_penalty,
         ignore_eos=request.ignore_eos,
         min_tokens=request.min_tokens,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from lingshu_server.core.errors import APIError, InternalServerError, stack_without_message
 from lingshu_server.services.generation import EngineRun
 from lingshu_server.services.request_records import note_disconnect, note_stream_error
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # JSON leaves these unescaped, but Python's str.splitlines (which some SSE clients, httpx's
 # iter_lines among them, use to split events into lines) breaks lines at them: escaped, an event
@@ -24,7 +26,7 @@ def sse(data: str, event: str | None = None) -> str:
     return f"{head}data: {data.translate(_LINE_BREAKS)}\n\n"
 
 
-async def guarded_events(events: AsyncIterator[str], run: EngineRun) -> AsyncIterator[str]:
+async def guarded_events(events: AsyncIterator[str], run: EngineRun[T]) -> AsyncIterator[str]:
     """`events` as the client gets them: a failure after the 200 arrives as an error event, the
     engine request is closed whatever happens, and `data: [DONE]` ends the stream."""
     try:

@@ -51,6 +51,7 @@ def expanded_ids(prompt: ChatPrompt, image_pad: int, video_pad: int) -> Iterator
 class TokenizeService:
     def __init__(
         self,
+        *,
         engine: Engine,
         models: ServedModels,
         prompts: ChatPromptBuilder,

@@ -56,7 +56,7 @@ class Function:
     param: str  # where its schema is in the request, for errors
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ToolUse:
     """The tools a request offers and how it lets the model use them."""
 
@@ -80,13 +80,12 @@ class ToolUse:
         )
         definitions = [tool.model_dump(exclude_none=True) for tool in request.tools]
         choice = request.tool_choice or "auto"
-        forced = choice.function.name if isinstance(choice, NamedToolChoice) else None
         return cls(
-            functions,
-            definitions,
-            "forced" if forced else choice,  # type: ignore[arg-type]
-            forced,
-            bool(request.parallel_tool_calls),
+            functions=functions,
+            definitions=definitions,
+            choice="forced" if isinstance(choice, NamedToolChoice) else choice,
+            forced=choice.function.name if isinstance(choice, NamedToolChoice) else None,
+            parallel=bool(request.parallel_tool_calls),
         )
 
     @property
@@ -158,8 +157,8 @@ def _call_grammar(use: ToolUse, arguments: dict[str, str], answer: str | None) -
         )
         for f in use.callable()
     ]
-    one_call: Any = tags[0] if len(tags) == 1 else st.OrFormat(elements=tags)
-    calls: Any = one_call
+    one_call: st.Format = tags[0] if len(tags) == 1 else st.OrFormat(elements=[*tags])
+    calls: st.Format = one_call
     if use.parallel:
         more = st.SequenceFormat(elements=[st.ConstStringFormat(value=CALL_SEPARATOR), one_call])
         calls = st.SequenceFormat(
@@ -205,7 +204,7 @@ class CallFinished:
 ToolEvent = ContentDelta | CallStarted | ArgumentsDelta | CallFinished
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ParsedCall:
     id: str
     name: str
@@ -282,14 +281,14 @@ class ToolCallReader:
     def _read_head(self, events: list[ToolEvent]) -> bool:
         match = _HEAD.match(self._buffer)
         function = self._use.function(match.group(1)) if match else None
-        if function is None:
+        if function is None or match is None:
             if match or len(self._buffer) > _MAX_HEAD_CHARS or "</tool_call>" in self._buffer:
                 self.broken = True  # not a call after all: its text is content
                 self._text(CALL_OPEN + self._buffer, events)
                 self._buffer = ""
                 self._state = "text"
             return False
-        call = ParsedCall(tool_call_id(), function.name)
+        call = ParsedCall(id=tool_call_id(), name=function.name)
         self.calls.append(call)
         events.append(CallStarted(len(self.calls) - 1, call.id, call.name))
         self._buffer = self._buffer[match.end() :]
