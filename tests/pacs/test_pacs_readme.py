@@ -6,8 +6,12 @@ import json
 import re
 import sys
 
+import pytest
+
 from tests.pacs.conftest import API_KEYS, USERS
 from tests.utils.readme import only_block, run_bash, run_example, section
+
+pytestmark = pytest.mark.e2e  # the README's examples, on the real engine
 
 USER = "alice"
 

@@ -88,6 +88,10 @@ def start_fake_server(log_path: Path, *cli_args: str) -> InProcessServer:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    # As the server process's configure_logging: httpx's INFO lines carry whole URLs (DICOM
+    # UIDs, tokens), and our access log replaces uvicorn's.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = True
     server = http_server(settings, engine_factory=FakeEngine)
     thread = threading.Thread(target=server.run, name=f"fake-server-{port}", daemon=True)
     thread.start()
