@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from tests.engine_knobs.conftest import ADAPTER, KnobsServer, examples, guide_command
 from tests.utils.docs import on_server, run_bash, run_example
 from tests.utils.images import encode, gradient_image, tokens_for
@@ -20,6 +22,7 @@ def test_the_page_has_a_command_a_curl_and_an_sdk_example():
     assert guide_command()[0] == "demo"
 
 
+@pytest.mark.e2e  # the README's examples against the `knobs` server (LoRA, knobs)
 def test_curl_asks_the_adapter_about_an_image(knobs: KnobsServer):
     (knobs.workdir / "chest_xray.png").write_bytes(
         encode(gradient_image(512, 448, mode="L"), "PNG")
@@ -31,6 +34,7 @@ def test_curl_asks_the_adapter_about_an_image(knobs: KnobsServer):
     assert answer["usage"]["prompt_tokens"] > tokens_for(512, 448)
 
 
+@pytest.mark.e2e  # the README's examples against the `knobs` server (LoRA, knobs)
 def test_sdk_lists_models_and_answers_with_both(knobs: KnobsServer):
     code = on_server(examples("py")[0], knobs.server.port)
     lines = run_example([sys.executable, "-c", code], knobs.workdir).splitlines()

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.engine_knobs.conftest import KnobsServer
+
+# The `knobs` server has engine arguments of its own (LoRA, cache knobs): a process of its own.
+pytestmark = pytest.mark.e2e
 
 
 def log_record(knobs: KnobsServer, message: str) -> dict:

@@ -14,6 +14,9 @@ from tests.utils.chat import CHAT, user
 from tests.utils.errors import assert_openai_error
 from tests.utils.images import image_data_url, image_part
 
+# LoRA on the real engine: the `knobs` server, a process of its own (engine arguments differ).
+pytestmark = pytest.mark.e2e
+
 PROMPT = "<|im_start|>user\nIs the heart enlarged?<|im_end|>\n<|im_start|>assistant\n"
 
 

@@ -27,6 +27,7 @@ from tests.deploy.files import config_env, lws_templates, manifests, multinode_v
 
 LEADER_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 NAMESPACE_SUFFIX = "svc.cluster.local"
+RAY_HEAD_LOST_S = 15
 # The CPU engine's settings (as `lingshu-server demo` sets them) over the chart's GPU values.
 CPU_SETTINGS = {
     "LINGSHU_MAX_MODEL_LEN": "8192",
@@ -235,6 +236,9 @@ def render_group(formation_timeout: int) -> tuple[Group, str]:
         "PATH": f"{run_dir / 'bin'}:{os.environ['PATH']}",
         "RAY_TMPDIR": str(run_dir / "ray-tmp"),  # not "ray": python3 -c imports from the cwd
         "RAY_USAGE_STATS_ENABLED": "0",
+        # How long a worker's raylet keeps trying to reach a Ray head that is gone before it
+        # exits (Ray's default, 60 s, is what the chart's pods get): the same way out, sooner.
+        "RAY_gcs_rpc_server_reconnect_timeout_s": str(RAY_HEAD_LOST_S),
     }
     rendered = {"lws": lws, "size": lws["spec"]["leaderWorkerTemplate"]["size"]}
     return Group(run_dir, rendered, env, key, port, ray_port), lws["metadata"]["name"]

@@ -21,7 +21,11 @@ import pytest
 from tests.multinode.group import LEADER_IP, Group, Pod, render_group
 from tests.utils.images import image_data_url, image_part
 
+# A real Ray group and vLLM's Ray executor: end to end by nature.
+pytestmark = pytest.mark.e2e
+
 CPU_RAY_ERROR = "ValueError: current platform cpu does not support ray."
+SHORT_FORMATION_S = 30  # the least the chart's values schema allows
 
 
 @pytest.fixture
@@ -48,11 +52,14 @@ def platform_ray_device_key() -> str:
 
 
 def test_leader_gives_up_when_the_group_does_not_form(group_factory) -> None:
-    group = group_factory(formation_timeout=30)
+    group = group_factory(formation_timeout=SHORT_FORMATION_S)
     leader = group.start("leader")  # no worker ever joins
     leader.wait_for_line("1 of 2 Ray nodes of the group alive", timeout=120)
     assert leader.process.wait(180) == 1, leader.text()
-    assert "the group did not form: not all 2 Ray nodes joined within 30 s" in leader.text()
+    assert (
+        f"the group did not form: not all 2 Ray nodes joined within {SHORT_FORMATION_S} s"
+        in leader.text()
+    )
     assert "starting the server" not in leader.text()
 
 
@@ -77,7 +84,7 @@ def test_group_forms_runs_the_ray_executor_and_workers_leave_with_their_leader(
         assert worker.process.poll() is None, "the worker stays while its leader's Ray head runs"
 
     group.kill(leader)  # the leader's container is gone, Ray head and all
-    with ThreadPoolExecutor() as pool:  # while the worker notices, which takes Ray a minute
+    with ThreadPoolExecutor() as pool:  # while the worker notices (RAY_HEAD_LOST_S, group.py)
         liveness = pool.submit(group.probe, group.worker_container["livenessProbe"])
         ray_key = None if served else pool.submit(platform_ray_device_key)
         assert worker.process.wait(180) != 0, worker.text()

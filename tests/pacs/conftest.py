@@ -1,11 +1,15 @@
 """A real PACS (Orthanc + DICOMweb, basic auth on) and one lingshu-server configured for it.
 
-The one server process covers every auth mode with one PACS base URL each:
+One server configuration covers every auth mode with one PACS base URL each:
   basic    Orthanc itself, with this server's user from a credentials file
   bearer   Orthanc behind a proxy that checks a bearer token (from a token file)
   forward  Orthanc behind a transparent proxy: each caller's X-DICOMweb-Authorization decides
   none     a second, open Orthanc that a test starts and stops (an outage mid-run)
 plus a slow route (a PACS that answers too late) and a port nobody listens on.
+
+Tiered like tests/conftest.py's `server`: `pacs_server` is, for an e2e test, a front end of the
+session's shared engine, and for any other test the same configuration in process on the fake
+engine; the PACS is real in both.
 """
 
 from __future__ import annotations
@@ -21,18 +25,21 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from tests.conftest import ENGINE_ARGS
 from tests.utils.ct_series import CtSeries, synthetic_ct_series
+from tests.utils.in_process import InProcessServer, start_fake_server
 from tests.utils.orthanc import Orthanc, start_orthanc
 from tests.utils.pacs_proxy import pacs_proxy
-from tests.utils.server import RunningServer, free_port, start_demo_server
+from tests.utils.server import RunningServer, SharedEngine, free_port
+from tests.utils.tiers import pick
 
 SERVER_USER = ("lingshu", "server-secret")
 USERS = {"alice": "alice-secret", "bob": "bob-secret"}
 BEARER_TOKEN = "token-4f1c"
 API_KEYS = ("key-ward-a", "key-ward-b")
 BENCHMARK_KEYS = tuple(f"key-benchmark-{i}" for i in range(4))
-TIMEOUT_S = 4
-SLOW_S = 7
+TIMEOUT_S = 2  # the server's DICOMweb timeout; the slow route answers after SLOW_S
+SLOW_S = 5
 # pydicom's and pydicom-data's files the PACS holds (name -> what it shows)
 SAMPLE_FILES = (
     "CT_small.dcm",  # CT, 128x128
@@ -124,9 +131,7 @@ def audit_log(pacs_server_dir: Path) -> Path:
     return pacs_server_dir / "audit.jsonl"
 
 
-@pytest.fixture(scope="package")
-def pacs_server(pacs_server_dir: Path, audit_log: Path, pacs: Pacs) -> Iterator[RunningServer]:
-    root = pacs_server_dir
+def _pacs_args(root: Path, audit_log: Path, pacs: Pacs) -> list[str]:
     credentials = root / "pacs-credentials"
     credentials.write_text(f"{SERVER_USER[0]}:{SERVER_USER[1]}\n")
     routes = [
@@ -137,8 +142,7 @@ def pacs_server(pacs_server_dir: Path, audit_log: Path, pacs: Pacs) -> Iterator[
         (pacs.open_url, "none"),
         (pacs.dead_url, "none"),
     ]
-    running = start_demo_server(
-        root / "server.log",
+    return [
         "--dicomweb-urls",
         *(url for url, _ in routes),
         "--dicomweb-auth",
@@ -149,9 +153,33 @@ def pacs_server(pacs_server_dir: Path, audit_log: Path, pacs: Pacs) -> Iterator[
         ",".join(API_KEYS + BENCHMARK_KEYS),
         "--audit-log-file",
         str(audit_log),
-    )
+    ]
+
+
+@pytest.fixture(scope="package")
+def _real_pacs_server(
+    shared_engine: SharedEngine, pacs_server_dir: Path, audit_log: Path, pacs: Pacs
+) -> Iterator[RunningServer]:
+    running = shared_engine.frontend("pacs", *_pacs_args(pacs_server_dir, audit_log, pacs))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="package")
+def _fake_pacs_server(
+    pacs_server_dir: Path, audit_log: Path, pacs: Pacs
+) -> Iterator[InProcessServer]:
+    args = _pacs_args(pacs_server_dir, audit_log, pacs)
+    running = start_fake_server(pacs_server_dir / "server-fake.log", *ENGINE_ARGS, *args)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def pacs_server(request: pytest.FixtureRequest) -> RunningServer | InProcessServer:
+    """The PACS-configured server: a front end of the shared engine (e2e) or in process on the
+    fake engine. Both write the same audit log (records are found by request id)."""
+    return pick(request, "_real_pacs_server", "_fake_pacs_server")
 
 
 def sdk_client(server: RunningServer, api_key: str = API_KEYS[0], **headers: str) -> openai.OpenAI:
@@ -163,6 +191,6 @@ def sdk_client(server: RunningServer, api_key: str = API_KEYS[0], **headers: str
     )
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture
 def sdk(pacs_server: RunningServer) -> openai.OpenAI:
     return sdk_client(pacs_server)

@@ -113,6 +113,7 @@ def test_audit_log_names_pacs_and_uids_and_ordinary_logs_never_do(
     assert BEARER_TOKEN not in log and all(pw not in log for pw in USERS.values())
 
 
+@pytest.mark.e2e  # time to first token and the API process's CPU: a real server
 def test_latency_benchmark_runs_against_a_real_pacs(pacs_server, pacs):
     """benchmarks/pacs_latency.py cannot rot: its measurements, once, on this session's PACS."""
     report = pacs_latency.measure(

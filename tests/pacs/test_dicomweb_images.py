@@ -15,7 +15,7 @@ from tests.utils.pacs_chat import ask, audit_record, fingerprint, image
 CT_SLICE_TOKENS = tokens_for(64, 64)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def baseline(sdk) -> int:
     """Prompt tokens of the question alone; each image adds its tokens plus two markers."""
     return ask(sdk).usage.prompt_tokens
@@ -39,6 +39,7 @@ def test_instance_url_is_one_image(sdk, pacs, baseline):
     assert completion.usage.prompt_tokens == baseline + tokens_for(128, 128) + 2
 
 
+@pytest.mark.e2e  # fingerprints: what the real engine makes of the pixels
 def test_instance_is_windowed_like_the_same_file_sent_as_base64(sdk, pacs):
     ct = pacs.files["CT_small.dcm"]
     url = pacs.basic_url + pacs.instance_path(ct)
@@ -50,6 +51,7 @@ def test_instance_is_windowed_like_the_same_file_sent_as_base64(sdk, pacs):
     )
 
 
+@pytest.mark.e2e  # fingerprints: what the real engine makes of the pixels
 def test_series_sends_the_middle_slice_by_position(sdk, pacs, audit_log, baseline):
     series = pacs.basic_url + pacs.series_path(pacs.ct)
     middle = pacs.ct.slices[12]  # of 24, in anatomical order (InstanceNumber runs backwards)
@@ -62,6 +64,7 @@ def test_series_sends_the_middle_slice_by_position(sdk, pacs, audit_log, baselin
     )
 
 
+@pytest.mark.e2e  # fingerprints: what the real engine makes of the pixels
 def test_series_with_four_slices_evenly_spaced_in_anatomical_order(sdk, pacs, audit_log, baseline):
     series = pacs.basic_url + pacs.series_path(pacs.ct)
     part = image(series, dicom={"slices": 4, "window": "bone"})
@@ -78,6 +81,7 @@ def test_series_without_positions_is_ordered_by_instance_number(sdk, pacs, audit
     assert chosen == [pacs.ct_unpositioned.slices[k].sop_uid for k in (1, 3, 5, 7)]
 
 
+@pytest.mark.e2e  # fingerprints: what the real engine makes of the pixels
 def test_multi_frame_instance_uses_the_chosen_frame(sdk, pacs):
     mri = pacs.files["emri_small.dcm"]
     url = pacs.basic_url + pacs.instance_path(mri)
@@ -148,24 +152,32 @@ def test_urls_under_a_pacs_that_name_no_series_or_instance(sdk, pacs, path):
 
 def test_url_outside_the_configured_pacs_is_refused_without_connecting(sdk, pacs):
     connections: list[object] = []
+    answered = threading.Event()
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         listener.settimeout(0.2)
 
         def accept() -> None:
-            for _ in range(20):
+            # until the answer came, and one more wait: a connection the server had made would
+            # be waiting in the backlog by then
+            while True:
+                last = answered.is_set()
                 try:
                     connections.append(listener.accept()[0])
                 except TimeoutError:
-                    pass
+                    if last:
+                        return
 
         watcher = threading.Thread(target=accept)
         watcher.start()
         ct = pacs.files["CT_small.dcm"]
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/dicom-web" + pacs.instance_path(ct)
-        with pytest.raises(openai.BadRequestError) as caught:
-            ask(sdk, image(url))
-        watcher.join()
+        try:
+            with pytest.raises(openai.BadRequestError) as caught:
+                ask(sdk, image(url))
+        finally:
+            answered.set()
+            watcher.join()
     assert caught.value.code == "image_url_not_allowed"
     assert connections == []

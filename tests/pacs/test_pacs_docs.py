@@ -6,8 +6,12 @@ import json
 import re
 import sys
 
+import pytest
+
 from tests.pacs.conftest import API_KEYS, USERS
 from tests.utils.docs import only_block, page, run_bash, run_example
+
+pytestmark = pytest.mark.e2e  # the README's examples, on the real engine
 
 USER = "alice"
 

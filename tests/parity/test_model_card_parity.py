@@ -20,6 +20,10 @@ import pytest
 from tests.parity.cases import CASES
 from tests.utils.reference import ModelCardReference, to_openai
 
+# Greedy tokens and the prompt the engine saw, on the real engine (the size-form checkpoint's
+# server is a process of its own: another checkpoint).
+pytestmark = pytest.mark.e2e
+
 MAX_NEW_TOKENS = 8
 
 

@@ -3,8 +3,9 @@ server run as a hospital would (an API key, tight connection limits). Short by d
 `--reliability-long` (or LINGSHU_RELIABILITY_LONG=1) runs the issue's full sizes. The figures
 are printed at the end of the run.
 
-The engine-death test kills this server's engine; it runs after every other test here, and a
-test that needs the server after it gets a new one."""
+Tiered like tests/conftest.py's `server`: an e2e test gets a front end of the session's shared
+engine, any other test the same configuration in process on the fake engine. The engine-death
+test (`ends_engine`) kills the shared engine's core; it runs after every other test."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import ENGINE_ARGS
 from tests.reliability.client import Target
 from tests.reliability.report import REPORT_KEY, ReliabilityReport
 from tests.reliability.server_config import (
@@ -25,25 +27,13 @@ from tests.reliability.server_config import (
     long_mode,
 )
 from tests.reliability.stalling_host import stalling_image_host
-from tests.utils.server import Restartable, RunningServer, start_demo_server
-
-LAST = "engine_death"
+from tests.utils.in_process import InProcessServer, start_fake_server
+from tests.utils.server import RunningServer, SharedEngine
+from tests.utils.tiers import pick
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"{LAST}: kills the reliability server; runs last")
     config.stash[REPORT_KEY] = ReliabilityReport()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Move the engine-death test right after the last reliability test."""
-    doomed = [item for item in items if item.get_closest_marker(LAST)]
-    if not doomed:
-        return
-    rest = [item for item in items if item not in doomed]
-    ours = [i for i, item in enumerate(rest) if "tests/reliability/" in item.nodeid]
-    at = ours[-1] + 1 if ours else len(rest)
-    items[:] = rest[:at] + doomed + rest[at:]
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # noqa: ANN001
@@ -73,9 +63,8 @@ def image_host() -> Iterator[str]:
         yield host
 
 
-def _start_rel_server(tmp_path_factory: pytest.TempPathFactory, image_host: str) -> RunningServer:
-    return start_demo_server(
-        tmp_path_factory.mktemp("reliability") / "server.log",
+def _rel_args(image_host: str) -> list[str]:
+    return [
         "--api-keys",
         KEY,
         "--max-tokens-cap",
@@ -94,21 +83,30 @@ def _start_rel_server(tmp_path_factory: pytest.TempPathFactory, image_host: str)
         str(IMAGE_FETCH_TIMEOUT_S),
         "--request-timeout",
         "30",
-    )
+    ]
 
 
 @pytest.fixture(scope="package")
-def _rel_server(tmp_path_factory: pytest.TempPathFactory, image_host: str) -> Iterator[Restartable]:
-    server = Restartable(lambda: _start_rel_server(tmp_path_factory, image_host))
-    yield server
-    server.stop()
+def _real_rel_server(shared_engine: SharedEngine, image_host: str) -> Iterator[RunningServer]:
+    running = shared_engine.frontend("reliability", *_rel_args(image_host))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="package")
+def _fake_rel_server(
+    tmp_path_factory: pytest.TempPathFactory, image_host: str
+) -> Iterator[InProcessServer]:
+    log_path = tmp_path_factory.mktemp("reliability-fake") / "server.log"
+    running = start_fake_server(log_path, *ENGINE_ARGS, *_rel_args(image_host))
+    yield running
+    running.stop()
 
 
 @pytest.fixture
-def rel_server(_rel_server: Restartable) -> RunningServer:
-    """The suite's server; started again if the engine-death test ended it, so no test here
-    depends on running before that one (which is still moved last, to save the restart)."""
-    return _rel_server.get()
+def rel_server(request: pytest.FixtureRequest) -> RunningServer | InProcessServer:
+    """The suite's server: a front end of the shared engine (e2e) or in process on the fake."""
+    return pick(request, "_real_rel_server", "_fake_rel_server")
 
 
 @pytest.fixture

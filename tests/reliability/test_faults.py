@@ -140,10 +140,11 @@ def engine_cores(pid: int) -> list[psutil.Process]:
     return [p for p in children if "EngineCore" in " ".join(p.cmdline()) + p.name()]
 
 
-@pytest.mark.engine_death
+@pytest.mark.ends_engine
 def test_engine_core_killed_mid_stream(rel_server: RunningServer, target: Target, report):
-    """Streams in flight get an error event, /health turns 503 within 5 s, the process exits
-    non-zero. Clients stream in a loop so that some stream is mid-flight at the kill."""
+    """Streams in flight get an error event, /health turns 503 within 5 s, the process (the
+    shared engine's, serving this front end) exits non-zero. Clients stream in a loop so that
+    some stream is mid-flight at the kill."""
     errors: list[float] = []
     stop = threading.Event()
     first_tokens = threading.Event()

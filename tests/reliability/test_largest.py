@@ -1,6 +1,10 @@
 """The biggest requests that fit still work, and /health stays under 1 s while they are
 processed: the longest text prompt that fits the context and the most image tokens that fit.
-(The biggest bodies that do not fit are corpus cases: refused quickly, for context length.)"""
+(The biggest bodies that do not fit are corpus cases: refused quickly, for context length.)
+
+Both tiers: on the fake engine the server's own work (tokenizing, decoding and resizing images,
+counting the context) keeps /health responsive and draws the line at the context length; on the
+real engine, the engine also accepts the biggest prompt the server admits."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from tests.reliability.client import HEALTH_BOUND_S, Target
 from tests.reliability.corpus import user
 from tests.reliability.server_config import CONTEXT_TOKENS, MAX_IMAGES
 from tests.utils.images import image_data_url, image_part, tokens_for
+from tests.utils.tier_helpers import IN_BOTH_TIERS
 
 WORD = "chest "
 
@@ -29,7 +34,8 @@ def timed(target: Target, body: dict, where: str):  # noqa: ANN201
     return target.while_watching_health(send, where)
 
 
-def test_the_longest_prompt_that_fits_is_answered(target: Target):
+@IN_BOTH_TIERS
+def test_the_longest_prompt_that_fits_is_answered(target: Target, tier: str):
     base = prompt_tokens(target, 100)
     per_word = (prompt_tokens(target, 1100) - base) / 1000
     repeats = 100 + int((CONTEXT_TOKENS - 1 - base) / per_word)
@@ -51,7 +57,8 @@ def test_the_longest_prompt_that_fits_is_answered(target: Target):
     assert_error_shape(over, "context_length_exceeded", "messages")
 
 
-def test_the_most_image_tokens_that_fit_are_answered(target: Target):
+@IN_BOTH_TIERS
+def test_the_most_image_tokens_that_fit_are_answered(target: Target, tier: str):
     side = 28
     while MAX_IMAGES * tokens_for(side + 28, side + 28) < CONTEXT_TOKENS - 128:
         side += 28

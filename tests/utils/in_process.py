@@ -73,16 +73,43 @@ class InProcessServer:
         return self.server.exit_code
 
 
+def checkpoint_command_settings(model_dir: Path, *cli_args: str) -> Settings:
+    """Settings as tests/utils/server.start_checkpoint_server's `lingshu-server serve` makes
+    them: another checkpoint, with the CPU settings `demo` uses."""
+    argv = ["serve", "--model", str(model_dir), "--served-model-name", "lingshu-demo"]
+    argv += ["--max-model-len", "8192", "--gpu-memory-utilization", "0.2", "--enforce-eager"]
+    values = vars(build_parser().parse_args([*argv, *cli_args]))
+    for name in ("command", "demo_build_only", "light"):
+        values.pop(name, None)
+    return Settings(**values)
+
+
 def start_fake_server(log_path: Path, *cli_args: str) -> InProcessServer:
     """`lingshu-server demo ARGS` with the fake engine, in this process."""
     port = free_port()
-    settings = demo_command_settings(*cli_args, "--port", str(port))
+    return _start(log_path, port, demo_command_settings(*cli_args, "--port", str(port)))
+
+
+def start_fake_checkpoint_server(
+    log_path: Path, model_dir: Path, *cli_args: str
+) -> InProcessServer:
+    """start_checkpoint_server's `lingshu-server serve` with the fake engine, in this process."""
+    port = free_port()
+    settings = checkpoint_command_settings(model_dir, *cli_args, "--port", str(port))
+    return _start(log_path, port, settings)
+
+
+def _start(log_path: Path, port: int, settings: Settings) -> InProcessServer:
     handler = logging.FileHandler(log_path)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    # As the server process's configure_logging: httpx's INFO lines carry whole URLs (DICOM
+    # UIDs, tokens), and our access log replaces uvicorn's.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = True
     server = http_server(settings, engine_factory=FakeEngine)
     thread = threading.Thread(target=server.run, name=f"fake-server-{port}", daemon=True)
     thread.start()

@@ -34,6 +34,7 @@ def ask(client: httpx.Client, *parts, **params) -> dict:
     return answer
 
 
+@pytest.mark.e2e  # the token count the engine saw
 def test_openai_sdk_sends_a_clip_and_the_usage_counts_its_tokens(sdk, server):
     completion = sdk.chat.completions.create(
         model=server.model,
@@ -48,6 +49,7 @@ def test_openai_sdk_sends_a_clip_and_the_usage_counts_its_tokens(sdk, server):
     assert completion.choices[0].finish_reason in ("stop", "length")
 
 
+@pytest.mark.e2e  # the token count the engine saw
 @pytest.mark.parametrize(
     ("fmt", "width", "height", "frames", "fps", "sampled"),
     [
@@ -65,6 +67,7 @@ def test_every_container_becomes_frames_at_two_per_second(
     assert pads(answer) == expected_tokens(width, height, sampled)
 
 
+@pytest.mark.e2e  # the token count the engine saw
 def test_the_cine_loop_streams_with_usage(client):
     body = {
         "messages": [user(video_part(data_url(cine_loop(), "dicom")), "Describe the cine loop.")],
@@ -81,6 +84,7 @@ def test_the_cine_loop_streams_with_usage(client):
     assert events[-2]["usage"]["prompt_tokens"] == len(prompt_ids)
 
 
+@pytest.mark.e2e  # the token count the engine saw
 @pytest.mark.parametrize(
     ("options", "frames", "budget"),
     [
@@ -100,6 +104,7 @@ def test_per_request_sampling_options(client, options, frames, budget):
     assert pads(answer) == expected_tokens(400, 300, frames, **budget)
 
 
+@pytest.mark.e2e  # the token count the engine saw
 def test_a_video_and_images_in_one_conversation(client):
     from tests.utils.images import image_data_url, image_part, tokens_for
 

@@ -4,6 +4,7 @@ run against the anatomy), sampled like frames and clamped to the server's frame 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.utils.chat import chat, user
@@ -33,6 +34,7 @@ def test_a_cine_loop_from_the_pacs_is_a_video(tight_client, video_pacs):
     assert answer["prompt_token_ids"].count(PAD) == expected_tokens(320, 240, 4)
 
 
+@pytest.mark.e2e  # greedy log-probabilities: what the engine saw
 def test_a_series_is_a_video_of_its_slices_in_anatomical_order(tight_client, video_pacs):
     slices = video_pacs.ct.slices  # anatomical order
     chosen = torch.linspace(0, len(slices) - 1, MAX_FRAMES).round().long().tolist()
@@ -51,6 +53,7 @@ def test_a_series_is_a_video_of_its_slices_in_anatomical_order(tight_client, vid
     assert series["choices"][0]["logprobs"] != mirrored["choices"][0]["logprobs"]
 
 
+@pytest.mark.e2e  # greedy log-probabilities: what the engine saw
 def test_a_series_video_takes_a_window_and_fewer_frames(tight_client, video_pacs):
     part = video_part(video_pacs.ct_url, nframes=4, dicom={"window": "lung"})
     answer = greedy(tight_client, part)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from tests.utils.docs import on_server, only_block, page, run_example
 from tests.utils.videos import cine_loop, clip
+
+pytestmark = pytest.mark.e2e  # the README's examples, on the real engine
 
 
 def block(language: str, port: int) -> str:
