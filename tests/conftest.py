@@ -24,7 +24,7 @@ from tests.utils.in_process import InProcessServer, start_fake_server
 from tests.utils.server import RunningServer, SharedEngine
 from tests.utils.tiers import pick
 
-pytest_plugins = ["tests.utils.no_skips", "tests.utils.tiers_plugin"]
+pytest_plugins = ["tests.utils.no_skips", "tests.utils.tiers_plugin", "tests.utils.quick_clients"]
 
 # The engine every e2e front end shares: float32, so greedy tokens compare with the model card's.
 ENGINE_ARGS = ("--dtype", "float32")

@@ -29,8 +29,8 @@ from benchmarks.targets import (
     target_env,
     vllm_command,
 )
-from tests.utils.api_process import api_pid
 from tests.utils.server import RunningServer
+from tests.utils.tiers import api_pid
 
 
 def _check_summary(summary: dict, requests: int, max_tokens: int) -> None:

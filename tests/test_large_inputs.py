@@ -14,10 +14,10 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from lingshu_server.demo_model import ensure_demo_model
-from tests.utils.api_process import api_pid
 from tests.utils.chat import CHAT, in_thread, user
 from tests.utils.errors import assert_openai_error
 from tests.utils.images import data_url, encode, image_part
+from tests.utils.tiers import api_pid
 
 
 def worst_health_latency_while(client: httpx.Client, request: dict) -> tuple[httpx.Response, float]:

@@ -5,14 +5,14 @@ and through the real command line for the exit code and the one line."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from lingshu_server import serve as serve_module
+from lingshu_server.cli import main
 from lingshu_server.core.image_budget import PixelBudget
 from lingshu_server.core.settings import Settings
 from lingshu_server.demo_model import ensure_demo_model
@@ -20,6 +20,7 @@ from lingshu_server.engine.engine_args import EngineArgsError, check_engine_args
 from lingshu_server.engine.lora import LoraModuleError, LoraPlan, plan_adapters
 from lingshu_server.engine.model_check import check_supported_model
 from tests.engine_knobs.conftest import ADAPTER
+from tests.utils.in_process_care import process_logging_kept
 from tests.utils.lora import edit_config
 
 
@@ -207,17 +208,36 @@ def test_malformed_entries_are_settings_errors():
         demo_settings(engine_args="[1, 2]")
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lingshu_server", "demo", *args, "--port", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def assert_refused_before_loading(result: subprocess.CompletedProcess, expected: str) -> None:
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """`lingshu-server demo ARGS` as the command line runs it, in this process: what it prints
+    and its exit code. Nothing may get as far as starting a server (or loading an engine)."""
+
+    def never_serve(*_: object, **__: object) -> None:
+        raise AssertionError("the command line got past its start-up checks")
+
+    monkeypatch.setattr(serve_module, "http_server", never_serve)
+
+    def run(*args: str, env: dict[str, str] | None = None) -> CliResult:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        with process_logging_kept():
+            code = main(["demo", *args, "--port", "1"])
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run
+
+
+def assert_refused_before_loading(result: CliResult, expected: str) -> None:
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("lingshu-server:")]
     assert lines == [f"lingshu-server: {expected}"], result.stderr[-2000:]
@@ -225,7 +245,7 @@ def assert_refused_before_loading(result: subprocess.CompletedProcess, expected:
     assert "engine arguments" not in result.stdout + result.stderr
 
 
-def test_command_line_refuses_an_unknown_engine_argument():
+def test_command_line_refuses_an_unknown_engine_argument(run_cli):
     result = run_cli("--engine-args", '{"max_num_batched_tokenz": 4096}')
     assert_refused_before_loading(
         result,
@@ -234,13 +254,13 @@ def test_command_line_refuses_an_unknown_engine_argument():
     )
 
 
-def test_environment_lora_module_that_does_not_exist(tmp_path: Path):
+def test_environment_lora_module_that_does_not_exist(run_cli, tmp_path: Path):
     missing = tmp_path / "missing-adapter"
     result = run_cli(env={"LINGSHU_LORA_MODULES": f"chest={missing}"})
     assert_refused_before_loading(result, f"LoRA module 'chest': {missing} does not exist")
 
 
-def test_command_line_refuses_engine_args_that_are_not_json():
+def test_command_line_refuses_engine_args_that_are_not_json(run_cli):
     result = run_cli("--engine-args", "max_logprobs=30")
     assert result.returncode == 2
     assert "engine_args is not valid JSON" in result.stderr

@@ -24,7 +24,7 @@ from tests.reliability.server_config import (
     MAX_REQUEST_BYTES,
 )
 from tests.utils.server import RunningServer
-from tests.utils.tier_helpers import server_pid
+from tests.utils.tiers import api_pid
 
 SLACK_S = 1.5  # scheduling slack on a busy 2-core machine
 MB = 1024 * 1024
@@ -173,7 +173,7 @@ def test_keyless_clients_are_refused_before_their_body_is_read(rel_server, targe
     assert response.seconds < SLACK_S
     # Bodies that are sent are dropped as they arrive, never held: four 100 MB keyless bodies,
     # sent from another process (on the fake engine the server runs in this one).
-    api = psutil.Process(server_pid(rel_server))
+    api = psutil.Process(api_pid(rel_server))
     before = api.memory_info().rss
     senders = subprocess.Popen(
         [sys.executable, "-c", KEYLESS_SENDERS, f"{rel_server.base_url}/v1/chat/completions"],

@@ -15,7 +15,7 @@ from tests.reliability.client import HEALTH_BOUND_S, Target
 from tests.reliability.corpus import user
 from tests.reliability.server_config import CONTEXT_TOKENS, MAX_IMAGES
 from tests.utils.images import image_data_url, image_part, tokens_for
-from tests.utils.tier_helpers import IN_BOTH_TIERS
+from tests.utils.tiers import IN_BOTH_TIERS
 
 WORD = "chest "
 

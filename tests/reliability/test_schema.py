@@ -86,16 +86,24 @@ def test_responses_match_the_document(target: Target, body: dict):
     target.count(response.status_code)
 
 
+# The operations are shared out among a few tests, so parallel workers can take one each.
+SHARDS = 4
+
+
+@pytest.mark.parametrize("shard", range(SHARDS))
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_schemathesis(target: Target, report: ReliabilityReport, long: bool, mode: GenerationMode):
+def test_schemathesis(
+    target: Target, report: ReliabilityReport, long: bool, mode: GenerationMode, shard: int
+):
     schema = schemathesis.openapi.from_url(f"{target.base_url}/openapi.json")
     # Generating examples is most of this test's time (hypothesis, in this process): the short
     # mode keeps the fast tier fast; --reliability-long runs the full count.
     examples = 1000 if long else 50
     failures: list[str] = []
     sent = 0
-    for result in schema.get_all_operations():
-        operation = result.ok()
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= SHARDS
+    for operation in operations[shard::SHARDS]:
 
         @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
         @hypothesis.settings(

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -24,3 +25,18 @@ def is_e2e(node: pytest.Item | pytest.Collector) -> bool:
 def pick(request: pytest.FixtureRequest, real: str, fake: str) -> Any:
     """The fixture `real` for an e2e test, `fake` for any other."""
     return request.getfixturevalue(real if is_e2e(request.node) else fake)
+
+
+# A test whose checks mean something on both engines: once on the fake (the server's own work,
+# in the fast tier) and once on the real engine (e2e). Take the `tier` argument and ignore it.
+IN_BOTH_TIERS = pytest.mark.parametrize(
+    "tier", [pytest.param("fake"), pytest.param("engine", marks=pytest.mark.e2e)]
+)
+
+
+def api_pid(server: Any) -> int:
+    """The process serving a test server's API: its own process, or for a front end of the
+    shared engine the engine's process (which serves every front end); in process on the fake
+    engine, this test process."""
+    process = getattr(server, "process", None)
+    return process.pid if process is not None else os.getpid()

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qwen_vl_utils.vision_process import MAX_RATIO, smart_resize
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +42,9 @@ RECIPE_DEFAULT = PixelBudget(QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)
 
 def resized(width: int, height: int, budget: PixelBudget) -> tuple[int, int]:
     """(width, height) after qwen-vl-utils' smart_resize within `budget`."""
+    # imported here: qwen-vl-utils brings torch, which `lingshu-server --help` does not need
+    from qwen_vl_utils.vision_process import smart_resize
+
     new_height, new_width = smart_resize(
         height, width, IMAGE_FACTOR, min_pixels=budget.min_pixels, max_pixels=budget.max_pixels
     )
@@ -69,6 +71,8 @@ class ImageSize:
 
 def model_size(width: int, height: int, request: PixelBudget, processor: PixelBudget) -> ImageSize:
     """The size the model sees a `width` x `height` image at (aspect ratio checked first)."""
+    from qwen_vl_utils.vision_process import MAX_RATIO
+
     if max(width, height) / max(1, min(width, height)) > MAX_RATIO:
         raise ValueError(f"aspect ratio beyond {MAX_RATIO}:1")
     recipe = resized(width, height, request)
