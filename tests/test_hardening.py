@@ -23,6 +23,7 @@ from tests.utils.in_process import InProcessServer
 from tests.utils.in_process_care import process_logging_kept, slow_steps
 from tests.utils.metrics import metric
 from tests.utils.server import RunningServer
+from tests.utils.waiting import wait_for
 
 SECRET_PHRASE = "PATIENT-SECRET-PHRASE-8841 Jane Roe DOB 1950-01-01"
 
@@ -246,7 +247,8 @@ def test_request_deadline_returns_partial_answer(secured):
     assert body["choices"][0]["finish_reason"] == "length"
     assert 0 < body["usage"]["completion_tokens"] < 4000
     assert time.perf_counter() - started < 10
-    assert running_requests(secured) == 0
+    # the engine's gauge follows the abort within a few of its steps (a busy machine: a second)
+    assert wait_for(lambda: running_requests(secured) == 0, timeout=5)
 
 
 # ------------------------------------------------------------------------------- ids, logs, CORS

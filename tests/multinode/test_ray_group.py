@@ -22,7 +22,8 @@ from tests.multinode.group import LEADER_IP, Group, Pod, render_group
 from tests.utils.images import image_data_url, image_part
 
 # A real Ray group and vLLM's Ray executor: end to end by nature.
-pytestmark = pytest.mark.e2e
+# e2e (real processes, minutes), but no engine of the suite's: beside the engine tests
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_engine]
 
 CPU_RAY_ERROR = "ValueError: current platform cpu does not support ray."
 SHORT_FORMATION_S = 30  # the least the chart's values schema allows

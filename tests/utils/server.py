@@ -87,14 +87,19 @@ class RunningServer:
         if self.shared is not None:  # the front end stops; the engine serves the others
             self.shared.remove(self.name)
             return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process, timeout)
+
+
+def terminate(process: subprocess.Popen, timeout: float) -> int:
+    """SIGTERM (the server drains and exits), then SIGKILL after `timeout`; the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def start_demo_server(
@@ -262,14 +267,7 @@ class SharedEngine:
     def stop(self, timeout: float = 60) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process, timeout)
 
 
 def _healthy(running: RunningServer) -> bool:
