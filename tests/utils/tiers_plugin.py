@@ -3,6 +3,8 @@ tests last, and which test may start a vLLM engine."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from _pytest.nodeid import NodeId
 
@@ -73,3 +75,22 @@ def _in_group(item: pytest.Item, group: str) -> None:
     item.add_marker(pytest.mark.xdist_group(group))
     if hasattr(item, "_id") and not item.nodeid.endswith(f"@{group}"):
         item._id = NodeId.parse(f"{item.nodeid}@{group}")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's loadgroup scheduler, reading the group wherever the node id carries it: pytest
+    9.2 may print a parametrized id's group inside its brackets, where xdist's own reading
+    (after the last "]") misses it and would spread the group over the workers."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class EngineGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            for group in (GROUP_BESIDE, GROUP):
+                if f"@{group}" in nodeid:
+                    return group
+            return nodeid
+
+    return EngineGroups(config, log)
