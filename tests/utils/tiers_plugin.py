@@ -50,7 +50,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("ends_engine") and not is_e2e(item):
             item.add_marker(pytest.mark.e2e)
-        if is_e2e(item) and config.getvalue("loadgroup"):
+        if is_e2e(item) and getattr(config.option, "loadgroup", False):  # an xdist worker
             _in_group(item, GROUP_BESIDE if item.get_closest_marker("beside_engine") else GROUP)
     items.sort(key=_engine_order)
 
@@ -82,7 +82,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist's loadgroup scheduler, reading the group wherever the node id carries it: pytest
     9.2 may print a parametrized id's group inside its brackets, where xdist's own reading
     (after the last "]") misses it and would spread the group over the workers."""
-    if config.getvalue("dist") != "loadgroup":
+    if getattr(config.option, "dist", None) != "loadgroup":
         return None
     from xdist.scheduler import LoadGroupScheduling
 
