@@ -15,14 +15,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
-from tests.utils.images import encode, gradient_image
-from tests.utils.in_process import InProcessServer, start_fake_server
 from tests.utils.server import RunningServer, SharedEngine
 from tests.utils.tiers import pick
+
+if TYPE_CHECKING:
+    from tests.utils.in_process import InProcessServer
+
+# The app, torch and transformers are imported by the fixtures that need them, not here: every
+# pytest process loads this file, including pytest-xdist's controller, which runs no test.
 
 pytest_plugins = ["tests.utils.no_skips", "tests.utils.tiers_plugin", "tests.utils.quick_clients"]
 
@@ -56,6 +61,8 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="session")
 def image_sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageSources]:
+    from tests.utils.images import encode, gradient_image
+
     root = tmp_path_factory.mktemp("image-sources")
     web_root, local_dir, outside = root / "web", root / "local", root / "outside"
     for folder in (web_root, local_dir, outside):
@@ -94,6 +101,8 @@ def _real_server(shared_engine: SharedEngine, image_sources: ImageSources) -> Ru
 def _fake_server(
     tmp_path_factory: pytest.TempPathFactory, image_sources: ImageSources
 ) -> Iterator[InProcessServer]:
+    from tests.utils.in_process import start_fake_server
+
     log_path = tmp_path_factory.mktemp("fake-server") / "server.log"
     running = start_fake_server(log_path, *ENGINE_ARGS, *_main_args(image_sources))
     yield running
@@ -172,6 +181,8 @@ class _FakeSecured:
 
     def get(self) -> InProcessServer:
         if self.running is None or not self.running.running():
+            from tests.utils.in_process import start_fake_server
+
             root = self.tmp_path_factory.mktemp("secured-fake")
             running = start_fake_server(root / "server.log", *ENGINE_ARGS, *_secured_args(root))
             self.running = _with_files(running, root)

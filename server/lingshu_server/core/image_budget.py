@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 logger = logging.getLogger(__name__)
 
 # Qwen2.5-VL: 14 px patches merged 2x2, so one visual token per 28x28 pixels.
