@@ -109,11 +109,21 @@ def demo_settings(cli_values: dict[str, Any], light: bool = False) -> dict[str, 
     return values
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_command(argv: Sequence[str] | None) -> tuple[str, dict[str, Any], bool, bool]:
+    """`lingshu-server ARGV`: the command, the settings' values, `--demo-build-only`, `--light`."""
     args = vars(build_parser().parse_args(argv))
-    command = args.pop("command")
-    build_only = args.pop("demo_build_only")
-    light = args.pop("light")
+    command, build_only, light = args.pop("command"), args.pop("demo_build_only"), args.pop("light")
+    return command, args, build_only, light
+
+
+def command_settings(argv: Sequence[str]) -> Settings:
+    """The settings `lingshu-server ARGV` serves with (the demo's defaults for `demo`)."""
+    command, args, _, light = parse_command(argv)
+    return Settings(**(demo_settings(args, light) if command == "demo" else args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    command, args, build_only, light = parse_command(argv)
     logging.basicConfig(
         level=args.get("log_level", "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -14,20 +14,17 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lingshu_server.cli import build_parser, demo_settings
+from lingshu_server.cli import command_settings
 from lingshu_server.core.logs import JsonFormatter, RequestIdFilter
 from lingshu_server.core.settings import Settings
 from lingshu_server.serve import DrainingServer, http_server
 from tests.utils.fake_engine import FakeEngine
-from tests.utils.server import free_port, wait_until_healthy
+from tests.utils.server import checkpoint_command, free_port, wait_until_healthy
 
 
 def demo_command_settings(*cli_args: str) -> Settings:
     """Settings as `lingshu-server demo ARGS` makes them."""
-    values = vars(build_parser().parse_args(["demo", *cli_args]))
-    for name in ("command", "demo_build_only", "light"):
-        values.pop(name)
-    return Settings(**demo_settings(values))
+    return command_settings(["demo", *cli_args])
 
 
 @dataclass
@@ -79,12 +76,7 @@ class InProcessServer:
 def checkpoint_command_settings(model_dir: Path, *cli_args: str) -> Settings:
     """Settings as tests/utils/server.start_checkpoint_server's `lingshu-server serve` makes
     them: another checkpoint, with the CPU settings `demo` uses."""
-    argv = ["serve", "--model", str(model_dir), "--served-model-name", "lingshu-demo"]
-    argv += ["--max-model-len", "8192", "--gpu-memory-utilization", "0.2", "--enforce-eager"]
-    values = vars(build_parser().parse_args([*argv, *cli_args]))
-    for name in ("command", "demo_build_only", "light"):
-        values.pop(name, None)
-    return Settings(**values)
+    return command_settings([*checkpoint_command(model_dir), *cli_args])
 
 
 def start_fake_server(log_path: Path, *cli_args: str) -> InProcessServer:

@@ -112,7 +112,13 @@ def start_checkpoint_server(
     log_path: Path, model_dir: Path, *extra_args: str, env: dict | None = None
 ) -> RunningServer:
     """`lingshu-server serve` on another checkpoint, with the CPU settings `demo` uses."""
-    args = [
+    args = [*checkpoint_command(model_dir), *extra_args]
+    return _start(log_path, args, {"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})})
+
+
+def checkpoint_command(model_dir: Path) -> list[str]:
+    """`serve` on another checkpoint under the demo's name, with the CPU settings `demo` uses."""
+    return [
         "serve",
         "--model",
         str(model_dir),
@@ -123,9 +129,7 @@ def start_checkpoint_server(
         "--gpu-memory-utilization",
         "0.2",
         "--enforce-eager",
-        *extra_args,
     ]
-    return _start(log_path, args, {"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})})
 
 
 def _start(

@@ -27,7 +27,7 @@ import sys
 import threading
 from typing import Any
 
-from lingshu_server.core.image_budget import checkpoint_budget, server_budget
+from lingshu_server.core.image_budget import PixelBudget, checkpoint_budget, server_budget
 from lingshu_server.core.logs import configure_logging
 from lingshu_server.core.settings import Settings
 from lingshu_server.engine.engine_args import engine_kwargs
@@ -42,13 +42,17 @@ logger = logging.getLogger("tests.shared_engine")
 MM_LIMITS = "limit_mm_per_prompt"
 
 
-def _kwargs(settings: Settings) -> dict[str, Any]:
-    model_config = check_supported_model(settings.model)
-    lora = plan_adapters(settings, model_config)
+def _engine_inputs(settings: Settings) -> tuple[PixelBudget, LoraPlan]:
+    """The image budget and adapters the app would build the engine with (app.load_services)."""
+    lora = plan_adapters(settings, check_supported_model(settings.model))
     budget, _ = server_budget(
         settings.min_pixels, settings.max_pixels, checkpoint_budget(settings.model)
     )
-    return engine_kwargs(settings, budget, lora)
+    return budget, lora
+
+
+def _kwargs(settings: Settings) -> dict[str, Any]:
+    return engine_kwargs(settings, *_engine_inputs(settings))
 
 
 class _Shared:
@@ -69,7 +73,8 @@ class SharedEngineFactory:
 
     def __init__(self, base: Settings):
         self.base = base
-        self.base_kwargs = _kwargs(base)
+        self.base_inputs = _engine_inputs(base)
+        self.base_kwargs = engine_kwargs(base, *self.base_inputs)
         self._lock = threading.Lock()
         self.engine: VllmEngine | None = None
 
@@ -90,13 +95,7 @@ class SharedEngineFactory:
     def __call__(self, settings: Settings, image_budget: Any, lora: LoraPlan) -> Engine:
         with self._lock:
             if self.engine is None:
-                budget, _ = server_budget(
-                    self.base.min_pixels,
-                    self.base.max_pixels,
-                    checkpoint_budget(self.base.model),
-                )
-                model_config = check_supported_model(self.base.model)
-                self.engine = VllmEngine(self.base, budget, plan_adapters(self.base, model_config))
+                self.engine = VllmEngine(self.base, *self.base_inputs)
             return _Shared(self.engine)  # type: ignore[return-value]
 
     @staticmethod
