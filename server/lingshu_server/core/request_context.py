@@ -38,6 +38,11 @@ class RequestContext:
     rejection: str | None = None  # why the server turned the request away, if it did
     stream_error: str | None = None  # a stream that failed after its 200: the error's code
 
+    @property
+    def owner(self) -> str:
+        """Who stored objects belong to: the API key's id, or `anonymous` on an open server."""
+        return f"key:{self.key_id}" if self.key_id else "anonymous"
+
 
 current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
     "lingshu_request", default=None

@@ -385,6 +385,30 @@ class Settings(BaseSettings):
         description="Append one JSON line per request (ids, key id, status, tokens, SHA-256 of "
         "each image) to this file. Never prompt text or image bytes.",
     )
+    # Stored state: stored responses and conversations (and what later builds on them).
+    store_responses: bool = Field(
+        default=False,
+        description="Store each /v1/responses answer when the request does not say (OpenAI's "
+        "`store`). Off by default: a stored prompt is patient data. A request's own `store` "
+        "always wins; `previous_response_id` and conversations need stored responses.",
+    )
+    store_ttl: float = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="Seconds a stored response or conversation is kept after it was last "
+        "written; a background sweeper deletes it, and its images, after that.",
+    )
+    state_dir: Path = Field(
+        default=Path("~/.local/state/lingshu-server"),
+        description="Folder of the embedded database (SQLite, `lingshu.db`) when no "
+        "--database-url is given. One replica only: give it a persistent volume.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the database for stored state, shared by every replica: "
+        "postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB. Unset: SQLite in --state-dir. "
+        "Migrations run at start-up; never logged.",
+    )
     # Connections: what a slow, careless or hostile client may hold before the app sees it.
     body_read_timeout: float = Field(
         default=60.0,
