@@ -36,6 +36,7 @@ from lingshu_server.http.pacs_forwarding import ForwardedCredentialMiddleware
 from lingshu_server.http.playground import playground
 from lingshu_server.http.ready_message import ready_message
 from lingshu_server.http.routes import public, tokens, v1
+from lingshu_server.http.stored_routes import stored
 from lingshu_server.http.telemetry import TelemetryMiddleware
 from lingshu_server.inputs.dicomweb import DicomWebSource
 from lingshu_server.inputs.image_cache import PreparedImageCache
@@ -54,13 +55,19 @@ from lingshu_server.services.chat_prompt import (
     tokenizer_encoder,
 )
 from lingshu_server.services.completions import CompletionService
+from lingshu_server.services.conversations import ConversationService
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.preview import PreviewService
+from lingshu_server.services.response_history import ResponseHistory
 from lingshu_server.services.responses import ResponsesService
 from lingshu_server.services.runner import GenerationRunner
 from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tokenization import TokenizeService
 from lingshu_server.services.tool_template import handles_tools
+from lingshu_server.storage.conversation_store import ConversationStore
+from lingshu_server.storage.database import Database
+from lingshu_server.storage.response_store import ResponseStore
+from lingshu_server.storage.sweeper import SWEEP_INTERVAL_S, sweep_forever
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -185,7 +192,9 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         request_timeout=settings.request_timeout,
     )
     app.state.chat_service = ChatService(runner)
-    app.state.responses_service = ResponsesService(runner)
+    app.state.responses_service = ResponsesService(
+        runner, history=app.state.response_history, store_default=settings.store_responses
+    )
     app.state.completion_service = CompletionService(
         engine=engine,
         models=app.state.models,
@@ -213,6 +222,7 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         playground=settings.playground,
         docs=app.docs_url is not None,
         api_keys=app.state.api_keys.enabled,
+        stored_responses=app.state.database.described if settings.store_responses else None,
     )
     logger.info(
         "ready",
@@ -249,6 +259,8 @@ def create_app(
 
         async def start() -> None:
             try:
+                if settings.store_responses or settings.database_url:
+                    await app.state.database.open()  # migrations, before any request uses it
                 await load_services(app, settings, engine_factory)
             except Exception as exc:
                 app.state.lifecycle.failure = f"{type(exc).__name__}: {exc}"
@@ -263,11 +275,13 @@ def create_app(
             )
 
         background.append(asyncio.create_task(start()))
+        background.append(asyncio.create_task(sweep_forever(app.state.database, SWEEP_INTERVAL_S)))
         try:
             yield
         finally:
             for task in background:
                 task.cancel()
+            await app.state.database.close()
             await app.state.image_fetcher.aclose()
             await app.state.dicomweb.aclose()
             app.state.image_pool.shutdown(wait=False, cancel_futures=True)
@@ -308,9 +322,20 @@ def create_app(
         settings, app.state.image_pool, app.state.metrics.registry
     )
     audit = AuditLog(settings.audit_log_file) if settings.audit_log_file else None
+    # Stored state: the database opens at start-up when configured, else on first use.
+    database = Database.from_settings(settings.database_url, settings.state_dir)
+    app.state.database = database
+    app.state.response_history = ResponseHistory(
+        responses=ResponseStore(database, settings.store_ttl),
+        conversations=ConversationStore(database, settings.store_ttl),
+    )
+    app.state.conversation_service = ConversationService(
+        ConversationStore(database, settings.store_ttl)
+    )
 
     install_error_handlers(app)
     app.include_router(v1)
+    app.include_router(stored)
     app.include_router(tokens)
     app.include_router(public)
     if settings.playground:
@@ -338,7 +363,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Request-Id", FORWARD_HEADER],
             expose_headers=["X-Request-Id", "Retry-After"],
         )

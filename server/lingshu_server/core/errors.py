@@ -118,6 +118,34 @@ class PacsTimeoutError(PacsUnavailableError):
     code = "dicomweb_timeout"
 
 
+class StorageUnavailableError(RetryLaterError):
+    """The database of stored state cannot be reached (or answered with an error)."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    type = "server_error"
+    code = "storage_unavailable"
+    rejection: str | None = None
+    retry_after_s = 5
+
+
+class StorageFullError(APIError):
+    """The database of stored state has no room left for what a request would store."""
+
+    status = HTTPStatus.INSUFFICIENT_STORAGE
+    type = "server_error"
+    code = "storage_full"
+    rejection: str | None = None
+
+
+class NotFoundError(APIError):
+    """A stored object that does not exist, or belongs to someone else (never told apart)."""
+
+    status = HTTPStatus.NOT_FOUND
+    type = "invalid_request_error"
+    code = "not_found"
+    rejection: str | None = None
+
+
 class RequestTimeoutError(APIError):
     status = HTTPStatus.REQUEST_TIMEOUT
     code = "request_timeout"

@@ -240,6 +240,7 @@ class AuditLog:
                 }
                 for image in ctx.images
             ],
+            **({"stored": ctx.stored} if ctx.stored else {}),
         }
         line = json.dumps(record) + "\n"
         with self._lock, self._path.open("a", encoding="utf-8") as file:

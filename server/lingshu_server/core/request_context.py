@@ -37,6 +37,8 @@ class RequestContext:
     response_started: bool = False
     rejection: str | None = None  # why the server turned the request away, if it did
     stream_error: str | None = None  # a stream that failed after its 200: the error's code
+    # stored objects this request created, read or deleted: ids and hashes (audit log only)
+    stored: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def owner(self) -> str:

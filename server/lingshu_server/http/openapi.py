@@ -21,14 +21,17 @@ ERROR_DESCRIPTIONS = {
     "JSON, an image that cannot be used, a token id out of the vocabulary, or a prompt over "
     "the context (`context_length_exceeded`)",
     401: "Missing or wrong API key (checked before the body is read)",
-    404: "Unknown model (neither a served name nor a LoRA adapter)",
+    404: "Unknown model (neither a served name nor a LoRA adapter), or a stored response or "
+    "conversation that does not exist or is not the caller's",
     408: "The request body did not arrive within --body-read-timeout",
     413: "The request body is over --max-request-bytes",
     415: "The body is not sent as Content-Type: application/json",
     429: "The key's rate limit is reached (Retry-After)",
     431: "The request line and headers are over --max-header-bytes",
     500: "A server bug; the message says nothing about the request",
-    503: "Loading, draining, engine down, at capacity or too many connections (Retry-After)",
+    503: "Loading, draining, engine down, at capacity, too many connections, or the database "
+    "of stored state unreachable (Retry-After)",
+    507: "The database of stored state is full; nothing was stored",
 }
 # Answered for any request before a route runs: auth, body and head limits, connections.
 COMMON_ERRORS = (408, 413, 431, 503)
@@ -121,7 +124,7 @@ RESPONSES_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The response (JSON), or with `stream: true` its events (SSE)",
         "content": {"text/event-stream": {"schema": RESPONSES_SSE_EVENT}},
     },
-    **error_responses(400, 401, 404, 415, 429, 500),
+    **error_responses(400, 401, 404, 415, 429, 500, 507),
 }
 COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {

@@ -25,8 +25,17 @@ def base_url(host: str, port: int) -> str:
 
 
 def ready_message(
-    *, host: str, port: int, model: str, playground: bool, docs: bool, api_keys: bool
+    *,
+    host: str,
+    port: int,
+    model: str,
+    playground: bool,
+    docs: bool,
+    api_keys: bool,
+    stored_responses: str | None = None,
 ) -> ReadyMessage:
+    """`stored_responses`: where responses are stored by default (the database, described
+    without credentials), or None when they are not."""
     listening = base_url(host, port)
     local = base_url(WILDCARD_HOSTS.get(host, host), port)
     body = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}
@@ -46,6 +55,9 @@ def ready_message(
     if docs:
         fields["docs_url"] = f"{local}/docs"
         lines.append(f"API docs    {local}/docs")
+    if stored_responses:
+        fields["stored_responses"] = stored_responses
+        lines.append(f"storing     responses by default, in {stored_responses}")
     fields["try"] = curl
     lines.append(f"try         {curl}")
     if api_keys:

@@ -56,6 +56,9 @@ STATUS_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+DATABASE_CHECK_S = 3.0
+
+
 async def _lifecycle(request: Request) -> Lifecycle:
     return request.app.state.lifecycle
 
@@ -246,9 +249,19 @@ async def list_models(request: Request) -> ModelList:
 
 
 @public.get("/health", responses=STATUS_RESPONSES)
-async def health(lifecycle: LifecycleDep) -> JSONResponse:
-    """Liveness (and startup): 200 while the engine is up; 503 with the stage otherwise."""
-    return JSONResponse(lifecycle.status(), status_code=200 if lifecycle.serving else 503)
+async def health(request: Request, lifecycle: LifecycleDep) -> JSONResponse:
+    """Liveness (and startup): 200 while the engine is up; 503 with the stage otherwise. Once
+    the database of stored state is in use, `database` says whether it answers (a database
+    away does not fail liveness: the model still serves)."""
+    body = lifecycle.status()
+    database = request.app.state.database
+    if database.opened:
+        try:
+            problem = await asyncio.wait_for(database.check(), DATABASE_CHECK_S)
+        except TimeoutError:
+            problem = f"the database ({database.kind}) did not answer in {DATABASE_CHECK_S:g} s"
+        body["database"] = problem or "ok"
+    return JSONResponse(body, status_code=200 if lifecycle.serving else 503)
 
 
 @public.get("/ready", responses=STATUS_RESPONSES)
