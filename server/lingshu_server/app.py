@@ -275,7 +275,11 @@ def create_app(
             )
 
         background.append(asyncio.create_task(start()))
-        background.append(asyncio.create_task(sweep_forever(app.state.database, SWEEP_INTERVAL_S)))
+        background.append(
+            asyncio.create_task(
+                sweep_forever(app.state.database, min(SWEEP_INTERVAL_S, settings.store_ttl))
+            )
+        )
         try:
             yield
         finally:

@@ -193,6 +193,8 @@ def configure_logging(
     logging.getLogger("uvicorn.access").disabled = True
     # httpx logs every request's full URL at INFO: image URLs carry DICOM UIDs and tokens.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic says which dialect it migrates at INFO, on every start-up.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     return chosen
 
 
