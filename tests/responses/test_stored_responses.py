@@ -5,6 +5,8 @@ SDK's `retrieve`, `delete`, `input_items.list` and `conversations` calls work as
 
 from __future__ import annotations
 
+import sys
+
 import httpx
 import openai
 import pytest
@@ -162,3 +164,15 @@ def test_a_conversation_carries_the_turns(sdk, server):
     assert sdk.conversations.delete(conversation.id).deleted is True
     with pytest.raises(openai.NotFoundError):
         sdk.conversations.retrieve(conversation.id)
+
+
+def test_the_guides_examples_run_as_written(server, tmp_path):
+    from tests.utils.docs import fenced_blocks, on_server, page, run_example
+    from tests.utils.images import encode, gradient_image
+
+    (tmp_path / "chest_xray.png").write_bytes(encode(gradient_image(224, 224, mode="L"), "PNG"))
+    chained, continued = fenced_blocks("py", page("guides/stored-responses.md"))
+    script = on_server(chained, server.port) + "\n" + continued
+    output = run_example([sys.executable, "-c", script], tmp_path).splitlines()
+    assert output[:2] == ["True", "['message']"]
+    assert output[2:] == ["user", "assistant"]
