@@ -176,3 +176,15 @@ def test_the_guides_examples_run_as_written(server, tmp_path):
     output = run_example([sys.executable, "-c", script], tmp_path).splitlines()
     assert output[:2] == ["True", "['message']"]
     assert output[2:] == ["user", "assistant"]
+
+
+def test_the_follow_up_benchmark_runs(server):
+    """benchmarks/follow_up.py cannot rot: its measurements, once, on this session's server."""
+    from benchmarks import follow_up
+    from tests.utils.tiers import api_pid
+
+    report = follow_up.measure(server, repeats=2, image_size=256, api_pid=api_pid(server))
+    chained, full = (report["results"][k] for k in ("previous_response_id", "re_sent_in_full"))
+    assert chained["request_bytes"] < 1000 < full["request_bytes"]
+    assert chained["ttft_p50_ms"] > 0 and full["api_cpu_ms"] >= 0
+    assert "previous_response_id / re-sent: TTFT" in follow_up.render(report)
