@@ -58,6 +58,8 @@ def test_a_follow_up_by_previous_response_id_is_the_conversation_re_sent(sdk, se
         model=server.model, input=[*history, question("And the heart?")], store=False, **GREEDY
     )
     assert chained.previous_response_id == first.id and resent.store is False
+    # the turns before were in vLLM's prefix cache, and the usage says so
+    assert chained.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens // 2
     assert chained.usage.input_tokens == resent.usage.input_tokens
     assert chained.output_text == resent.output_text
     history += [question("And the heart?"), *replayed(chained)]

@@ -1,6 +1,8 @@
 """A server that stores responses by default, with two API keys and an audit log, in process on
 the fake engine: what is stored, who may read it, pages, retention and audit are the server's
-own work (what the engine answers is checked in tests/responses/test_stored_responses.py)."""
+own work (what the engine answers is checked in tests/responses/test_stored_responses.py). And
+the folder's PostgreSQL: one server per worker for the whole folder (tests that need a clean
+database take `postgres.create_database(name)`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import httpx
 import pytest
 
 from tests.utils.in_process import InProcessServer, start_fake_server
+from tests.utils.postgres import PostgresServer
 
 KEYS = ("sk-store-alice-51c2", "sk-store-bob-8e07")
 
@@ -57,3 +60,9 @@ def alice(storing: StoringServer) -> Iterator[httpx.Client]:
 def bob(storing: StoringServer) -> Iterator[httpx.Client]:
     with storing.client(KEYS[1]) as client:
         yield client
+
+
+@pytest.fixture(scope="package")
+def postgres() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
