@@ -37,6 +37,8 @@ class RequestContext:
     response_started: bool = False
     rejection: str | None = None  # why the server turned the request away, if it did
     stream_error: str | None = None  # a stream that failed after its 200: the error's code
+    # A drafted report: its id, UIDs and hashes (never its text), for the audit log only
+    report: dict[str, str] | None = None
 
     @property
     def owner(self) -> str:
