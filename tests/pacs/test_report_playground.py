@@ -16,8 +16,7 @@ from selenium.webdriver.common.keys import Keys
 from tests.browser.conftest import browser  # noqa: F401 - the real browser, as a fixture
 from tests.browser.test_playground import by_id, no_console_errors, save, wait_until
 from tests.pacs.conftest import API_KEYS
-from tests.pacs.test_reports import read_back
-from tests.utils.pacs_chat import image
+from tests.utils.pacs_chat import image, read_back
 
 pytestmark = pytest.mark.e2e  # the drafted text is the engine's
 

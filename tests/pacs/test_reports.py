@@ -18,10 +18,9 @@ import pydicom
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from lingshu_server.inputs.pacs_client import dicom_from_response
 from lingshu_server.protocol.reports import REPORT_PROMPT
 from tests.pacs.conftest import API_KEYS, READ_ONLY_USER, USERS, basic
-from tests.utils.pacs_chat import audit_record, image
+from tests.utils.pacs_chat import audit_record, image, read_back
 
 pytestmark = pytest.mark.e2e  # the report's text is the engine's
 
@@ -35,16 +34,6 @@ def client(pacs_server):
     headers = {"Authorization": f"Bearer {KEY}"}
     with httpx.Client(base_url=pacs_server.base_url, headers=headers, timeout=120) as http:
         yield http
-
-
-def read_back(pacs, url: str) -> pydicom.Dataset:
-    """The stored instance, by WADO-RS from the PACS itself."""
-    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-    with pacs.orthanc.client() as http:
-        response = http.get(url.removeprefix(pacs.orthanc.url), headers={"Accept": accept})
-    assert response.status_code == 200, response.text
-    data = dicom_from_response(response.content, response.headers["content-type"])
-    return pydicom.dcmread(io.BytesIO(data))
 
 
 def sse_data(text: str) -> list[str]:
