@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
+from lingshu_server.core.errors import ErrorBody
 from lingshu_server.protocol.common import (
     ImagePart,
     ResponseModel,
@@ -156,15 +157,8 @@ class ReportChunk(ResponseModel):
     delta: str
 
 
-class ReportErrorBody(ResponseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
 class ReportNotStoredResponse(ResponseModel):
     """502: the PACS refused the SR. The report is still here."""
 
-    error: ReportErrorBody
+    error: ErrorBody
     report: ReportResponse
