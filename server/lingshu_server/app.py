@@ -59,6 +59,7 @@ from lingshu_server.services.conversations import ConversationService
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.preview import PreviewService
 from lingshu_server.services.response_history import ResponseHistory
+from lingshu_server.services.reports import ReportService
 from lingshu_server.services.responses import ResponsesService
 from lingshu_server.services.runner import GenerationRunner
 from lingshu_server.services.structured_output import StructuredOutput
@@ -194,6 +195,15 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     app.state.chat_service = ChatService(runner)
     app.state.responses_service = ResponsesService(
         runner, history=app.state.response_history, store_default=settings.store_responses
+    )
+    app.state.report_service = ReportService(
+        runner=runner,
+        prompts=prompts,
+        dicomweb=app.state.dicomweb,
+        pool=app.state.image_pool,
+        model_path=model,
+        engine_version=vllm_version(),
+        patient_id_system=settings.report_patient_id_system,
     )
     app.state.completion_service = CompletionService(
         engine=engine,

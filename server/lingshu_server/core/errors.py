@@ -65,6 +65,13 @@ class ModelNotFoundError(APIError):
     code = "model_not_found"
 
 
+class ReportNotFoundError(APIError):
+    """No drafted report by this id for this caller (never stored, expired, or another's)."""
+
+    status = HTTPStatus.NOT_FOUND
+    code = "report_not_found"
+
+
 class UnsupportedMediaTypeError(APIError):
     status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
     code = "unsupported_media_type"
@@ -144,6 +151,46 @@ class NotFoundError(APIError):
     type = "invalid_request_error"
     code = "not_found"
     rejection: str | None = None
+
+
+class PacsStoreRefusedError(APIError):
+    """The PACS answered a STOW-RS request but did not store the instance (502, with the PACS's
+    reason); retrying the same request will not help."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    type = "server_error"
+    code = "dicomweb_store_refused"
+    rejection: str | None = None
+
+
+class ErrorWithReport(ErrorResponse):
+    report: dict[str, Any]
+
+
+class ReportNotStoredError(APIError):
+    """A report was drafted but its SR could not be stored (502, 504 when the PACS did not
+    answer in time): the error's body still holds the whole report under `report`."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    type = "server_error"
+    code = "dicomweb_store_refused"
+    rejection: str | None = None
+
+    def __init__(self, cause: APIError, report: dict[str, Any] | None):
+        super().__init__(
+            f"the report was drafted but not stored: {cause.message}",
+            param=cause.param,
+            code=cause.code,
+        )
+        self.status = HTTPStatus.GATEWAY_TIMEOUT if cause.status == 504 else self.status
+        self.headers = cause.headers
+        self.report = report
+
+    def body(self) -> ErrorResponse:
+        plain = super().body()
+        return (
+            plain if self.report is None else ErrorWithReport(error=plain.error, report=self.report)
+        )
 
 
 class RequestTimeoutError(APIError):

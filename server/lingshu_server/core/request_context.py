@@ -39,6 +39,8 @@ class RequestContext:
     stream_error: str | None = None  # a stream that failed after its 200: the error's code
     # stored objects this request created, read or deleted: ids and hashes (audit log only)
     stored: list[dict[str, object]] = field(default_factory=list)
+    # A drafted report: its id, UIDs and hashes (never its text), for the audit log only
+    report: dict[str, str] | None = None
 
     @property
     def owner(self) -> str:

@@ -293,6 +293,13 @@ class Settings(BaseSettings):
     dicomweb_cache_ttl: float = Field(
         default=600.0, gt=0, description="Seconds a DICOMweb cache entry is served."
     )
+    # Reports (/v1/reports)
+    report_patient_id_system: str | None = Field(
+        default=None,
+        description="FHIR identifier system (a URI, e.g. urn:oid:1.2.3 of the hospital's "
+        "medical record numbers) of the DICOM PatientID, for a report's subject when the "
+        "request names none. Unset: the identifier has the PatientID and its type (MR) only.",
+    )
 
     @model_validator(mode="after")
     def _dicomweb_checked(self) -> Settings:

@@ -2,11 +2,11 @@
 external asset, no build step), so it works on an air-gapped hospital network.
 
 The page is public: it is the same for everyone and holds no data. Every API call it makes
-(`/v1/models`, `/v1/images/preview`, `/v1/chat/completions`) carries the key typed into it,
-which stays in the tab's sessionStorage. It is served with a strict Content-Security-Policy:
-only its own script and style run (pinned by their SHA-256), no eval, API calls to this origin
-only, images and clips from data: and blob: URLs (the user's own file, the server's preview),
-no framing, no forms posted anywhere.
+(`/v1/models`, `/v1/images/preview`, `/v1/chat/completions`, `/v1/reports`) carries the key
+typed into it, which stays in the tab's sessionStorage. It is served with a strict
+Content-Security-Policy: only its own script and style run (pinned by their SHA-256), no eval,
+API calls to this origin only, images and clips from data: and blob: URLs (the user's own file,
+the server's preview), no framing, no forms posted anywhere.
 """
 
 from __future__ import annotations
