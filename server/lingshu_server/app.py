@@ -58,8 +58,8 @@ from lingshu_server.services.completions import CompletionService
 from lingshu_server.services.conversations import ConversationService
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.preview import PreviewService
-from lingshu_server.services.response_history import ResponseHistory
 from lingshu_server.services.reports import ReportService
+from lingshu_server.services.response_history import ResponseHistory
 from lingshu_server.services.responses import ResponsesService
 from lingshu_server.services.runner import GenerationRunner
 from lingshu_server.services.structured_output import StructuredOutput
