@@ -288,10 +288,14 @@ async def health(request: Request, lifecycle: LifecycleDep) -> JSONResponse:
     body = lifecycle.status()
     database = request.app.state.database
     if database.opened:
-        try:
-            problem = await asyncio.wait_for(database.check(), DATABASE_CHECK_S)
-        except TimeoutError:
-            problem = f"the database ({database.kind}) did not answer in {DATABASE_CHECK_S:g} s"
+        # The last request's word on it; only after a failure is the database asked again
+        # (so a probe costs nothing while all is well, and sees the recovery).
+        problem = database.last_error
+        if problem is not None:
+            try:
+                problem = await asyncio.wait_for(database.check(), DATABASE_CHECK_S)
+            except TimeoutError:
+                problem = f"the database ({database.kind}) did not answer in {DATABASE_CHECK_S:g} s"
         body["database"] = problem or "ok"
     return JSONResponse(body, status_code=200 if lifecycle.serving else 503)
 
