@@ -132,6 +132,8 @@ tokens = APIRouter(
     responses=TOKENIZE_RESPONSES,
 )
 public = APIRouter()
+# Open to anyone whatever else is protected: the orchestrator's probes carry no credential.
+PROBE_PATHS = ("/health", "/ready")
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T | Response:
