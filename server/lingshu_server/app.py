@@ -346,6 +346,7 @@ def create_app(
         AuthMiddleware,
         authenticator=app.state.authenticator,
         public_paths=frozenset(public_paths),
+        api_roles=frozenset(settings.oidc_required_roles),
         metrics_auth=settings.metrics_auth,
         metrics_role=settings.metrics_role,
     )

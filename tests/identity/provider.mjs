@@ -5,10 +5,10 @@
 //
 // config.json: {"jwks": {"keys": [private JWKs]}, "audiences": [...], "clients": [...],
 // "claims": {client_id or "user": {extra access token claims}}, "ttl": seconds}.
-// The tests own the keys, so they can rotate them: POST /_control/keys {"keys": [...]} builds
-// a new provider (same issuer, same port) on the new key set; POST /_control/mode
-// {"mode": "hang"} leaves every provider request unanswered (the provider is down), "up"
-// serves again.
+// The tests own the keys, so they can rotate them: POST /_control/config {"jwks": ...,
+// "clients": [...]} builds a new provider (same issuer, same port) with those replaced;
+// POST /_control/mode {"mode": "hang"} leaves every provider request unanswered (the provider
+// is down), "up" serves again; GET /_control/stats counts the requests for the key set.
 import http from "node:http";
 import Provider, { errors } from "oidc-provider";
 
@@ -19,11 +19,12 @@ const config = JSON.parse(await new Promise((resolve) => {
 }));
 let provider;
 let mode = "up";
+let jwksRequests = 0;
 const hanging = new Set();
 
-function build(issuer, jwks) {
+function build(issuer) {
   const built = new Provider(issuer, {
-    jwks,
+    jwks: config.jwks,
     clients: config.clients,
     ttl: { AccessToken: config.ttl, ClientCredentials: config.ttl },
     features: {
@@ -56,7 +57,14 @@ function readJson(req) {
 const server = http.createServer(async (req, res) => {
   if (req.url.startsWith("/_control/")) {
     const body = await readJson(req);
-    if (req.url === "/_control/keys") provider = build(provider.issuer, body);
+    if (req.url === "/_control/config") {
+      Object.assign(config, body);
+      provider = build(provider.issuer);
+    }
+    if (req.url === "/_control/stats") {
+      res.end(JSON.stringify({ jwks_requests: jwksRequests }));
+      return;
+    }
     if (req.url === "/_control/mode") {
       mode = body.mode;
       if (mode === "up") for (const held of hanging) held.destroy();
@@ -65,6 +73,7 @@ const server = http.createServer(async (req, res) => {
     res.end("{}");
     return;
   }
+  if (req.url === "/jwks") jwksRequests += 1;
   if (mode === "hang") {
     hanging.add(res.socket);
     return;
@@ -73,6 +82,6 @@ const server = http.createServer(async (req, res) => {
 });
 server.listen(0, "127.0.0.1", () => {
   const issuer = `http://127.0.0.1:${server.address().port}`;
-  provider = build(issuer, config.jwks);
+  provider = build(issuer);
   process.stdout.write(`${JSON.stringify({ issuer })}\n`);
 });

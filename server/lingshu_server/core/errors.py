@@ -180,7 +180,6 @@ class PermissionDeniedError(APIError):
     """A valid token without a role (or scope) this route needs (RFC 6750's 403)."""
 
     status = HTTPStatus.FORBIDDEN
-    type = "permission_error"
     code = "insufficient_scope"
     rejection = "auth"
     headers = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}

@@ -162,7 +162,6 @@ class Caller:
     identity: str
     tenant: str | None
     key_id: str | None = None
-    roles: frozenset[str] = frozenset()
     by_token: bool = False
 
 
@@ -189,9 +188,12 @@ class Authenticator:
     def enabled(self) -> bool:
         return self.keys.enabled or self.tokens is not None or self.client_certs
 
-    async def caller(self, authorization: str, tls: dict[str, Any] | None) -> Caller:
+    async def caller(
+        self, authorization: str, tls: dict[str, Any] | None, roles: frozenset[str]
+    ) -> Caller:
         """The caller of a request from its `Authorization` header (a key or a token) or,
-        without one, its verified client certificate; AuthenticationError if none is valid."""
+        without one, its verified client certificate; AuthenticationError if none is valid,
+        PermissionDeniedError for a token without all of `roles`."""
         if not authorization:
             found = self._certificate(tls)
             if found is None:
@@ -203,7 +205,12 @@ class Authenticator:
             raise AuthenticationError(NO_CREDENTIAL)
         if self.tokens is not None and looks_like_jwt(credential):
             token = await self.tokens.verify(credential)
-            return Caller(token.name, token.tenant, roles=token.roles, by_token=True)
+            if not roles <= token.roles:
+                raise PermissionDeniedError(
+                    "The token lacks a role this route requires (at claim "
+                    f"'{self.tokens.roles_claim}')."
+                )
+            return Caller(token.name, token.tenant, by_token=True)
         found_key = self.keys.lookup(credential) if self.keys.enabled else None
         if found_key is None:
             raise AuthenticationError("Incorrect API key provided.")
@@ -238,14 +245,16 @@ class AuthMiddleware:
         *,
         authenticator: Authenticator,
         public_paths: frozenset[str],
+        api_roles: frozenset[str] = frozenset(),
         metrics_auth: str = "open",
         metrics_role: str | None = None,
     ):
         self.app = app
         self.authenticator = authenticator
         self.public_paths = public_paths | ({METRICS_PATH} if metrics_auth == "open" else set())
-        self.metrics_auth = metrics_auth
-        self.metrics_role = metrics_role
+        self.api_roles = api_roles
+        self.metrics_by_token = metrics_auth == "token"
+        self.metrics_roles = frozenset({metrics_role} if metrics_role else ())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -256,10 +265,12 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         tls = scope.get("extensions", {}).get("tls")
+        for_metrics = scope["path"] == METRICS_PATH and self.metrics_by_token
+        roles = self.metrics_roles if for_metrics else self.api_roles
         try:
-            caller = await self.authenticator.caller(_header(scope, b"authorization"), tls)
-            if scope["path"] == METRICS_PATH and self.metrics_auth == "token":
-                self._check_metrics_token(caller)
+            caller = await self.authenticator.caller(_header(scope, b"authorization"), tls, roles)
+            if for_metrics and not caller.by_token:
+                raise PermissionDeniedError("/metrics needs a token with the metrics role.")
         except APIError as exc:
             # The body stays unread; uvicorn discards it as it arrives, without buffering it.
             await send_api_error(send, exc)
@@ -268,12 +279,6 @@ class AuthMiddleware:
         if ctx is not None:
             ctx.key_id, ctx.identity, ctx.tenant = caller.key_id, caller.identity, caller.tenant
         await self.app(scope, receive, send)
-
-    def _check_metrics_token(self, caller: Caller) -> None:
-        if not caller.by_token:
-            raise PermissionDeniedError("/metrics needs a token with the metrics role.")
-        if self.metrics_role not in caller.roles:
-            raise PermissionDeniedError("The token lacks the role /metrics requires.")
 
 
 bearer_scheme = HTTPBearer(
