@@ -24,7 +24,7 @@ from tests.utils.tiers_plugin import _in_group
 RADIOLOGY_KEY = "sk-radiology-7d1e"
 PLAIN_KEY = "sk-plain-40c2"
 QUOTAS = {
-    "pathology": {"requests_per_minute": 5},
+    "pathology": {"requests_per_minute": 5, "tokens_per_minute": 2000},
     "cardiology": {"tokens_per_minute": 200},
     "radiology": {"concurrent_requests": 2},
 }
