@@ -13,6 +13,7 @@ from tests.conftest import ENGINE_ARGS
 from tests.utils.oidc_provider import (
     AUDIENCE,
     METRICS_ROLE,
+    PLAYGROUND_CLIENT,
     ROLES_CLAIM,
     TENANT_CLAIM,
     USER_ROLE,
@@ -73,6 +74,10 @@ def identity_args(provider: OidcProvider) -> list[str]:
         "token",
         "--metrics-role",
         METRICS_ROLE,
+        "--oidc-playground-client-id",
+        PLAYGROUND_CLIENT,
+        "--oidc-playground-scope",
+        "openid lingshu.use",
     ]
 
 
@@ -82,5 +87,14 @@ def guarded(provider: OidcProvider, tmp_path_factory: pytest.TempPathFactory):
 
     log_path = tmp_path_factory.mktemp("guarded") / "server.log"
     running = start_fake_server(log_path, *ENGINE_ARGS, *identity_args(provider))
+    provider.add_client(  # the playground's sign-in: a public client, PKCE, this server's page
+        {
+            "client_id": PLAYGROUND_CLIENT,
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code"],
+            "response_types": ["code"],
+            "redirect_uris": [f"{running.base_url}/playground"],
+        }
+    )
     yield running
     running.stop()
