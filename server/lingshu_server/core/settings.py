@@ -468,6 +468,18 @@ class Settings(BaseSettings):
     def _tenant_quotas_json(cls, value: Any) -> Any:
         return tenant_quotas_value(value)
 
+    @field_validator(
+        "oidc_tenant_claim",
+        "oidc_playground_client_id",
+        "oidc_playground_resource",
+        "metrics_role",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """`LINGSHU_OIDC_TENANT_CLAIM=` (Compose's empty default) means unset."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _identity_checked(self) -> Settings:
         check_identity_settings(self)
