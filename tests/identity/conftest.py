@@ -20,10 +20,11 @@ from tests.utils.oidc_provider import (
     OidcProvider,
     start_provider,
 )
-from tests.utils.tiers_plugin import _in_group
+from tests.utils.tiers_plugin import FOLDER_GROUPS, _in_group
 
 RADIOLOGY_KEY = "sk-radiology-7d1e"
 PLAIN_KEY = "sk-plain-40c2"
+MIN_REFRESH_S = 0.5  # --oidc-jwks-min-refresh: short, so rotation tests wait little
 QUOTAS = {
     "pathology": {"requests_per_minute": 5, "tokens_per_minute": 2000},
     "cardiology": {"tokens_per_minute": 200},
@@ -38,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     for item in items:
         if "tests/identity/" in item.nodeid and item.get_closest_marker("e2e") is None:
-            _in_group(item, "identity")
+            _in_group(item, FOLDER_GROUPS[0])
 
 
 @pytest.fixture(scope="package")
@@ -65,9 +66,9 @@ def identity_args(provider: OidcProvider) -> list[str]:
         "--oidc-tenant-claim",
         TENANT_CLAIM,
         "--oidc-http-timeout",
-        "1",
+        "0.5",
         "--oidc-jwks-min-refresh",
-        "1",
+        str(MIN_REFRESH_S),
         "--tenant-quotas",
         json.dumps(QUOTAS),
         "--metrics-auth",

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lingshu_server.core.quotas import TenantQuota
@@ -16,6 +17,11 @@ from lingshu_server.http.auth import _parse_keys
 from tests.deploy.files import COMPOSE
 from tests.utils.docs import fenced_blocks, on_server, page, run_bash
 from tests.utils.oidc_provider import CLIENTS
+
+# The fake engine (only the sign-in is under test), but outside the fast tier, which stays under
+# its 90 s: the examples' shell runs and their server would add seconds there; beside the engine
+# tests they add no wall time.
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_engine]
 
 PAGE = "operations/identity.md"
 SHOW_SETTINGS = (

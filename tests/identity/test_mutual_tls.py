@@ -17,6 +17,11 @@ import trustme
 
 from tests.conftest import ENGINE_ARGS
 
+# The fake engine (only the connection is under test), but outside the fast tier, which stays
+# under its 90 s: a server of its own would add seconds there; beside the engine tests it adds
+# no wall time.
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_engine]
+
 
 def client_context(ca: trustme.CA, cert: trustme.LeafCert | None) -> ssl.SSLContext:
     context = ssl.create_default_context()

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from tests.identity.conftest import PLAIN_KEY, RADIOLOGY_KEY
+from tests.identity.conftest import MIN_REFRESH_S, PLAIN_KEY, RADIOLOGY_KEY
 from tests.utils.errors import assert_openai_error
 from tests.utils.oidc_provider import OTHER_AUDIENCE, OidcProvider, signing_key
 
@@ -138,12 +138,15 @@ def test_metrics_need_a_token_with_the_metrics_role(guarded, provider):
 
 
 @pytest.fixture
-def rotation(provider: OidcProvider):
-    """Put the provider's first key set back after a test that rotates it."""
+def rotation(provider: OidcProvider, guarded):
+    """Put the provider's first key set back after a test that rotates it, and wait until the
+    server accepts its tokens again."""
     keys = list(provider.keys)
     yield
     provider.up()
     provider.publish(keys)
+    token = provider.token("radiology-app")
+    assert eventually(lambda: chat(guarded, token).status_code == 200)
 
 
 def test_a_rotated_key_is_accepted_after_refresh_and_the_old_one_refused_once_gone(
@@ -151,12 +154,13 @@ def test_a_rotated_key_is_accepted_after_refresh_and_the_old_one_refused_once_go
 ):
     old_key = provider.keys[0]
     old_token = provider.token("radiology-app")
-    assert chat(guarded, old_token).status_code == 200
+    # (after another test's rotation the server may fetch the first key set again)
+    assert eventually(lambda: chat(guarded, old_token).status_code == 200)
     new_key = signing_key("key-2")
     provider.publish([new_key, old_key])  # the provider signs with the new key from now on
     new_token = provider.token("radiology-app")
     assert json.loads(_header(new_token))["kid"] == "key-2"
-    # the server has not seen key-2: it fetches the keys again (at most once a second)
+    # the server has not seen key-2: it fetches the keys again (at most once per interval)
     assert eventually(lambda: chat(guarded, new_token).status_code == 200)
     assert chat(guarded, old_token).status_code == 200  # both published
     provider.publish([new_key])  # key-1 retired
@@ -172,8 +176,9 @@ def test_a_rotated_key_is_accepted_after_refresh_and_the_old_one_refused_once_go
     assert chat(guarded, new_token).status_code == 200
 
 
-def test_a_flood_of_forged_key_ids_fetches_the_keys_at_most_once_a_second(guarded, provider):
-    forged = [provider.sign(key=signing_key(f"forged-{i}")) for i in range(40)]
+def test_a_flood_of_forged_key_ids_fetches_the_keys_at_most_once_per_interval(guarded, provider):
+    key = signing_key("forged")
+    forged = [provider.sign(key=key, header={"kid": f"forged-{i}"}) for i in range(40)]
     before = provider.jwks_requests()
     started = time.monotonic()
 
@@ -186,22 +191,23 @@ def test_a_flood_of_forged_key_ids_fetches_the_keys_at_most_once_a_second(guarde
 
     assert set(asyncio.run(flood())) == {401}
     elapsed = time.monotonic() - started
-    assert provider.jwks_requests() - before <= 1 + int(elapsed)
+    assert provider.jwks_requests() - before <= 1 + int(elapsed / MIN_REFRESH_S)
 
 
 def test_provider_down_cached_keys_keep_working_and_a_new_key_is_a_quick_401(
     guarded, provider, rotation
 ):
     token = provider.token("radiology-app")
-    assert chat(guarded, token).status_code == 200
+    # (after another test's rotation the server may fetch the first key set again)
+    assert eventually(lambda: chat(guarded, token).status_code == 200)
     new_key = signing_key("key-3")
     provider.publish([new_key, *provider.keys])
     provider.down()
-    time.sleep(1.1)  # past the refresh interval: the next unknown kid tries the provider
+    time.sleep(MIN_REFRESH_S)  # past the interval: the next unknown kid tries the provider
     assert chat(guarded, token).status_code == 200
     started = time.monotonic()
     refused(chat(guarded, provider.sign(key=new_key)))
-    assert time.monotonic() - started < 5  # --oidc-http-timeout 1, not a hang
+    assert time.monotonic() - started < 5  # --oidc-http-timeout, not a hang
     assert chat(guarded, token).status_code == 200
 
 
