@@ -216,6 +216,7 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         playground=settings.playground,
         docs=app.docs_url is not None,
         api_keys=app.state.authenticator.enabled,
+        tls=settings.tls_cert_file is not None,
     )
     logger.info(
         "ready",

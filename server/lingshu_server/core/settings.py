@@ -501,8 +501,8 @@ class Settings(BaseSettings):
     rate_limit_per_key: float | None = Field(
         default=None,
         gt=0,
-        description="Requests per minute allowed per API key (429 with Retry-After beyond). "
-        "Default: unlimited.",
+        description="Requests per minute allowed per API key, token subject or client "
+        "certificate (429 with Retry-After beyond). Default: unlimited.",
     )
     request_timeout: float | None = Field(
         default=None,

@@ -20,15 +20,23 @@ class ReadyMessage:
     text_lines: list[str]  # what a text log shows instead: a short block
 
 
-def base_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def base_url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def ready_message(
-    *, host: str, port: int, model: str, playground: bool, docs: bool, api_keys: bool
+    *,
+    host: str,
+    port: int,
+    model: str,
+    playground: bool,
+    docs: bool,
+    api_keys: bool,
+    tls: bool = False,
 ) -> ReadyMessage:
-    listening = base_url(host, port)
-    local = base_url(WILDCARD_HOSTS.get(host, host), port)
+    scheme = "https" if tls else "http"
+    listening = base_url(host, port, scheme)
+    local = base_url(WILDCARD_HOSTS.get(host, host), port, scheme)
     body = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}
     curl = " ".join(
         [
