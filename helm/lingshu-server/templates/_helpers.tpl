@@ -213,8 +213,8 @@ lingshu-server/role: helm-test
 {{- if and $v.autoscaling.enabled $v.keda.enabled }}
 {{- fail "autoscaling.enabled and keda.enabled both scale the same workload: enable one" }}
 {{- end }}
-{{- if and (not $v.apiKeys.enabled) (not $v.settings.allowUnauthenticated) }}
-{{- fail "apiKeys.enabled is false: the server refuses to serve /v1 without keys unless settings.allowUnauthenticated is true (only behind your own authenticating gateway)" }}
+{{- if and (not $v.apiKeys.enabled) (not $v.settings.allowUnauthenticated) (not $v.settings.oidcIssuers) (eq $v.tls.clientAuth "none") }}
+{{- fail "apiKeys.enabled is false: the server refuses to serve /v1 without keys unless settings.oidcIssuers (tokens) or tls.clientAuth (client certificates) stands in for them, or settings.allowUnauthenticated is true (only behind your own authenticating gateway)" }}
 {{- end }}
 {{- if and $v.apiKeys.enabled $v.apiKeys.existingSecret $v.apiKeys.keys }}
 {{- fail "set apiKeys.existingSecret or apiKeys.keys, not both" }}

@@ -61,6 +61,16 @@ def tenant_quotas_value(value: Any) -> Any:
     return value
 
 
+def has_credentials(settings: Settings) -> bool:
+    """Whether the server checks callers: API keys, tokens or client certificates."""
+    return (
+        bool(settings.api_keys)
+        or settings.api_key_file is not None
+        or bool(settings.oidc_issuers)
+        or settings.tls_client_auth != "none"
+    )
+
+
 def check_identity_settings(settings: Settings) -> None:
     for issuer in settings.oidc_issuers:
         check_provider_url(issuer, "oidc_issuers entry")
@@ -82,11 +92,5 @@ def check_identity_settings(settings: Settings) -> None:
         raise ValueError("tls_client_auth needs tls_cert_file, tls_key_file and tls_ca_file")
     if settings.metrics_auth == "token" and not (settings.oidc_issuers and settings.metrics_role):
         raise ValueError("metrics_auth token needs oidc_issuers and metrics_role")
-    has_credentials = (
-        bool(settings.api_keys)
-        or settings.api_key_file is not None
-        or bool(settings.oidc_issuers)
-        or settings.tls_client_auth != "none"
-    )
-    if settings.metrics_auth == "key" and not has_credentials:
+    if settings.metrics_auth == "key" and not has_credentials(settings):
         raise ValueError("metrics_auth key needs API keys, oidc_issuers or client certificates")

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lingshu_server.core import request_context
 from lingshu_server.core.errors import APIError, AuthenticationError, PermissionDeniedError
-from lingshu_server.core.identity_settings import is_loopback_host
+from lingshu_server.core.identity_settings import has_credentials, is_loopback_host
 from lingshu_server.core.settings import Settings
 from lingshu_server.http.error_handlers import send_api_error
 from lingshu_server.http.oidc_tokens import TokenVerifier, looks_like_jwt
@@ -134,24 +134,14 @@ class ApiKeyStore:
 is_loopback = is_loopback_host
 
 
-def has_credentials(settings: Settings) -> bool:
-    """Whether the server checks callers: API keys, tokens or client certificates."""
-    return (
-        bool(settings.api_keys)
-        or settings.api_key_file is not None
-        or bool(settings.oidc_issuers)
-        or settings.tls_client_auth == "required"
-    )
-
-
 def insecure_listen_reason(settings: Settings) -> str | None:
     """Why the server must not start as configured, or None."""
     if has_credentials(settings) or settings.allow_unauthenticated or is_loopback(settings.host):
         return None
     return (
         f"refusing to listen on {settings.host} without API keys: set --api-key-file "
-        "(LINGSHU_API_KEY_FILE), --api-keys, --oidc-issuers or --tls-client-auth required, or "
-        "pass --allow-unauthenticated explicitly"
+        "(LINGSHU_API_KEY_FILE), --api-keys, --oidc-issuers or --tls-client-auth, or pass "
+        "--allow-unauthenticated explicitly"
     )
 
 
