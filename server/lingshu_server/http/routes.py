@@ -84,8 +84,9 @@ async def require_ready(lifecycle: LifecycleDep) -> None:
 async def check_rate_limit(request: Request) -> None:
     limiter = request.app.state.rate_limiter
     ctx = request_context.get()
-    if limiter is not None and ctx is not None and ctx.key_id is not None:
-        limiter.check(ctx.key_id)
+    caller = ctx.identity or ctx.key_id if ctx is not None else None
+    if limiter is not None and caller is not None:
+        limiter.check(caller)
 
 
 async def require_json(request: Request) -> None:
@@ -144,6 +145,8 @@ tokens = APIRouter(
     responses=TOKENIZE_RESPONSES,
 )
 public = APIRouter()
+# Open to anyone whatever else is protected: the orchestrator's probes carry no credential.
+PROBE_PATHS = ("/health", "/ready")
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T | Response:
