@@ -1,0 +1,81 @@
+"""Fifty conversations at once, each chained turn by turn with previous_response_id: every turn
+is stored, each chain reads back its own turns and nobody else's, and each answer is the one the
+whole conversation re-sent would get (the fake engine's answer is a function of the prompt's
+token ids, so a chain replayed with another chain's turn, or a turn missing, answers otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.storage.conftest import Backend
+from tests.utils.images import image_data_url
+from tests.utils.stored_responses import (
+    RESPONSES,
+    answer_text,
+    resent_in_full,
+    turn_body,
+    user_turn,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_engine]
+
+CHAINS = 50
+TURNS = 3
+
+
+def chain_turns(chain: int) -> list[dict[str, Any]]:
+    """Each chain's own words, and its own image in the first turn."""
+    first = user_turn(f"Patient {chain}: findings?", image_data_url(56, 56, seed=chain))
+    return [first] + [user_turn(f"Patient {chain}, question {t}?") for t in range(1, TURNS)]
+
+
+async def post(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(RESPONSES, json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def run_chain(client: httpx.AsyncClient, turns: list[dict[str, Any]]) -> list[dict]:
+    answers: list[dict[str, Any]] = []
+    for turn in turns:
+        previous = answers[-1]["id"] if answers else None
+        answers.append(await post(client, turn_body(turn, previous)))
+    return answers
+
+
+async def check_chain(
+    client: httpx.AsyncClient, turns: list[dict[str, Any]], answers: list[dict[str, Any]]
+) -> None:
+    for i, (turn, answer) in enumerate(zip(turns, answers, strict=True)):
+        stored = await client.get(f"{RESPONSES}/{answer['id']}")
+        assert stored.status_code == 200, stored.text
+        assert stored.json() == answer
+        assert answer["previous_response_id"] == (answers[i - 1]["id"] if i else None)
+        items = (await client.get(f"{RESPONSES}/{answer['id']}/input_items")).json()["data"]
+        assert [item["content"] for item in items] == [turn["content"]]
+    resent = await post(client, resent_in_full(turns, answers[:-1]))
+    assert answer_text(resent) == answer_text(answers[-1])
+
+
+def test_fifty_chains_at_once_lose_nothing_and_never_cross(backend: Backend) -> None:
+    server = backend.server()
+    turns = [chain_turns(chain) for chain in range(CHAINS)]
+
+    async def everything() -> None:
+        # Idle connections are let go well before the server's keep-alive (5 s) ends them,
+        # so no request goes out on a connection the server is closing.
+        limits = httpx.Limits(max_connections=2 * CHAINS, keepalive_expiry=1)
+        async with httpx.AsyncClient(
+            base_url=server.base_url, timeout=120, limits=limits
+        ) as client:
+            answers = await asyncio.gather(*(run_chain(client, chain) for chain in turns))
+            await asyncio.gather(
+                *(check_chain(client, t, a) for t, a in zip(turns, answers, strict=True))
+            )
+
+    asyncio.run(everything())
