@@ -15,7 +15,8 @@ VENV="${LINGSHU_VENV:-.venv}"
 # Real components the tests start (no mocks): promtool and amtool check the alert rules and the
 # Alertmanager route; Orthanc with its DICOMweb plugin is the PACS of tests/pacs; headless Chromium
 # and its driver load the playground; Node runs the official OpenAI JavaScript SDK; unshare gives
-# the chart's PID 1 scripts a PID namespace of their own.
+# the chart's PID 1 scripts a PID namespace of their own; PostgreSQL 15 is the shared database of
+# tests/storage (tests/utils/postgres.py starts it on loopback).
 ensure_debian_packages "the tests" \
     promtool=prometheus \
     amtool=prometheus-alertmanager \
@@ -25,7 +26,8 @@ ensure_debian_packages "the tests" \
     chromium=chromium \
     chromedriver=chromium-driver \
     node=nodejs \
-    npm=npm
+    npm=npm \
+    /usr/lib/postgresql/15/bin/initdb=postgresql
 
 "$VENV/bin/python" scripts/project_requirements.py test > "$VENV/lingshu-test-requirements.txt"
 "$VENV/bin/python" -m pip install --quiet -r "$VENV/lingshu-test-requirements.txt"

@@ -60,11 +60,11 @@ def test_schema_rejects_typos(typo: dict[str, Any]) -> None:
 
 
 # Settings the chart sets itself (model, parallelism, listen address, key file, PACS list with
-# its credentials files), not `settings`.
+# its credentials files, the state volume and the database URL Secret), not `settings`.
 CHART_OWNED_SETTINGS = {
     "model", "served_model_name", "tensor_parallel_size", "pipeline_parallel_size",
     "distributed_executor_backend", "host", "port", "api_keys", "api_key_file",
-    "dicomweb_urls", "dicomweb_auth",
+    "dicomweb_urls", "dicomweb_auth", "state_dir", "database_url",
 }  # fmt: skip
 
 

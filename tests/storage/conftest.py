@@ -1,22 +1,79 @@
-"""The storage tests' processes, started once for this folder: the launcher of fake-engine server
-processes (tests/utils/fake_process), one PostgreSQL (tests/utils/postgres), and for each
-database a server storing on it that tests share (started again after a test kills it)."""
+"""A server that stores responses by default, with two API keys and an audit log, in process on
+the fake engine: what is stored, who may read it, pages, retention and audit are the server's
+own work (what the engine answers is checked in tests/responses/test_stored_responses.py). And
+the folder's PostgreSQL: one server per worker for the whole folder (tests that need a clean
+database take `postgres.create_database(name)`).
+
+For the fault and load tests, servers in processes of their own (they are killed, run as two
+replicas, or given a disk of their own): the launcher of fake-engine server processes
+(tests/utils/fake_process), and for each database a server storing on it that those tests
+share (started again after a test kills it)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 from tests.utils.fake_process import Launcher
+from tests.utils.in_process import InProcessServer, start_fake_server
+from tests.utils.postgres import PostgresServer
 from tests.utils.server import Restartable, RunningServer
 from tests.utils.stored_databases import PostgresState, SqliteState, StoredState
 
-if TYPE_CHECKING:
-    from tests.utils.postgres import PostgresServer
+KEYS = ("sk-store-alice-51c2", "sk-store-bob-8e07")
+
+
+@dataclass
+class StoringServer:
+    running: InProcessServer
+    state_dir: Path
+    audit_path: Path
+
+    def client(self, key: str = KEYS[0]) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.running.base_url,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+        )
+
+
+@pytest.fixture(scope="package")
+def storing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoringServer]:
+    root = tmp_path_factory.mktemp("storing")
+    running = start_fake_server(
+        root / "server.log",
+        "--store-responses",
+        "--state-dir",
+        str(root / "state"),
+        "--api-keys",
+        ",".join(KEYS),
+        "--audit-log-file",
+        str(root / "audit.jsonl"),
+    )
+    yield StoringServer(running, root / "state", root / "audit.jsonl")
+    running.stop()
+
+
+@pytest.fixture
+def alice(storing: StoringServer) -> Iterator[httpx.Client]:
+    with storing.client(KEYS[0]) as client:
+        yield client
+
+
+@pytest.fixture
+def bob(storing: StoringServer) -> Iterator[httpx.Client]:
+    with storing.client(KEYS[1]) as client:
+        yield client
+
+
+@pytest.fixture(scope="package")
+def postgres() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="package")
@@ -25,14 +82,6 @@ def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     running = Launcher(tmp_path_factory.mktemp("launcher") / "launcher.log")
     yield running
     running.close()
-
-
-@pytest.fixture(scope="package")
-def postgres(launcher: Launcher) -> Iterator[PostgresServer]:
-    from tests.utils.postgres import PostgresServer
-
-    with PostgresServer() as server:
-        yield server
 
 
 @dataclass

@@ -177,12 +177,15 @@ lingshu-server/role: helm-test
 {{- if and (not .Values.model.existingClaim) (not .Values.model.perReplicaCache.enabled) }}true{{ end }}
 {{- end }}
 
-{{/* The disk-backed emptyDirs (/tmp, HOME, an emptyDir of weights) as an ephemeral-storage
+{{/* The disk-backed emptyDirs (/tmp, HOME, an emptyDir of weights or state) as an ephemeral-storage
      request, so the scheduler picks a node with the disk they may fill. */}}
 {{- define "lingshu-server.ephemeralStorageRequest" -}}
 {{- $mi := add (include "lingshu-server.mebibytes" .Values.writableDirs.tmpSizeLimit) (include "lingshu-server.mebibytes" .Values.writableDirs.homeSizeLimit) }}
 {{- if include "lingshu-server.modelInEmptyDir" . }}
 {{- $mi = add $mi (include "lingshu-server.mebibytes" (include "lingshu-server.downloadVolumeSize" .)) }}
+{{- end }}
+{{- if and (include "lingshu-server.sqliteState" .) (not .Values.state.persistence.enabled) }}
+{{- $mi = add $mi (include "lingshu-server.mebibytes" .Values.state.persistence.size) }}
 {{- end }}
 {{- printf "%dMi" (int64 $mi) }}
 {{- end }}
@@ -308,6 +311,12 @@ lingshu-server/role: helm-test
 {{- if not (has .name $podClaims) }}
 {{- fail (printf "resources.claims names %q, which resourceClaims does not define" .name) }}
 {{- end }}
+{{- end }}
+{{- /* stored state */}}
+{{- if and (include "lingshu-server.sqliteState" .) (gt $maxReplicas 1) }}
+{{- $knob := "replicaCount" }}
+{{- if $v.autoscaling.enabled }}{{ $knob = "autoscaling.maxReplicas" }}{{ else if $v.keda.enabled }}{{ $knob = "keda.maxReplicaCount" }}{{ end }}
+{{- fail (printf "stored state is in SQLite (state.databaseUrlSecret.name is empty), which only one server may open, but up to %d replicas would run (%s): give them a shared PostgreSQL with state.databaseUrlSecret (an existing Secret holding the database URL), or run one replica" $maxReplicas $knob) }}
 {{- end }}
 {{- end }}
 
@@ -595,7 +604,7 @@ printf '%%s' %s > "$marker"` (printf "%s/.lingshu-download" $dir | squote) ($wan
   envFrom:
     - configMapRef:
         name: {{ include "lingshu-server.fullname" $root }}
-  {{- with include "lingshu-server.podEnv" $root | trim }}
+  {{- with include "lingshu-server.serverEnv" $root | trim }}
   env:
     {{- . | nindent 4 }}
   {{- end }}
@@ -612,6 +621,7 @@ printf '%%s' %s > "$marker"` (printf "%s/.lingshu-download" $dir | squote) ($wan
     {{- include "lingshu-server.resources" $root | nindent 4 }}
   volumeMounts:
     {{- include "lingshu-server.volumeMounts" $root | nindent 4 }}
+    {{- with include "lingshu-server.stateVolumeMount" $root | trim }}{{ . | nindent 4 }}{{ end }}
     {{- if $root.Values.apiKeys.enabled }}
     {{- include "lingshu-server.apiKeysVolumeMount" $root | nindent 4 }}
     {{- end }}
@@ -643,6 +653,7 @@ spec:
     {{- include "lingshu-server.serverContainer" (dict "root" .) | nindent 4 }}
   volumes:
     {{- include "lingshu-server.volumes" . | trim | nindent 4 }}
+    {{- with include "lingshu-server.stateVolume" . | trim }}{{ . | nindent 4 }}{{ end }}
     {{- if .Values.apiKeys.enabled }}
     {{- include "lingshu-server.apiKeysVolume" . | nindent 4 }}
     {{- end }}
@@ -694,6 +705,57 @@ name: {{ include "lingshu-server.fullname" . }}
 {{- else }}
 {{- printf "lsk-%s" (randAlphaNum 40) }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* ---------- stored state ---------- */}}
+
+{{/* SQLite in the state volume, unless a database URL Secret is given (PostgreSQL). */}}
+{{- define "lingshu-server.sqliteState" -}}
+{{- if not .Values.state.databaseUrlSecret.name }}true{{ end }}
+{{- end }}
+
+{{/* SQLite on a claim: the claim attaches to one node, the file is held by one server at a time,
+     so pods are replaced, never surged. */}}
+{{- define "lingshu-server.stateOnClaim" -}}
+{{- if and (include "lingshu-server.sqliteState" .) .Values.state.persistence.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "lingshu-server.stateClaimName" -}}
+{{- default (printf "%s-state" (include "lingshu-server.fullname" .)) .Values.state.persistence.existingClaim }}
+{{- end }}
+
+{{/* The state volume of the serving pod (SQLite only). */}}
+{{- define "lingshu-server.stateVolume" -}}
+{{- if include "lingshu-server.sqliteState" . }}
+- name: state
+  {{- if .Values.state.persistence.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ include "lingshu-server.stateClaimName" . }}
+  {{- else }}
+  emptyDir:
+    sizeLimit: {{ .Values.state.persistence.size }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "lingshu-server.stateVolumeMount" -}}
+{{- if include "lingshu-server.sqliteState" . }}
+- name: state
+  mountPath: {{ .Values.state.mountPath }}
+{{- end }}
+{{- end }}
+
+{{/* The server container's environment: the pod's, plus the database URL from its Secret (a
+     secret: never in the ConfigMap, and only where the server runs). */}}
+{{- define "lingshu-server.serverEnv" -}}
+{{- include "lingshu-server.podEnv" . }}
+{{- with .Values.state.databaseUrlSecret.name }}
+- name: LINGSHU_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.state.databaseUrlSecret.key }}
 {{- end }}
 {{- end }}
 

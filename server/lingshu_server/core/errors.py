@@ -208,7 +208,7 @@ def _param_path(loc: tuple[Any, ...]) -> str | None:
     """('body', 'messages', 0, 'content') -> 'messages[0].content', as OpenAI names params."""
     parts: list[str] = []
     for item in loc:
-        if item == "body" and not parts:
+        if item in ("body", "query", "path") and not parts:
             continue
         if isinstance(item, int):
             parts.append(f"[{item}]")

@@ -86,7 +86,7 @@ class TelemetryMiddleware:
             self.metrics.record_request(ctx, latency)
             if ctx.route not in QUIET_ROUTES or ctx.status >= 400:
                 log_access(ctx, latency)
-            if self.audit is not None and ctx.route in AUDITED_ROUTES:
+            if self.audit is not None and (ctx.route in AUDITED_ROUTES or ctx.stored):
                 try:
                     await asyncio.to_thread(self.audit.write, ctx, latency)
                 except OSError as exc:

@@ -28,6 +28,7 @@ from lingshu_server.protocol.responses import (
     ErrorEvent,
     FunctionCallOutput,
     IncompleteDetails,
+    InputTokensDetails,
     OutputItem,
     OutputItemEvent,
     OutputMessage,
@@ -290,7 +291,7 @@ class ResponsesService:
         builder = OutputBuilder()
         builder.apply(answer_events("".join(output.text), started))
         builder.finish(incomplete)
-        usage = _usage(started.first.prompt_tokens, len(output.token_ids))
+        usage = _usage(started.first, len(output.token_ids))
         status: Status = "incomplete" if incomplete else "completed"
         response = _response(request, identity, status, builder.items, usage)
         await self._keep(request, response)
@@ -336,7 +337,7 @@ class ResponsesService:
             for wire in closing + builder.finish(incomplete):
                 yield _sse(wire)
             note_usage(tokens)
-            usage = _usage(started.first.prompt_tokens, tokens)
+            usage = _usage(started.first, tokens)
             status: Status = "incomplete" if incomplete else "completed"
             final = _response(request, identity, status, builder.items, usage)
             await self._keep(request, final)
@@ -368,11 +369,14 @@ def _sse(event: Any) -> str:
     return sse(event.model_dump_json(), event.type)
 
 
-def _usage(prompt_tokens: int, output_tokens: int) -> ResponseUsage:
+def _usage(first: EngineStep, output_tokens: int) -> ResponseUsage:
+    """`first`: the run's first step, which says how long the prompt was and how much of it
+    the engine's prefix cache held."""
     return ResponseUsage(
-        input_tokens=prompt_tokens,
+        input_tokens=first.prompt_tokens,
+        input_tokens_details=InputTokensDetails(cached_tokens=first.cached_tokens),
         output_tokens=output_tokens,
-        total_tokens=prompt_tokens + output_tokens,
+        total_tokens=first.prompt_tokens + output_tokens,
     )
 
 
