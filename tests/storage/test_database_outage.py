@@ -66,6 +66,10 @@ def test_database_stopped_mid_request_is_a_503_and_the_server_recovers(
             assert problem != "ok" and "database" in problem, problem
             unavailable(client.post(RESPONSES, json=turn_body(user_turn("Down", image_url))))
             unavailable(client.get(f"{RESPONSES}/{kept.json()['id']}"))
+            # a chain it cannot read is not a chain that does not exist (400 not found)
+            follow_up = turn_body(user_turn("Follow-up"), kept.json()["id"])
+            unavailable(client.post(RESPONSES, json=follow_up))
+            unavailable(client.post("/v1/conversations", json={}))
             plain = client.post(
                 RESPONSES, json={"input": "Down", "store": False, "max_output_tokens": 4}
             )

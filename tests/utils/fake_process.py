@@ -258,7 +258,10 @@ def _poll(pid: int) -> int | None:
 
 def _warm_up() -> None:
     """Import what every server imports, and what its start-up loads lazily (vLLM's
-    configuration, the image processor, the tokenizer), so that each fork starts warm."""
+    configuration, the image processor, the tokenizer, Alembic, the database drivers), so that
+    each fork starts warm."""
+    import sqlalchemy.dialects.postgresql.asyncpg  # noqa: F401 - the databases' drivers
+    import sqlalchemy.dialects.sqlite.aiosqlite  # noqa: F401
     from transformers import AutoTokenizer
 
     import lingshu_server.serve  # noqa: F401 - the app
@@ -266,8 +269,10 @@ def _warm_up() -> None:
     from lingshu_server.core.image_budget import checkpoint_budget
     from lingshu_server.engine.lora import plan_adapters
     from lingshu_server.engine.model_check import check_supported_model
+    from lingshu_server.storage.migrate import head_revision
     from tests.utils.in_process import demo_command_settings
 
+    head_revision()  # Alembic and the migration scripts
     settings = demo_command_settings()
     plan_adapters(settings, check_supported_model(settings.model))
     checkpoint_budget(settings.model)

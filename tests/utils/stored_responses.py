@@ -56,51 +56,6 @@ def resent_in_full(turns: list[dict[str, Any]], answers: list[dict[str, Any]]) -
     return {"input": items, "store": False, "max_output_tokens": ANSWER_TOKENS}
 
 
-def in_flight(base_url: str) -> float:
-    """Requests the server is serving now, the /metrics request that asks excluded."""
-    return metric(base_url, "lingshu_requests_in_flight") - 1
-
-
-def post_response(base_url: str, body: dict[str, Any]) -> httpx.Response:
-    with httpx.Client(base_url=base_url, timeout=60) as client:
-        return client.post(RESPONSES, json=body)
-
-
-@dataclass
-class StoredPair:
-    """A plain and a streamed stored request on their way; see `start_stored_pair`."""
-
-    plain: threading.Thread
-    outcome: dict[str, Any]  # the plain request's "result" (httpx.Response) or "error"
-    stream: ResponseStream
-
-    def join(self, timeout: float = 30) -> StoredPair:
-        self.plain.join(timeout)
-        assert not self.plain.is_alive(), "the plain request is still waiting"
-        self.stream.join(timeout)
-        return self
-
-    @property
-    def pending(self) -> bool:
-        """Neither has been told its response finished."""
-        return self.plain.is_alive() and "result" not in self.outcome and self.stream.final is None
-
-
-def start_stored_pair(base_url: str, image_url: str) -> StoredPair:
-    """A plain and a streamed stored request, the plain one in flight and the stream past its
-    answer's last output event (all that comes after is storing it and saying so)."""
-    body = turn_body(user_turn("Plain: findings?", image_url))
-    plain, outcome = in_thread(lambda: post_response(base_url, body))
-    assert wait_for(lambda: in_flight(base_url) >= 1, 10)
-    stream = ResponseStream(base_url, turn_body(user_turn("Streamed: findings?", image_url)))
-    stream.wait_for(LAST_OUTPUT_EVENT)
-    return StoredPair(plain, outcome, stream)
-
-
-def retry_after_s(response: httpx.Response) -> int:
-    return int(response.headers["Retry-After"])
-
-
 class ResponseStream:
     """POST /v1/responses with `stream: true`, read in a daemon thread: `events` fills as they
     arrive; `error` is the transport failure that ended the stream early, if one did."""
@@ -165,3 +120,48 @@ class ResponseStream:
     @property
     def open(self) -> bool:
         return self._thread.is_alive()
+
+
+def in_flight(base_url: str) -> float:
+    """Requests the server is serving now, the /metrics request that asks excluded."""
+    return metric(base_url, "lingshu_requests_in_flight") - 1
+
+
+def post_response(base_url: str, body: dict[str, Any]) -> httpx.Response:
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        return client.post(RESPONSES, json=body)
+
+
+@dataclass
+class StoredPair:
+    """A plain and a streamed stored request on their way; see `start_stored_pair`."""
+
+    plain: threading.Thread
+    outcome: dict[str, Any]  # the plain request's "result" (httpx.Response) or "error"
+    stream: ResponseStream
+
+    def join(self, timeout: float = 30) -> StoredPair:
+        self.plain.join(timeout)
+        assert not self.plain.is_alive(), "the plain request is still waiting"
+        self.stream.join(timeout)
+        return self
+
+    @property
+    def pending(self) -> bool:
+        """Neither has been told its response finished."""
+        return self.plain.is_alive() and "result" not in self.outcome and self.stream.final is None
+
+
+def start_stored_pair(base_url: str, image_url: str) -> StoredPair:
+    """A plain and a streamed stored request, the plain one in flight and the stream past its
+    answer's last output event (all that comes after is storing it and saying so)."""
+    body = turn_body(user_turn("Plain: findings?", image_url))
+    plain, outcome = in_thread(lambda: post_response(base_url, body))
+    assert wait_for(lambda: in_flight(base_url) >= 1, 10)
+    stream = ResponseStream(base_url, turn_body(user_turn("Streamed: findings?", image_url)))
+    stream.wait_for(LAST_OUTPUT_EVENT)
+    return StoredPair(plain, outcome, stream)
+
+
+def retry_after_s(response: httpx.Response) -> int:
+    return int(response.headers["Retry-After"])
