@@ -1,7 +1,7 @@
 """The package's layers are a contract the lint step checks (import-linter, pyproject.toml):
 each folder imports only the folders below it, nothing below the HTTP layer imports the web
-framework, only engine/ imports vLLM, only storage/ speaks to the database. These tests prove the check bites: a copy of the package
-with one wrong import fails it."""
+framework, only engine/ imports vLLM, only storage/ speaks to the database. These tests prove
+the check bites: a copy of the package with one wrong import fails it."""
 
 from __future__ import annotations
 

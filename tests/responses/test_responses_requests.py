@@ -194,3 +194,11 @@ def test_audited_and_keyed_like_chat(secured):
     assert record["route"] == "/v1/responses"
     assert record["images"] and record["images"][0]["width"] == 64
     assert "Findings?" not in secured.audit_path.read_text()
+
+
+def test_an_earlier_call_with_blank_arguments_is_an_empty_object(client):
+    """Found by the schema fuzzer: whitespace-only arguments were a 500."""
+    call = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "\t "}
+    result = {"type": "function_call_output", "call_id": "c1", "output": "done"}
+    body = {"input": [{"role": "user", "content": "x"}, call, result], "max_output_tokens": 1}
+    assert client.post(RESPONSES, json=body).status_code == 200

@@ -14,6 +14,7 @@ from lingshu_server.core.errors import ErrorResponse
 from lingshu_server.protocol.chat import ChatCompletion, ChatCompletionChunk
 from lingshu_server.protocol.completions import Completion, CompletionChunk
 from lingshu_server.protocol.preview import PreviewResponse
+from lingshu_server.protocol.reports import ReportChunk, ReportNotStoredResponse, ReportResponse
 from lingshu_server.protocol.responses import ResponsesResponse, StreamEvent
 
 ERROR_DESCRIPTIONS = {
@@ -23,6 +24,8 @@ ERROR_DESCRIPTIONS = {
     401: "Missing or wrong API key (checked before the body is read)",
     404: "Unknown model (neither a served name nor a LoRA adapter), or a stored response or "
     "conversation that does not exist or is not the caller's",
+    502: "The PACS could not be reached or failed (Retry-After)",
+    504: "The PACS did not answer in time (Retry-After)",
     408: "The request body did not arrive within --body-read-timeout",
     413: "The request body is over --max-request-bytes",
     415: "The body is not sent as Content-Type: application/json",
@@ -100,6 +103,7 @@ STREAM_SCHEMAS: dict[str, Any] = {
     CHUNK_SCHEMA: ChatCompletionChunk,
     "CompletionChunk": CompletionChunk,
     STREAM_EVENT_SCHEMA: StreamEvent,
+    "ReportChunk": ReportChunk,
 }
 
 
@@ -141,6 +145,36 @@ PREVIEW_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The image (or a video's sampled frames) as the model sees it",
     },
     **error_responses(400, 401, 415, 429, 500),
+}
+REPORT_SSE_EVENT = sse_event("ReportChunk")
+REPORT_SSE_EVENT["description"] = (
+    "With `stream: true`: server-sent events. Each `data:` line holds a `ReportChunk` (the "
+    "text as it is generated), then one holds the `Report` (#/components/schemas/"
+    "ReportResponse) with its renderings; a failure after the first event (a PACS that "
+    "refused the SR included) arrives as a `data:` line holding an `ErrorResponse`; the "
+    "stream ends with `data: [DONE]`."
+)
+REPORT_NOT_STORED = {
+    "model": ReportNotStoredResponse,
+    "description": "The report was drafted but the PACS refused its SR, failed or did not "
+    "answer: the error (with the PACS's reason) and the whole report",
+}
+REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ReportResponse,
+        "description": "The drafted report (JSON), or with `stream: true` its text and then "
+        "the report (SSE)",
+        "content": {"text/event-stream": {"schema": REPORT_SSE_EVENT}},
+    },
+    **error_responses(400, 401, 404, 415, 429, 500),
+    502: REPORT_NOT_STORED,
+    504: REPORT_NOT_STORED,
+}
+REPORT_STORE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ReportResponse, "description": "The report, its SR stored"},
+    **error_responses(400, 401, 404, 429, 500),
+    502: REPORT_NOT_STORED,
+    504: REPORT_NOT_STORED,
 }
 V1_RESPONSES = error_responses(401, 429)
 

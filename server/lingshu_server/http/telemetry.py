@@ -27,6 +27,8 @@ AUDITED_ROUTES = frozenset(
         "/tokenize",
         "/detokenize",
         "/v1/images/preview",
+        "/v1/reports",
+        "/v1/reports/{report_id}/store",
     }
 )
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for "the client went away first"
