@@ -140,7 +140,7 @@ class Launcher:
         ]
         pids = self.request({"op": "start", "servers": specs})["pids"]
         started = [
-            RunningServer(ForkedProcess(self, pid), port, log, model="lingshu-demo")  # type: ignore[arg-type]
+            RunningServer(ForkedProcess(self, pid), port, log, model="lingshu-demo")  # Popen enough
             for pid, port, (log, _) in zip(pids, ports, servers, strict=True)
         ]
         if wait:
