@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import openai
 import pydicom
 import pytest
@@ -271,3 +272,11 @@ def sdk_client(server: RunningServer, api_key: str = API_KEYS[0], **headers: str
 @pytest.fixture
 def sdk(pacs_server: RunningServer) -> openai.OpenAI:
     return sdk_client(pacs_server)
+
+
+@pytest.fixture
+def client(pacs_server: RunningServer) -> Iterator[httpx.Client]:
+    """Plain HTTP to the PACS-configured server with the first API key."""
+    headers = {"Authorization": f"Bearer {API_KEYS[0]}"}
+    with httpx.Client(base_url=pacs_server.base_url, headers=headers, timeout=120) as http:
+        yield http

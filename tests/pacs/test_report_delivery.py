@@ -21,13 +21,6 @@ FHIR_FORWARD = "X-FHIR-Authorization"
 SAMPLING = {"temperature": 0, "max_tokens": 8}
 
 
-@pytest.fixture
-def client(pacs_server):
-    headers = {"Authorization": f"Bearer {KEY}"}
-    with httpx.Client(base_url=pacs_server.base_url, headers=headers, timeout=60) as http:
-        yield http
-
-
 def fhir_report(client: httpx.Client, fhir_url: str, **headers: str) -> httpx.Response:
     body = {"content": [image(image_data_url(64, 64))], "fhir_url": fhir_url, **SAMPLING}
     return client.post("/v1/reports", json=body, headers=headers)

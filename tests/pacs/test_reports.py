@@ -33,13 +33,6 @@ FORWARD = "X-DICOMweb-Authorization"
 SAMPLING = {"temperature": 0, "max_tokens": 12}
 
 
-@pytest.fixture
-def client(pacs_server):
-    headers = {"Authorization": f"Bearer {KEY}"}
-    with httpx.Client(base_url=pacs_server.base_url, headers=headers, timeout=120) as http:
-        yield http
-
-
 def sse_data(text: str) -> list[str]:
     return [line[6:] for line in text.splitlines() if line.startswith("data: ")]
 
