@@ -116,6 +116,9 @@ def test_only_configured_fhir_urls_and_before_any_generation(client, pacs_server
         },
     )
     assert no_bundle.status_code == 400 and no_bundle.json()["error"]["param"] == "fhir_url"
+    malformed = fhir_report(client, fhir.forward_url, **{FHIR_FORWARD: "Bearer " + "x" * 9000})
+    assert malformed.status_code == 400
+    assert malformed.json()["error"]["code"] == "fhir_unauthorized"
     assert len(pacs_server.engine.requests) == generated
     # a trailing slash names the same base
     assert fhir_report(client, fhir.basic_url + "/").status_code == 200

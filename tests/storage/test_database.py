@@ -84,13 +84,22 @@ def test_retention_deletes_what_expired_and_the_images_only_it_held(tmp_path: Pa
         assert db.execute("SELECT count(*) FROM responses").fetchone() == (1,)
 
 
-def test_report_drafts_are_their_owners_and_expire_with_their_sr_files(tmp_path: Path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_report_drafts_are_their_owners_and_expire_with_their_sr_files(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+):
+    url = (
+        request.getfixturevalue("postgres").create_database("report_drafts")
+        if backend == "postgresql"
+        else None
+    )
+
     def draft(draft_id: str, sr: bytes) -> StoredDraft:
         report = {"id": draft_id, "dicom_sr": {"data": ""}}
         return StoredDraft(draft_id, "key:a", report, sr, "http://pacs/dicom-web/studies/1")
 
-    async def scenario() -> int:
-        database = Database.from_settings(None, tmp_path)
+    async def scenario() -> tuple[int, list[str]]:
+        database = Database.from_settings(url, tmp_path)
         short, long = ReportDraftStore(database, ttl_s=60), ReportDraftStore(database, 3600)
         await short.save(draft("d-old", b"old SR"), "1" * 64)
         await long.save(draft("d-new", b"new SR"), "2" * 64)
@@ -100,12 +109,12 @@ def test_report_drafts_are_their_owners_and_expire_with_their_sr_files(tmp_path:
         assert await short.get("key:a", "d-old") is None
         kept = await long.get("key:a", "d-new")
         assert kept is not None and kept.target_url == "http://pacs/dicom-web/studies/1"
+        async with database.transaction() as connection:
+            left = list((await connection.execute(sa.text("SELECT sha256 FROM blobs"))).scalars())
         await database.close()
-        return gone
+        return gone, left
 
-    assert run(scenario()) == 1
-    with sqlite3.connect(tmp_path / "lingshu.db") as db:
-        assert db.execute("SELECT sha256 FROM blobs").fetchall() == [("2" * 64,)]
+    assert run(scenario()) == (1, ["2" * 64])  # the expired draft's SR file went with it
 
 
 def test_an_expired_object_is_not_found_before_the_sweeper_runs(tmp_path: Path):

@@ -176,6 +176,8 @@ class ReportService:
 
     async def _plan(self, request: ReportRequest) -> _Plan:
         fhir = self._fhir_servers.match(request.fhir_url, "fhir_url") if request.fhir_url else None
+        if fhir is not None:
+            fhir.auth.header()  # a malformed forwarded credential is a 400 now, not after writing
         sources = await read_sources(
             parts=_image_parts(request),
             prompts=self._prompts,
