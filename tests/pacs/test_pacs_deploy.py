@@ -61,6 +61,13 @@ def _chart() -> helm_python.Chart:
     return helm_python.Chart.load(CHART)
 
 
+@functools.cache
+def values_validator() -> jsonschema.Draft202012Validator:
+    schema = yaml.safe_load((CHART / "values.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
     rendered = _chart().render(values, name="lingshu", namespace="radiology")
     manifests = (text for path, text in rendered.items() if path.endswith(".yaml"))
@@ -138,11 +145,10 @@ def test_helm_without_pacs_leaves_dicomweb_off(monkeypatch: pytest.MonkeyPatch) 
     ],
 )
 def test_helm_schema_refuses_unusable_pacs_entries(pacs: dict[str, Any]) -> None:
-    schema = yaml.safe_load((CHART / "values.schema.json").read_text())
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"dicomweb": {"pacs": [pacs]}}, schema)
+        values_validator().validate({"dicomweb": {"pacs": [pacs]}})
     with pytest.raises(jsonschema.ValidationError):  # FHIR servers: the same rules
-        jsonschema.validate({"fhir": {"servers": [pacs]}}, schema)
+        values_validator().validate({"fhir": {"servers": [pacs]}})
 
 
 def compose() -> dict[str, Any]:
