@@ -25,20 +25,23 @@ from lingshu_server.core.image_budget import checkpoint_budget, server_budget
 from lingshu_server.core.lifecycle import Lifecycle, Stage, watch_engine
 from lingshu_server.core.logs import AuditLog
 from lingshu_server.core.metrics import Metrics
+from lingshu_server.core.quotas import RATE_LIMIT_HEADERS
 from lingshu_server.core.settings import Settings
 from lingshu_server.engine.checkpoint_digest import checkpoint_digest
 from lingshu_server.engine.interface import EngineFactory
 from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import UnsupportedModelError, check_supported_model
 from lingshu_server.engine.vllm_engine import VllmEngine, vllm_version
-from lingshu_server.http.auth import ApiKeyMiddleware, ApiKeyStore, is_loopback
+from lingshu_server.http.auth import ApiKeyStore, AuthMiddleware, is_loopback
 from lingshu_server.http.error_handlers import install_error_handlers
+from lingshu_server.http.identity import install_identity
 from lingshu_server.http.limits import BodySizeLimitMiddleware, RateLimiter
 from lingshu_server.http.openapi import install_openapi
 from lingshu_server.http.pacs_forwarding import ForwardedCredentialMiddleware
 from lingshu_server.http.playground import playground
+from lingshu_server.http.quotas import QuotaMiddleware
 from lingshu_server.http.ready_message import ready_message
-from lingshu_server.http.routes import public, tokens, v1
+from lingshu_server.http.routes import PROBE_PATHS, public, tokens, v1
 from lingshu_server.http.stored_routes import stored
 from lingshu_server.http.telemetry import TelemetryMiddleware
 from lingshu_server.inputs.dicomweb import DicomWebSource
@@ -251,7 +254,8 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         model=settings.served_model_names[0],
         playground=settings.playground,
         docs=app.docs_url is not None,
-        api_keys=app.state.api_keys.enabled,
+        api_keys=app.state.authenticator.enabled,
+        tls=settings.tls_cert_file is not None,
         stored_responses=app.state.database.described if settings.store_responses else None,
     )
     logger.info(
@@ -310,12 +314,17 @@ def create_app(
                 sweep_forever(app.state.database, min(SWEEP_INTERVAL_S, settings.store_ttl))
             )
         )
+        signing_keys = app.state.signing_keys
+        if signing_keys is not None:
+            background.append(asyncio.create_task(signing_keys.keep_fresh()))
         try:
             yield
         finally:
             for task in background:
                 task.cancel()
             await app.state.database.close()
+            if signing_keys is not None:
+                await signing_keys.aclose()
             await app.state.image_fetcher.aclose()
             await app.state.dicomweb.aclose()
             await app.state.fhir.aclose()
@@ -348,6 +357,7 @@ def create_app(
     app.state.metrics.engine_healthy.set(0)
     app.state.metrics.engine_loading.set(1)
     app.state.api_keys = ApiKeyStore(settings.api_keys, settings.api_key_file)
+    install_identity(app, settings)
     app.state.rate_limiter = (
         RateLimiter(settings.rate_limit_per_key) if settings.rate_limit_per_key else None
     )
@@ -394,14 +404,21 @@ def create_app(
         max_bytes=settings.max_request_bytes,
         read_timeout=settings.body_read_timeout,
     )
-    public_paths = _paths(public)
+    if app.state.quotas is not None:  # after the caller is known, before the body is read
+        app.add_middleware(QuotaMiddleware, quotas=app.state.quotas)
+    public_paths = set(PROBE_PATHS)
     if settings.playground:  # a static page holding no data; its API calls carry the key
         public_paths |= _paths(playground)
     public_paths |= {url for url in (app.openapi_url, app.docs_url, app.redoc_url) if url}
     if app.docs_url:
         public_paths.add(f"{app.docs_url}/oauth2-redirect")
     app.add_middleware(
-        ApiKeyMiddleware, store=app.state.api_keys, public_paths=frozenset(public_paths)
+        AuthMiddleware,
+        authenticator=app.state.authenticator,
+        public_paths=frozenset(public_paths),
+        api_roles=frozenset(settings.oidc_required_roles),
+        metrics_auth=settings.metrics_auth,
+        metrics_role=settings.metrics_role,
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -415,7 +432,7 @@ def create_app(
                 FORWARD_HEADER,
                 FHIR_FORWARD_HEADER,
             ],
-            expose_headers=["X-Request-Id", "Retry-After"],
+            expose_headers=["X-Request-Id", "Retry-After", *RATE_LIMIT_HEADERS],
         )
     app.add_middleware(
         TelemetryMiddleware, metrics=app.state.metrics, lifecycle=app.state.lifecycle, audit=audit

@@ -341,8 +341,10 @@ const checks = {
   async 'errors: 400 BadRequestError'() {
     const chat = client().chat.completions.create({ model, messages: [{ role: 'user', content: 'x' }], temperature: 5 });
     assert.equal((await expectError(chat, OpenAI.BadRequestError, 400)).param, 'temperature');
-    const stored = client().responses.create({ model, input: 'x', store: true });
-    assert.equal((await expectError(stored, OpenAI.BadRequestError, 400)).param, 'store');
+    const unknown = client().responses.create({ model, input: 'x', previous_response_id: 'resp_none' });
+    const error = await expectError(unknown, OpenAI.BadRequestError, 400);
+    assert.equal(error.param, 'previous_response_id');
+    assert.equal(error.code, 'previous_response_not_found');
   },
 
   async 'errors: 413 request too large'() {

@@ -216,11 +216,24 @@ lingshu-server/role: helm-test
 {{- if and $v.autoscaling.enabled $v.keda.enabled }}
 {{- fail "autoscaling.enabled and keda.enabled both scale the same workload: enable one" }}
 {{- end }}
-{{- if and (not $v.apiKeys.enabled) (not $v.settings.allowUnauthenticated) }}
-{{- fail "apiKeys.enabled is false: the server refuses to serve /v1 without keys unless settings.allowUnauthenticated is true (only behind your own authenticating gateway)" }}
+{{- if and (not $v.apiKeys.enabled) (not $v.settings.allowUnauthenticated) (not $v.settings.oidcIssuers) (eq $v.tls.clientAuth "none") }}
+{{- fail "apiKeys.enabled is false: the server refuses to serve /v1 without keys unless settings.oidcIssuers (tokens) or tls.clientAuth (client certificates) stands in for them, or settings.allowUnauthenticated is true (only behind your own authenticating gateway)" }}
 {{- end }}
 {{- if and $v.apiKeys.enabled $v.apiKeys.existingSecret $v.apiKeys.keys }}
 {{- fail "set apiKeys.existingSecret or apiKeys.keys, not both" }}
+{{- end }}
+{{- /* identity */}}
+{{- if and $v.tls.enabled (not $v.tls.existingSecret) }}
+{{- fail "tls.enabled needs tls.existingSecret: a kubernetes.io/tls Secret (tls.crt, tls.key), e.g. from cert-manager" }}
+{{- end }}
+{{- if and (ne $v.tls.clientAuth "none") (not $v.tls.clientCaSecret) }}
+{{- fail "tls.clientAuth needs tls.clientCaSecret: the CA client certificates must chain to" }}
+{{- end }}
+{{- if and (ne $v.tls.clientAuth "none") (not $v.tls.enabled) }}
+{{- fail "tls.clientAuth needs tls.enabled" }}
+{{- end }}
+{{- if eq $v.tls.clientAuth "required" }}
+{{- fail "tls.clientAuth required: the kubelet's probes present no client certificate and would fail; use optional (API calls still need a key, a token or a certificate)" }}
 {{- end }}
 {{- /* storage */}}
 {{- if $v.model.perReplicaCache.enabled }}
@@ -484,6 +497,9 @@ startupProbe:
   httpGet:
     path: /health
     port: http
+    {{- if .Values.tls.enabled }}
+    scheme: HTTPS
+    {{- end }}
   periodSeconds: {{ $p.startup.periodSeconds }}
   timeoutSeconds: {{ $p.startup.timeoutSeconds }}
   failureThreshold: {{ $p.startup.failureThreshold }}
@@ -491,6 +507,9 @@ livenessProbe:
   httpGet:
     path: /health
     port: http
+    {{- if .Values.tls.enabled }}
+    scheme: HTTPS
+    {{- end }}
   periodSeconds: {{ $p.liveness.periodSeconds }}
   timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
   failureThreshold: {{ $p.liveness.failureThreshold }}
@@ -498,6 +517,9 @@ readinessProbe:
   httpGet:
     path: /ready
     port: http
+    {{- if .Values.tls.enabled }}
+    scheme: HTTPS
+    {{- end }}
   periodSeconds: {{ $p.readiness.periodSeconds }}
   timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
   failureThreshold: {{ $p.readiness.failureThreshold }}
@@ -626,6 +648,9 @@ printf '%%s' %s > "$marker"` (printf "%s/.lingshu-download" $dir | squote) ($wan
     {{- include "lingshu-server.apiKeysVolumeMount" $root | nindent 4 }}
     {{- end }}
     {{- with include "lingshu-server.remoteVolumeMounts" $root | trim }}{{ . | nindent 4 }}{{ end }}
+    {{- if $root.Values.tls.enabled }}
+    {{- include "lingshu-server.tlsVolumeMounts" $root | nindent 4 }}
+    {{- end }}
 {{- end }}
 
 {{/* The serving pod of a Deployment or StatefulSet. */}}
@@ -656,6 +681,9 @@ spec:
     {{- include "lingshu-server.apiKeysVolume" . | nindent 4 }}
     {{- end }}
     {{- with include "lingshu-server.remoteVolumes" . | trim }}{{ . | nindent 4 }}{{ end }}
+    {{- if .Values.tls.enabled }}
+    {{- include "lingshu-server.tlsVolumes" . | nindent 4 }}
+    {{- end }}
 {{- end }}
 
 {{- define "lingshu-server.scaleTargetRef" -}}
@@ -816,5 +844,39 @@ name: {{ include "lingshu-server.fullname" . }}
   readOnly: true
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* ---------- Identity: HTTPS and client certificates served by the server itself ---------- */}}
+
+{{- define "lingshu-server.tlsDir" -}}/etc/lingshu/tls{{- end }}
+{{- define "lingshu-server.tlsClientCaDir" -}}/etc/lingshu/tls-client-ca{{- end }}
+
+{{/* Directory mounts, not subPaths: a renewed Secret (cert-manager) reaches the running server,
+     which serves the new files to new connections without a restart. */}}
+{{- define "lingshu-server.tlsVolumes" -}}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+    defaultMode: 0440
+{{- with .Values.tls.clientCaSecret }}
+- name: tls-client-ca
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - key: {{ $.Values.tls.clientCaKey }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+
+{{- define "lingshu-server.tlsVolumeMounts" -}}
+- name: tls
+  mountPath: {{ include "lingshu-server.tlsDir" . }}
+  readOnly: true
+{{- if .Values.tls.clientCaSecret }}
+- name: tls-client-ca
+  mountPath: {{ include "lingshu-server.tlsClientCaDir" . }}
+  readOnly: true
 {{- end }}
 {{- end }}

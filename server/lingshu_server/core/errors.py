@@ -249,6 +249,17 @@ class RateLimitedError(RetryLaterError):
     rejection = "rate_limited"
 
 
+class QuotaExceededError(RateLimitedError):
+    """A tenant's quota (requests or tokens a minute, tokens a day, requests at once) is used up;
+    OpenAI's `x-ratelimit-*` headers say how it stands."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int, rate_limit_headers: dict[str, str]):
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.headers = {**rate_limit_headers, **(self.headers or {})}
+
+
 class RequestTooLargeError(APIError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     code = "request_too_large"
@@ -259,6 +270,22 @@ class AuthenticationError(APIError):
     status = HTTPStatus.UNAUTHORIZED
     code = "invalid_api_key"
     rejection = "auth"
+
+
+class InvalidTokenError(AuthenticationError):
+    """A bearer token that is not a valid access token of an accepted issuer (RFC 6750)."""
+
+    code = "invalid_token"
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class PermissionDeniedError(APIError):
+    """A valid token without a role (or scope) this route needs (RFC 6750's 403)."""
+
+    status = HTTPStatus.FORBIDDEN
+    code = "insufficient_scope"
+    rejection = "auth"
+    headers = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
 
 
 class InternalServerError(APIError):

@@ -203,6 +203,8 @@ def request_record(ctx: RequestContext, latency_s: float) -> dict[str, Any]:
     return {
         "request_id": ctx.request_id,
         "key_id": ctx.key_id,
+        "identity": ctx.identity,
+        "tenant": ctx.tenant,
         "method": ctx.method,
         "route": ctx.route,
         "status": ctx.status,

@@ -20,8 +20,8 @@ class ReadyMessage:
     text_lines: list[str]  # what a text log shows instead: a short block
 
 
-def base_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def base_url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def ready_message(
@@ -32,12 +32,14 @@ def ready_message(
     playground: bool,
     docs: bool,
     api_keys: bool,
+    tls: bool = False,
     stored_responses: str | None = None,
 ) -> ReadyMessage:
     """`stored_responses`: where responses are stored by default (the database, described
     without credentials), or None when they are not."""
-    listening = base_url(host, port)
-    local = base_url(WILDCARD_HOSTS.get(host, host), port)
+    scheme = "https" if tls else "http"
+    listening = base_url(host, port, scheme)
+    local = base_url(WILDCARD_HOSTS.get(host, host), port, scheme)
     body = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}
     curl = " ".join(
         [

@@ -84,8 +84,9 @@ async def require_ready(lifecycle: LifecycleDep) -> None:
 async def check_rate_limit(request: Request) -> None:
     limiter = request.app.state.rate_limiter
     ctx = request_context.get()
-    if limiter is not None and ctx is not None and ctx.key_id is not None:
-        limiter.check(ctx.key_id)
+    caller = ctx.identity or ctx.key_id if ctx is not None else None
+    if limiter is not None and caller is not None:
+        limiter.check(caller)
 
 
 async def require_json(request: Request) -> None:
@@ -144,6 +145,8 @@ tokens = APIRouter(
     responses=TOKENIZE_RESPONSES,
 )
 public = APIRouter()
+# Open to anyone whatever else is protected: the orchestrator's probes carry no credential.
+PROBE_PATHS = ("/health", "/ready")
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T | Response:
@@ -288,10 +291,14 @@ async def health(request: Request, lifecycle: LifecycleDep) -> JSONResponse:
     body = lifecycle.status()
     database = request.app.state.database
     if database.opened:
-        try:
-            problem = await asyncio.wait_for(database.check(), DATABASE_CHECK_S)
-        except TimeoutError:
-            problem = f"the database ({database.kind}) did not answer in {DATABASE_CHECK_S:g} s"
+        # The last request's word on it; only after a failure is the database asked again
+        # (so a probe costs nothing while all is well, and sees the recovery).
+        problem = database.last_error
+        if problem is not None:
+            try:
+                problem = await asyncio.wait_for(database.check(), DATABASE_CHECK_S)
+            except TimeoutError:
+                problem = f"the database ({database.kind}) did not answer in {DATABASE_CHECK_S:g} s"
         body["database"] = problem or "ok"
     return JSONResponse(body, status_code=200 if lifecycle.serving else 503)
 

@@ -82,5 +82,9 @@ async def release_blobs(connection: AsyncConnection, object_ids: Iterable[str]) 
     )
     orphans = sorted(used - still)
     if orphans:
-        await connection.execute(sa.delete(blobs).where(blobs.c.sha256.in_(orphans)))
+        try:
+            async with connection.begin_nested():
+                await connection.execute(sa.delete(blobs).where(blobs.c.sha256.in_(orphans)))
+        except sa.exc.IntegrityError:
+            return []  # another request referenced them meanwhile: they stay, in use
     return orphans

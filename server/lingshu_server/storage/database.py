@@ -88,6 +88,7 @@ class Database:
                 os.chmod(self._lock_file.parent, 0o700)  # patient data: the owner only
             engine = create_async_engine(self.url, connect_args={"timeout": 30})
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
             return engine
         return create_async_engine(
             self.url,
@@ -122,11 +123,19 @@ class Database:
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    connection.isolation_level = None  # transactions begin as _sqlite_begin_immediate says
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers beside the writer
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    """Each transaction takes SQLite's write lock at its start: two requests appending to one
+    conversation queue up instead of both reading the same last position (a deferred
+    transaction would fail with SQLITE_BUSY when it came to write)."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @contextmanager
