@@ -98,11 +98,12 @@ class Database:
         )
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction, committed at the end; the driver's failures as API errors."""
+    async def transaction(self, *, quiet: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One transaction, committed at the end; the driver's failures as API errors (logged
+        unless `quiet`: for a caller that logs an outage once itself)."""
         await self.open()
         assert self._engine is not None
-        with _storage_errors(self):
+        with _storage_errors(self, log=not quiet):
             async with self._engine.begin() as connection:
                 yield connection
         self.last_error = None
@@ -139,7 +140,7 @@ def _sqlite_begin_immediate(connection: Any) -> None:
 
 
 @contextmanager
-def _storage_errors(database: Database) -> Iterator[None]:
+def _storage_errors(database: Database, *, log: bool = True) -> Iterator[None]:
     """Translate what a driver raises into StorageUnavailableError or StorageFullError."""
     try:
         yield
@@ -153,10 +154,11 @@ def _storage_errors(database: Database) -> Iterator[None]:
                 "the server's database has no space left to store this; nothing was stored"
             ) from None
         database.last_error = f"the database ({database.kind}) cannot be reached"
-        logger.warning(
-            "database error",
-            extra={"fields": {"database": database.described, "error": type(exc).__name__}},
-        )
+        if log:
+            logger.warning(
+                "database error",
+                extra={"fields": {"database": database.described, "error": type(exc).__name__}},
+            )
         raise StorageUnavailableError(
             "the server's database is unavailable; try again shortly"
         ) from None

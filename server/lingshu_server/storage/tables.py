@@ -70,3 +70,16 @@ conversation_items = sa.Table(
     sa.Column("item", sa.JSON, nullable=False),
     sa.UniqueConstraint("conversation_id", "position", name="uq_conversation_items_position"),
 )
+
+# Quotas shared by the replicas (storage/quota_counter.py): one token bucket per subject (a
+# tenant, or a caller without one) and rate (`requests_per_minute`, `tokens_per_minute`,
+# `tokens_per_day`). The capacity is the quota's, from the settings; a row holds what is left
+# and when that was worked out (wall-clock seconds: the replicas share no other clock).
+quota_buckets = sa.Table(
+    "quota_buckets",
+    metadata,
+    sa.Column("subject", sa.Text, primary_key=True),
+    sa.Column("rate", sa.String(40), primary_key=True),
+    sa.Column("level", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+)
