@@ -25,7 +25,7 @@ from lingshu_server.core.image_budget import checkpoint_budget, server_budget
 from lingshu_server.core.lifecycle import Lifecycle, Stage, watch_engine
 from lingshu_server.core.logs import AuditLog
 from lingshu_server.core.metrics import Metrics
-from lingshu_server.core.quotas import RATE_LIMIT_HEADERS
+from lingshu_server.core.quotas import RATE_LIMIT_HEADERS, LocalQuotaCounter
 from lingshu_server.core.settings import Settings
 from lingshu_server.engine.checkpoint_digest import checkpoint_digest
 from lingshu_server.engine.interface import EngineFactory
@@ -75,6 +75,7 @@ from lingshu_server.services.tokenization import TokenizeService
 from lingshu_server.services.tool_template import handles_tools
 from lingshu_server.storage.conversation_store import ConversationStore
 from lingshu_server.storage.database import Database
+from lingshu_server.storage.quota_counter import DatabaseQuotaCounter
 from lingshu_server.storage.report_draft_store import ReportDraftStore
 from lingshu_server.storage.response_store import ResponseStore
 from lingshu_server.storage.sweeper import SWEEP_INTERVAL_S, sweep_forever
@@ -317,11 +318,16 @@ def create_app(
         signing_keys = app.state.signing_keys
         if signing_keys is not None:
             background.append(asyncio.create_task(signing_keys.keep_fresh()))
+        shared_quotas = app.state.shared_quotas
+        if shared_quotas is not None:
+            shared_quotas.start()
         try:
             yield
         finally:
             for task in background:
                 task.cancel()
+            if shared_quotas is not None:
+                await shared_quotas.aclose()  # the tokens charged last, before the database goes
             await app.state.database.close()
             if signing_keys is not None:
                 await signing_keys.aclose()
@@ -357,7 +363,15 @@ def create_app(
     app.state.metrics.engine_healthy.set(0)
     app.state.metrics.engine_loading.set(1)
     app.state.api_keys = ApiKeyStore(settings.api_keys, settings.api_key_file)
-    install_identity(app, settings)
+    # Stored state: the database opens at start-up when configured, else on first use.
+    database = Database.from_settings(settings.database_url, settings.state_dir)
+    app.state.database = database
+    # Quotas: shared by the replicas through a configured database (the default SQLite serves
+    # one replica, whose memory counts as well and costs nothing).
+    app.state.shared_quotas = (
+        DatabaseQuotaCounter(database) if settings.database_url and settings.tenant_quotas else None
+    )
+    install_identity(app, settings, quota_counter=app.state.shared_quotas or LocalQuotaCounter())
     app.state.rate_limiter = (
         RateLimiter(settings.rate_limit_per_key) if settings.rate_limit_per_key else None
     )
@@ -368,9 +382,6 @@ def create_app(
     )
     app.state.fhir = FhirServers.from_settings(settings, app.state.metrics.registry)
     audit = AuditLog(settings.audit_log_file) if settings.audit_log_file else None
-    # Stored state: the database opens at start-up when configured, else on first use.
-    database = Database.from_settings(settings.database_url, settings.state_dir)
-    app.state.database = database
     app.state.response_history = ResponseHistory(
         responses=ResponseStore(database, settings.store_ttl),
         conversations=ConversationStore(database, settings.store_ttl),

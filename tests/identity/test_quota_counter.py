@@ -1,5 +1,6 @@
 """The quota counter alone, on a clock the test moves: buckets refill continuously, a day's
-quota over a day, tokens may overdraw a bucket, and the reset times read as OpenAI writes them."""
+quota over a day, tokens may overdraw a bucket, a clock behind another replica's takes nothing,
+and the reset times read as OpenAI writes them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import pytest
 
 from lingshu_server.core.errors import QuotaExceededError
-from lingshu_server.core.quotas import LocalQuotaCounter, TenantQuota, duration_text
+from lingshu_server.core.quotas import Buckets, LocalQuotaCounter, TenantQuota, duration_text
 
 
 class Clock:
@@ -58,6 +59,15 @@ def test_concurrency_is_released():
         asyncio.run(counter.admit("radiology", quota))
     counter.release("radiology")
     asyncio.run(counter.admit("radiology", quota))
+
+
+def test_a_bucket_another_replica_wrote_with_a_clock_ahead_is_not_drained():
+    quota = TenantQuota(requests_per_minute=60)
+    # written at 1002.0 by a replica whose clock is two seconds ahead of this one's 1000.0
+    buckets = Buckets.restore(quota, 1000.0, {"requests_per_minute": (10.0, 1002.0)})
+    assert buckets.state().requests.remaining == 10
+    buckets.refill(1003.0)  # one second after it was written: one request's worth
+    assert buckets.state().requests.remaining == 11
 
 
 @pytest.mark.parametrize(

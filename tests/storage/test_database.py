@@ -156,3 +156,16 @@ def test_the_state_folder_is_private(tmp_path: Path):
     assert Database.from_settings(
         "postgresql+asyncpg://u:secret@db:5432/x", tmp_path
     ).described == ("postgresql:db:5432")
+
+
+def test_a_database_url_without_a_driver_takes_the_async_one(tmp_path: Path):
+    remote = Database.from_settings("postgresql://u:secret@db.internal/lingshu", tmp_path)
+    assert remote.url == "postgresql+asyncpg://u:secret@db.internal/lingshu"
+    local = Database.from_settings(f"sqlite:///{tmp_path / 'elsewhere.db'}", tmp_path / "unused")
+
+    async def scenario() -> None:
+        await local.open()
+        await local.close()
+
+    run(scenario())
+    assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "unused").exists()

@@ -5,16 +5,18 @@ behave), so `remaining` and `reset` in OpenAI's `x-ratelimit-*` headers read str
 Tokens are charged as they are used (the prompt once it is built, completion tokens step by
 step), so a bucket may go below zero: the tenant's next request then waits until it refills.
 
-`QuotaCounter` is the one interface the HTTP layer uses; `LocalQuotaCounter` keeps the counts in
-this replica's memory. A counter shared by every replica (the stored-state database) implements
-the same interface.
+`QuotaCounter` is the one interface the HTTP layer uses. `Buckets` holds the arithmetic (refill,
+the refusal rules and their messages, the headers' numbers) for whichever counter keeps the
+levels: `LocalQuotaCounter` in this replica's memory, storage's `DatabaseQuotaCounter` in the
+stored-state database, shared by every replica. Requests at once (`Slots`) are always counted
+in the replica that serves them.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,6 +30,14 @@ RATE_LIMIT_HEADERS = tuple(
     for kind in ("requests", "tokens")
     for what in ("limit", "remaining", "reset")
 )
+# The rates a quota may set, by their TenantQuota field (the name a stored bucket has), and
+# the period each refills over.
+RATES = (
+    ("requests_per_minute", 60.0),
+    ("tokens_per_minute", 60.0),
+    ("tokens_per_day", SECONDS_PER_DAY),
+)
+TOKEN_RATES = ("tokens_per_minute", "tokens_per_day")
 
 
 class TenantQuota(BaseModel):
@@ -39,6 +49,13 @@ class TenantQuota(BaseModel):
     tokens_per_minute: int | None = Field(default=None, ge=1)
     tokens_per_day: int | None = Field(default=None, ge=1)
     concurrent_requests: int | None = Field(default=None, ge=1)
+
+    def rates(self) -> Iterator[tuple[str, int, float]]:
+        """The rates this quota sets: (name, capacity, period in seconds)."""
+        for name, period_s in RATES:
+            capacity = getattr(self, name)
+            if capacity is not None:
+                yield name, capacity, period_s
 
 
 @dataclass
@@ -55,8 +72,10 @@ class Bucket:
         return self.capacity / self.period_s
 
     def refill(self, now: float) -> None:
-        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-        self.updated = now
+        # A clock behind `updated` (another replica's wall clock, a little ahead) adds nothing.
+        elapsed = max(0.0, now - self.updated)
+        self.level = min(self.capacity, self.level + elapsed * self.rate)
+        self.updated = max(self.updated, now)
 
     def seconds_until(self, level: float) -> float:
         """Seconds until the bucket holds `level` (0 if it does)."""
@@ -78,23 +97,103 @@ class QuotaState:
     tokens: Window | None
 
 
-@dataclass
-class _Tenant:
-    requests: Bucket | None
-    tokens_minute: Bucket | None
-    tokens_day: Bucket | None
-    in_flight: int = 0
-
-
-def _bucket(capacity: int | None, period_s: float, now: float) -> Bucket | None:
-    return None if capacity is None else Bucket(float(capacity), period_s, float(capacity), now)
-
-
 def _window(bucket: Bucket | None) -> Window | None:
     if bucket is None:
         return None
     remaining = max(0, math.floor(bucket.level))
     return Window(int(bucket.capacity), remaining, bucket.seconds_until(bucket.capacity))
+
+
+@dataclass
+class Buckets:
+    """One subject's buckets, by rate name (those its quota sets): the counting every counter
+    shares."""
+
+    quota: TenantQuota
+    rates: dict[str, Bucket]
+
+    @classmethod
+    def restore(
+        cls,
+        quota: TenantQuota,
+        now: float,
+        stored: Mapping[str, tuple[float, float]] | None = None,
+    ) -> Buckets:
+        """The quota's buckets as `stored` left them (rate name -> level, updated), refilled
+        to `now`; full where nothing is stored. The capacity is always the quota's own."""
+        rates: dict[str, Bucket] = {}
+        for name, capacity, period_s in quota.rates():
+            level, updated = (stored or {}).get(name, (float(capacity), now))
+            bucket = Bucket(float(capacity), period_s, level, updated)
+            bucket.refill(now)
+            rates[name] = bucket
+        return cls(quota, rates)
+
+    def refill(self, now: float) -> None:
+        for bucket in self.rates.values():
+            bucket.refill(now)
+
+    def admit(self, *, slot_free: bool) -> QuotaState:
+        """Take one request, or raise QuotaExceededError naming the first limit it is over
+        (`slot_free`: the subject's requests at once leave room for it)."""
+        quota = self.quota
+        if not slot_free:
+            self._refuse(f"{quota.concurrent_requests} concurrent requests", 1.0)
+        requests = self.rates.get("requests_per_minute")
+        if requests is not None and requests.level < 1:
+            wait_s = requests.seconds_until(1)
+            self._refuse(f"{quota.requests_per_minute} requests per minute", wait_s)
+        for name in TOKEN_RATES:
+            bucket = self.rates.get(name)
+            if bucket is not None and bucket.level <= 0:
+                # a token's worth above zero: one more request may start
+                limit = f"{getattr(quota, name)} {name.replace('_', ' ')}"
+                self._refuse(limit, bucket.seconds_until(min(1.0, bucket.capacity)))
+        if requests is not None:
+            requests.level -= 1
+        return self.state()
+
+    def charge(self, tokens: int) -> None:
+        """`tokens` used (prompt or completion): off every token bucket, below zero if need be."""
+        for name in TOKEN_RATES:
+            bucket = self.rates.get(name)
+            if bucket is not None:
+                bucket.level -= tokens
+
+    def state(self) -> QuotaState:
+        return QuotaState(
+            _window(self.rates.get("requests_per_minute")),
+            _window(self.rates.get("tokens_per_minute")),
+        )
+
+    def _refuse(self, limit: str, wait_s: float) -> None:
+        raise QuotaExceededError(
+            f"this tenant's quota of {limit} is used up; retry after the time in Retry-After",
+            retry_after_s=max(1, math.ceil(wait_s)),
+            rate_limit_headers=rate_limit_headers(self.state()),
+        )
+
+
+@dataclass
+class Slots:
+    """Requests in flight per subject, counted in this replica only: a replica that crashes
+    takes its slots with it instead of holding them in a shared count."""
+
+    _in_flight: dict[str, int] = field(default_factory=dict)
+
+    def take(self, subject: str, quota: TenantQuota) -> bool:
+        """Take a slot; False (none taken) when all of the subject's are in use."""
+        in_flight = self._in_flight.get(subject, 0)
+        limit = quota.concurrent_requests
+        if limit is not None and in_flight >= limit:
+            return False
+        self._in_flight[subject] = in_flight + 1
+        return True
+
+    def release(self, subject: str) -> None:
+        in_flight = self._in_flight.pop(subject, 0)
+        if in_flight > 1:
+            self._in_flight[subject] = in_flight - 1
 
 
 class QuotaCounter(Protocol):
@@ -103,7 +202,8 @@ class QuotaCounter(Protocol):
         ...
 
     def charge(self, subject: str, quota: TenantQuota, tokens: int) -> None:
-        """Count `tokens` used (prompt or completion) against `subject`'s token limits."""
+        """Count `tokens` used (prompt or completion) against `subject`'s token limits; called
+        as tokens are produced, so it never waits."""
         ...
 
     def release(self, subject: str) -> None:
@@ -116,66 +216,37 @@ class LocalQuotaCounter:
     """Quotas counted in this replica's memory (each replica allows the full quota)."""
 
     clock: Callable[[], float] = time.monotonic
-    _tenants: dict[str, _Tenant] = field(default_factory=dict)
+    slots: Slots = field(default_factory=Slots)
+    _buckets: dict[str, Buckets] = field(default_factory=dict)
 
-    def _tenant(self, subject: str, quota: TenantQuota) -> _Tenant:
+    def _subject(self, subject: str, quota: TenantQuota) -> Buckets:
         now = self.clock()
-        tenant = self._tenants.get(subject)
-        if tenant is None:
-            tenant = _Tenant(
-                _bucket(quota.requests_per_minute, 60.0, now),
-                _bucket(quota.tokens_per_minute, 60.0, now),
-                _bucket(quota.tokens_per_day, SECONDS_PER_DAY, now),
-            )
-            self._tenants[subject] = tenant
-        for bucket in (tenant.requests, tenant.tokens_minute, tenant.tokens_day):
-            if bucket is not None:
-                bucket.refill(now)
-        return tenant
+        buckets = self._buckets.get(subject)
+        if buckets is None:
+            buckets = self._buckets[subject] = Buckets.restore(quota, now)
+        else:
+            buckets.refill(now)
+        return buckets
 
     async def admit(self, subject: str, quota: TenantQuota) -> QuotaState:
-        tenant = self._tenant(subject, quota)
-        concurrent = quota.concurrent_requests
-        if concurrent is not None and tenant.in_flight >= concurrent:
-            self._refuse(tenant, f"{concurrent} concurrent requests", 1.0)
-        if tenant.requests is not None and tenant.requests.level < 1:
-            wait = tenant.requests.seconds_until(1)
-            self._refuse(tenant, f"{quota.requests_per_minute} requests per minute", wait)
-        for bucket, name in (
-            (tenant.tokens_minute, f"{quota.tokens_per_minute} tokens per minute"),
-            (tenant.tokens_day, f"{quota.tokens_per_day} tokens per day"),
-        ):
-            if bucket is not None and bucket.level <= 0:
-                # a token's worth above zero: one more request may start
-                self._refuse(tenant, name, bucket.seconds_until(min(1.0, bucket.capacity)))
-        if tenant.requests is not None:
-            tenant.requests.level -= 1
-        tenant.in_flight += 1
-        return self._state(tenant)
+        return self.admit_now(subject, quota)
+
+    def admit_now(self, subject: str, quota: TenantQuota) -> QuotaState:
+        """`admit` without waiting (a shared counter's fallback while its database is away)."""
+        slot_free = self.slots.take(subject, quota)
+        try:
+            return self._subject(subject, quota).admit(slot_free=slot_free)
+        except QuotaExceededError:
+            if slot_free:
+                self.slots.release(subject)
+            raise
 
     def charge(self, subject: str, quota: TenantQuota, tokens: int) -> None:
-        if tokens <= 0:
-            return
-        tenant = self._tenant(subject, quota)
-        for bucket in (tenant.tokens_minute, tenant.tokens_day):
-            if bucket is not None:
-                bucket.level -= tokens
+        if tokens > 0:
+            self._subject(subject, quota).charge(tokens)
 
     def release(self, subject: str) -> None:
-        tenant = self._tenants.get(subject)
-        if tenant is not None and tenant.in_flight > 0:
-            tenant.in_flight -= 1
-
-    @staticmethod
-    def _state(tenant: _Tenant) -> QuotaState:
-        return QuotaState(_window(tenant.requests), _window(tenant.tokens_minute))
-
-    def _refuse(self, tenant: _Tenant, limit: str, wait_s: float) -> None:
-        raise QuotaExceededError(
-            f"this tenant's quota of {limit} is used up; retry after the time in Retry-After",
-            retry_after_s=max(1, math.ceil(wait_s)),
-            rate_limit_headers=rate_limit_headers(self._state(tenant)),
-        )
+        self.slots.release(subject)
 
 
 def duration_text(seconds: float) -> str:

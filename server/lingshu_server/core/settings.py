@@ -437,8 +437,9 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Quotas per tenant, as a JSON object: tenant -> {requests_per_minute, "
         "tokens_per_minute, tokens_per_day, concurrent_requests}; `*` applies to every other "
-        "tenant. Counted in each replica's memory. Over quota: 429 with Retry-After and "
-        "OpenAI's x-ratelimit-* headers.",
+        "tenant. Counted in the --database-url database, shared by every replica, when one "
+        "is set (concurrent_requests per replica); else in this replica's memory. Over quota: "
+        "429 with Retry-After and OpenAI's x-ratelimit-* headers.",
         json_schema_extra={"metavar": "JSON"},
     )
     tls_cert_file: Path | None = Field(

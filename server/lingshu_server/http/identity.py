@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI
 
 from lingshu_server.core.identity_settings import check_provider_url
-from lingshu_server.core.quotas import LocalQuotaCounter
+from lingshu_server.core.quotas import QuotaCounter
 from lingshu_server.core.settings import Settings
 from lingshu_server.http.auth import Authenticator
 from lingshu_server.http.oidc_keys import SigningKeys
@@ -17,8 +17,9 @@ from lingshu_server.http.oidc_tokens import TokenVerifier
 from lingshu_server.http.quotas import TenantQuotas
 
 
-def install_identity(app: FastAPI, settings: Settings) -> None:
-    """`app.state.signing_keys` (kept fresh by the lifespan), `authenticator`, `quotas`."""
+def install_identity(app: FastAPI, settings: Settings, *, quota_counter: QuotaCounter) -> None:
+    """`app.state.signing_keys` (kept fresh by the lifespan), `authenticator`, `quotas`
+    (counted by `quota_counter`)."""
     signing_keys = None
     verifier = None
     if settings.oidc_issuers:
@@ -38,9 +39,7 @@ def install_identity(app: FastAPI, settings: Settings) -> None:
         tenant_attribute=settings.tls_tenant_attribute,
     )
     app.state.quotas = (
-        TenantQuotas(settings.tenant_quotas, LocalQuotaCounter())
-        if settings.tenant_quotas
-        else None
+        TenantQuotas(settings.tenant_quotas, quota_counter) if settings.tenant_quotas else None
     )
 
 

@@ -28,6 +28,8 @@ from lingshu_server.storage.migrate import upgrade
 logger = logging.getLogger(__name__)
 
 SQLITE_FILE = "lingshu.db"
+# The drivers of an async engine, for URLs that name none (`postgresql://...`).
+ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 CONNECT_TIMEOUT_S = 5.0
 # What a full disk says: SQLite's SQLITE_FULL, PostgreSQL's disk_full (SQLSTATE 53100) and the
 # OS's ENOSPC/EFBIG as a driver words them.
@@ -36,8 +38,11 @@ _FULL = ("database or disk is full", "no space left on device", "could not exten
 
 
 class Database:
-    def __init__(self, url: str, *, lock_file: Path | None = None):
+    def __init__(
+        self, url: str, *, lock_file: Path | None = None, private_folder: Path | None = None
+    ):
         self.url = url
+        self._private_folder = private_folder
         self.kind = make_url(url).get_backend_name()
         self._lock_file = lock_file
         self._engine: AsyncEngine | None = None
@@ -46,12 +51,21 @@ class Database:
 
     @classmethod
     def from_settings(cls, database_url: str | None, state_dir: Path) -> Database:
+        """`database_url` as given (`postgresql://` and `sqlite://` take the async drivers),
+        else SQLite in `state_dir`, a folder of the server's own (made private)."""
         if database_url:
-            return cls(database_url)
+            url = make_url(database_url)
+            driver = ASYNC_DRIVERS.get(url.get_backend_name())
+            if driver is not None:
+                url = url.set(drivername=f"{url.get_backend_name()}+{driver}")
+            database = url.database if url.get_backend_name() == "sqlite" else None
+            lock = Path(f"{database}.migrate-lock") if database and database != ":memory:" else None
+            return cls(url.render_as_string(hide_password=False), lock_file=lock)
         folder = state_dir.expanduser()
         return cls(
             f"sqlite+aiosqlite:///{folder / SQLITE_FILE}",
             lock_file=folder / f"{SQLITE_FILE}.migrate-lock",
+            private_folder=folder,
         )
 
     @property
@@ -82,10 +96,10 @@ class Database:
 
     def _create_engine(self) -> AsyncEngine:
         if self.kind == "sqlite":
-            assert self._lock_file is not None or ":memory:" in self.url
-            if self._lock_file is not None:
-                self._lock_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                os.chmod(self._lock_file.parent, 0o700)  # patient data: the owner only
+            folder = self._private_folder
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.chmod(folder, 0o700)  # patient data: the owner only
             engine = create_async_engine(self.url, connect_args={"timeout": 30})
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
@@ -98,11 +112,12 @@ class Database:
         )
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction, committed at the end; the driver's failures as API errors."""
+    async def transaction(self, *, quiet: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One transaction, committed at the end; the driver's failures as API errors (logged
+        unless `quiet`: for a caller that logs an outage once itself)."""
         await self.open()
         assert self._engine is not None
-        with _storage_errors(self):
+        with _storage_errors(self, log=not quiet):
             async with self._engine.begin() as connection:
                 yield connection
         self.last_error = None
@@ -139,7 +154,7 @@ def _sqlite_begin_immediate(connection: Any) -> None:
 
 
 @contextmanager
-def _storage_errors(database: Database) -> Iterator[None]:
+def _storage_errors(database: Database, *, log: bool = True) -> Iterator[None]:
     """Translate what a driver raises into StorageUnavailableError or StorageFullError."""
     try:
         yield
@@ -153,10 +168,11 @@ def _storage_errors(database: Database) -> Iterator[None]:
                 "the server's database has no space left to store this; nothing was stored"
             ) from None
         database.last_error = f"the database ({database.kind}) cannot be reached"
-        logger.warning(
-            "database error",
-            extra={"fields": {"database": database.described, "error": type(exc).__name__}},
-        )
+        if log:
+            logger.warning(
+                "database error",
+                extra={"fields": {"database": database.described, "error": type(exc).__name__}},
+            )
         raise StorageUnavailableError(
             "the server's database is unavailable; try again shortly"
         ) from None

@@ -86,3 +86,16 @@ report_drafts = sa.Table(
     sa.Column("target_url", sa.Text, nullable=True),
     sa.Index("ix_report_drafts_expires_at", "expires_at"),
 )
+
+# Quotas shared by the replicas (storage/quota_counter.py): one token bucket per subject (a
+# tenant, or a caller without one) and rate (`requests_per_minute`, `tokens_per_minute`,
+# `tokens_per_day`). The capacity is the quota's, from the settings; a row holds what is left
+# and when that was worked out (wall-clock seconds: the replicas share no other clock).
+quota_buckets = sa.Table(
+    "quota_buckets",
+    metadata,
+    sa.Column("subject", sa.Text, primary_key=True),
+    sa.Column("rate", sa.String(40), primary_key=True),
+    sa.Column("level", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+)
