@@ -262,3 +262,18 @@ def test_model_field_optional_or_served_name(client, model_field):
     if model_field:
         params["model"] = model_field
     assert chat(client, [user("hi")], **params)["model"] == "lingshu-demo"
+
+
+@pytest.mark.e2e
+def test_a_seeded_prompt_longer_than_a_prefill_step_is_answered(client):
+    """vLLM's CPU build killed its engine core when a seeded prompt was prefilled in chunks
+    (engine_args._whole_prefills_on_cpu): a seed and 4,000 prompt tokens, then the server
+    still answers."""
+    text = "The chest radiograph shows a small left pleural effusion. " * 400
+    response = client.post(
+        "/v1/chat/completions", json={"messages": [user(text)], "max_tokens": 2, "seed": 1}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["prompt_tokens"] > 2048
+    after = client.post("/v1/chat/completions", json={"messages": [user("Hi")], "max_tokens": 1})
+    assert after.status_code == 200

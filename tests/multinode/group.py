@@ -86,6 +86,9 @@ class Group:
     port: int
     ray_port: int
     pods: list[Pod] = field(default_factory=list)
+    # the Secrets the pods read, by (name, key): the example's database URL Secret holds a
+    # SQLite file of this group's (one group, so one server opens it)
+    secrets: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def leader_container(self) -> dict[str, Any]:
@@ -99,10 +102,14 @@ class Group:
 
     def pod_env(self, container: dict[str, Any], pod_ip: str, worker_index: int) -> dict[str, str]:
         env = dict(self.env)
-        for variable in container["env"]:  # fieldRefs resolved as the kubelet would
+        for variable in container["env"]:  # references resolved as the kubelet would
+            source = variable.get("valueFrom", {})
             if "value" in variable:
                 env[variable["name"]] = variable["value"]
-            elif variable["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP":
+            elif "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                env[variable["name"]] = self.secrets[(ref["name"], ref["key"])]
+            elif source["fieldRef"]["fieldPath"] == "status.podIP":
                 env[variable["name"]] = pod_ip
         env |= {
             "LWS_LEADER_ADDRESS": LEADER_IP,
@@ -241,4 +248,6 @@ def render_group(formation_timeout: int) -> tuple[Group, str]:
         "RAY_gcs_rpc_server_reconnect_timeout_s": str(RAY_HEAD_LOST_S),
     }
     rendered = {"lws": lws, "size": lws["spec"]["leaderWorkerTemplate"]["size"]}
-    return Group(run_dir, rendered, env, key, port, ray_port), lws["metadata"]["name"]
+    secrets = {("lingshu-database", "database-url"): f"sqlite:///{run_dir / 'state.db'}"}
+    group = Group(run_dir, rendered, env, key, port, ray_port, secrets=secrets)
+    return group, lws["metadata"]["name"]

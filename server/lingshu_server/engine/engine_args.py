@@ -181,7 +181,21 @@ def engine_kwargs(settings: Settings, image_budget: PixelBudget, lora: LoraPlan)
             kwargs[RENAMED_FLAGS.get(setting, setting)] = value
     kwargs.update(lora.engine_kwargs(settings.engine_args))
     kwargs.update(settings.engine_args)
+    _whole_prefills_on_cpu(kwargs)
     return kwargs
+
+
+def _whole_prefills_on_cpu(kwargs: dict[str, Any]) -> None:
+    """vLLM's CPU build kills its engine core when a seeded request's prompt is prefilled in
+    chunks: the chunk's sampled token is discarded by rewinding the request's generator, and a
+    CPU generator has no offset to rewind (gpu_model_runner._bookkeeping_sync, "CPU Generator
+    does not use offset"). One request with `seed` and a prompt over the step's token budget
+    is enough. Unless the operator chose the prefill budget, prefill whole prompts on CPU."""
+    chosen = {"enable_chunked_prefill", "max_num_batched_tokens"} & kwargs.keys()
+    if chosen or kwargs.get("max_model_len") is None or not _on_cpu():
+        return
+    kwargs["enable_chunked_prefill"] = False
+    kwargs["max_num_batched_tokens"] = kwargs["max_model_len"]
 
 
 def loggable(kwargs: dict[str, Any]) -> dict[str, Any]:
