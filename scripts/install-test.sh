@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the test suite needs, on top of scripts/install-cpu.sh: the Python test tools, the
-# Debian packages the tests run as real components, and the Node packages of tests/js.
+# Debian packages the tests run as real components, and the Node packages of tests/js and
+# tests/conformance.
 # The one set-up script of the README's test command (and so of CI: .ci/run calls it verbatim).
 #
 # Idempotent and quick when all is present: only what is missing gets installed.
@@ -14,8 +15,8 @@ VENV="${LINGSHU_VENV:-.venv}"
 
 # Real components the tests start (no mocks): promtool and amtool check the alert rules and the
 # Alertmanager route; Orthanc with its DICOMweb plugin is the PACS of tests/pacs; headless Chromium
-# and its driver load the playground; Node runs the official OpenAI JavaScript SDK; unshare gives
-# the chart's PID 1 scripts a PID namespace of their own.
+# and its driver load the playground; Node runs the official OpenAI JavaScript SDK and
+# compatcanary; unshare gives the chart's PID 1 scripts a PID namespace of their own.
 ensure_debian_packages "the tests" \
     promtool=prometheus \
     amtool=prometheus-alertmanager \

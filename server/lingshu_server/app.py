@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TypeVar
 
 from fastapi import APIRouter, FastAPI
@@ -19,11 +20,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from lingshu_server import __version__
+from lingshu_server.core.cache_dir import default_cache_dir
 from lingshu_server.core.image_budget import checkpoint_budget, server_budget
 from lingshu_server.core.lifecycle import Lifecycle, Stage, watch_engine
 from lingshu_server.core.logs import AuditLog
 from lingshu_server.core.metrics import Metrics
 from lingshu_server.core.settings import Settings
+from lingshu_server.engine.checkpoint_digest import checkpoint_digest, folder_digest
 from lingshu_server.engine.interface import EngineFactory
 from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import UnsupportedModelError, check_supported_model
@@ -50,10 +53,12 @@ from lingshu_server.services.chat import ChatService
 from lingshu_server.services.chat_prompt import (
     ChatPromptBuilder,
     load_chat_template,
+    template_input_modalities,
     template_renderer,
     tokenizer_encoder,
 )
 from lingshu_server.services.completions import CompletionService
+from lingshu_server.services.fingerprint import Fingerprints, input_settings
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.preview import PreviewService
 from lingshu_server.services.responses import ResponsesService
@@ -118,10 +123,23 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         },
     )
     lifecycle.enter(Stage.LOADING_ENGINE)
+    # A local checkpoint's files are hashed while the engine loads (a hub id's only once the
+    # engine has fetched them); the hashes are cached, so later starts read no weights.
+    cache_dir = default_cache_dir()
+    digest = (
+        asyncio.ensure_future(in_daemon_thread(checkpoint_digest, model, cache_dir))
+        if Path(model).is_dir()
+        else None
+    )
     engine = await in_daemon_thread(engine_factory, settings, budget, lora)
     app.state.engine = engine
     if lora.adapters:
         await engine.load_adapters()
+    checkpoint_sha256 = await (digest or in_daemon_thread(checkpoint_digest, model, cache_dir))
+    adapter_sha256 = {
+        adapter.name: await in_daemon_thread(folder_digest, Path(adapter.path), cache_dir)
+        for adapter in lora.adapters
+    }
     lifecycle.enter(Stage.PREPARING)
     template = load_chat_template(model, engine.tokenizer)
     logger.info(
@@ -143,9 +161,30 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         dicomweb=app.state.dicomweb,
         max_tokens_per_video=engine.max_tokens_per_visual_item,
     )
+    render = template_renderer(engine.tokenizer, template)
+    tokenize = tokenizer_encoder(engine.tokenizer)
+    modalities = template_input_modalities(render, tokenize, engine.placeholder_ids)
+    fingerprints = Fingerprints.compute(
+        checkpoint_sha256=checkpoint_sha256,
+        engine=engine.configuration,
+        inputs=input_settings(settings, budget),
+        adapter_sha256=adapter_sha256,
+    )
+    app.state.fingerprints = fingerprints  # the service-level value any output may carry
+    logger.info(
+        "model configuration",
+        extra={
+            "fields": {
+                "system_fingerprint": fingerprints.base,
+                "input_modalities": modalities,
+                **fingerprints.components,
+                "adapters": dict(fingerprints.adapters),
+            }
+        },
+    )
     prompts = ChatPromptBuilder(
-        render=template_renderer(engine.tokenizer, template),
-        tokenize=tokenizer_encoder(engine.tokenizer),
+        render=render,
+        tokenize=tokenize,
         pool=app.state.image_pool,
         limits=image_limits,
         max_images=settings.max_images_per_request,
@@ -156,6 +195,7 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         image_cache=PreparedImageCache(settings.prepared_image_cache_mb * 1024 * 1024)
         if settings.prepared_image_cache_mb
         else None,
+        input_modalities=modalities,
     )
     app.state.preview_service = PreviewService(
         prompts=prompts,
@@ -173,6 +213,8 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         root=model,
         max_model_len=engine.max_model_len,
         created=app.state.started_at,
+        fingerprints=fingerprints,
+        input_modalities=modalities,
     )
     runner = GenerationRunner(
         engine=engine,
@@ -213,6 +255,8 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         playground=settings.playground,
         docs=app.docs_url is not None,
         api_keys=app.state.api_keys.enabled,
+        takes=modalities,
+        fingerprint=fingerprints.base,
     )
     logger.info(
         "ready",

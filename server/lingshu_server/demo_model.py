@@ -28,9 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lingshu_server.core.cache_dir import CACHE_DIR_ENV, default_cache_dir
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CACHE_DIR_ENV",
     "DEMO_MODEL_VERSION",
     "build_demo_model",
     "default_cache_dir",
@@ -41,9 +44,6 @@ __all__ = [
 
 #: Part of the cache directory name: bump whenever the files written by the recipe change.
 DEMO_MODEL_VERSION = "2"
-
-#: Environment variable naming the cache root (default ``~/.cache/lingshu-server``).
-CACHE_DIR_ENV = "LINGSHU_CACHE_DIR"
 
 # Qwen2 special tokens, in Qwen2's own order (ids follow the BPE vocabulary, contiguously).
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -158,14 +158,6 @@ images, streaming, metrics), never to judge answers.
 # --------------------------------------------------------------------------------------------
 # Cache
 # --------------------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """``$LINGSHU_CACHE_DIR`` if set, else ``~/.cache/lingshu-server``."""
-    env = os.environ.get(CACHE_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "lingshu-server"
 
 
 def _is_complete(path: Path) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,17 @@ def base_url(host: str, port: int) -> str:
 
 
 def ready_message(
-    *, host: str, port: int, model: str, playground: bool, docs: bool, api_keys: bool
+    *,
+    host: str,
+    port: int,
+    model: str,
+    playground: bool,
+    docs: bool,
+    api_keys: bool,
+    takes: Sequence[str] = (),
+    fingerprint: str | None = None,
 ) -> ReadyMessage:
+    """`takes`: the input kinds the model takes; `fingerprint`: its system_fingerprint."""
     listening = base_url(host, port)
     local = base_url(WILDCARD_HOSTS.get(host, host), port)
     body = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}
@@ -40,6 +50,12 @@ def ready_message(
     )
     fields: dict[str, Any] = {"served_model": model, "url": listening}
     lines = [f"ready: {model} on {listening}"]
+    if takes:
+        fields["input_modalities"] = list(takes)
+        lines.append(f"takes       {', '.join(takes)}")
+    if fingerprint:
+        fields["system_fingerprint"] = fingerprint
+        lines.append(f"fingerprint {fingerprint}")
     if playground:
         fields["playground_url"] = f"{local}/playground"
         lines.append(f"playground  {local}/playground")

@@ -26,6 +26,7 @@ from lingshu_server.protocol.responses import (
     ArgumentsDoneEvent,
     ContentPartEvent,
     ErrorEvent,
+    ErrorPayload,
     FunctionCallOutput,
     IncompleteDetails,
     OutputItem,
@@ -49,6 +50,7 @@ from lingshu_server.services.request_records import (
 )
 from lingshu_server.services.responses_input import to_chat
 from lingshu_server.services.runner import GenerationRunner, StartedRun, collect
+from lingshu_server.services.sampling import EffectiveSampling
 from lingshu_server.services.streaming import sse, unexpected
 from lingshu_server.services.tool_calls import (
     ArgumentsDelta,
@@ -70,6 +72,8 @@ class Identity:
     id: str
     created_at: int
     model: str
+    fingerprint: str
+    sampling: EffectiveSampling
 
 
 class OutputBuilder:
@@ -245,7 +249,10 @@ class ResponsesService:
             started = await self._runner.start(chat)
         except APIError as exc:
             raise names.renamed(exc) from None
-        return started, Identity(response_id(), now(), started.model)
+        identity = Identity(
+            response_id(), now(), started.model, started.fingerprint, started.sampling
+        )
+        return started, identity
 
     async def create(self, request: ResponsesRequest) -> ResponsesResponse:
         started, identity = await self._start(request)
@@ -309,12 +316,16 @@ class ResponsesService:
         except Exception as exc:
             error = exc if isinstance(exc, APIError) else unexpected(exc)
             note_stream_error(error)
+            payload = ErrorPayload(
+                type=error.type, code=error.code, message=error.message, param=error.param
+            )
             yield _sse(
                 ErrorEvent(
                     sequence_number=builder.number(),
                     code=error.code,
                     message=error.message,
                     param=error.param,
+                    error=payload,
                 )
             )
             failure = ResponseError(code="server_error", message=error.message)
@@ -358,16 +369,20 @@ def _response(
         model=identity.model,
         output=[item.model_copy(deep=True) for item in output] if status != "in_progress" else [],
         parallel_tool_calls=bool(request.parallel_tool_calls),
-        temperature=request.temperature,
+        temperature=identity.sampling.temperature,
         text={
             "format": fmt.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)
             if fmt
             else {"type": "text"}
         },
         tool_choice=choice if isinstance(choice, str) else choice.model_dump(),
-        tools=[tool.model_dump(exclude_none=True) for tool in request.tools or []],
-        top_p=request.top_p,
+        tools=[tool.model_dump() for tool in request.tools or []],
+        top_p=identity.sampling.top_p,
         usage=usage,
         user=request.user,
         metadata=request.metadata or {},
+        completed_at=now() if status == "completed" else None,
+        presence_penalty=identity.sampling.presence_penalty,
+        frequency_penalty=identity.sampling.frequency_penalty,
+        system_fingerprint=identity.fingerprint,
     )
