@@ -16,6 +16,7 @@ from tests.utils.errors import assert_openai_error
 from tests.utils.function_tools import WEATHER
 from tests.utils.images import data_url, image_data_url, image_part, tokens_for
 from tests.utils.logs import without_request_ids
+from tests.utils.tiers import IN_BOTH_TIERS
 from tests.utils.videos import clip_url, video_part
 
 WEATHER_TOOL = {
@@ -187,7 +188,8 @@ def test_bad_tokenize_requests_are_400(client, body, param, code):
     assert_openai_error(client.post("/tokenize", json=body), 400, param=param, code=code)
 
 
-def test_tools_are_counted_as_the_chat_sends_them(client):
+@IN_BOTH_TIERS
+def test_tools_are_counted_as_the_chat_sends_them(client, tier):
     """The same prompt builder: the tools section the template writes, every token of it."""
     messages = [user("Weather in Oslo for three days?")]
     counted = tokenize(client, messages=messages, tools=[WEATHER_TOOL])
