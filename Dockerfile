@@ -68,10 +68,13 @@ RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps 
 
 # A non-root user with a numeric UID/GID (Kubernetes' runAsNonRoot can check a numeric USER).
 # /models is where the weights are mounted, read-only: they are never part of the image.
+# /var/lib/lingshu-server is where Compose mounts the stored-state volume (LINGSHU_STATE_DIR): a
+# new named volume takes this folder's owner, so the server can write its database there.
 RUN groupadd --gid 10001 lingshu \
     && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/lingshu \
         --shell /usr/sbin/nologin lingshu \
-    && mkdir -p /models
+    && mkdir -p /models \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/lingshu-server
 
 # HOME holds every cache vLLM writes (HF_HOME, ~/.cache/vllm torch.compile cache, ~/.triton,
 # ~/.config/vllm): mount a writable volume there when the root filesystem is read-only.

@@ -9,7 +9,11 @@ configuration in process on the fake engine.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +34,11 @@ if TYPE_CHECKING:
 # pytest process loads this file, including pytest-xdist's controller, which runs no test.
 
 pytest_plugins = ["tests.utils.no_skips", "tests.utils.tiers_plugin", "tests.utils.quick_clients"]
+
+# Stored state (stored responses, conversations) of every server a test process starts lives in
+# a folder of that process, never in the home directory; servers of one process share it.
+os.environ["LINGSHU_STATE_DIR"] = tempfile.mkdtemp(prefix="lingshu-test-state-")
+atexit.register(shutil.rmtree, os.environ["LINGSHU_STATE_DIR"], ignore_errors=True)
 
 # The engine every e2e front end shares: float32, so greedy tokens compare with the model card's.
 ENGINE_ARGS = ("--dtype", "float32")

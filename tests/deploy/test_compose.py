@@ -20,6 +20,7 @@ from tests.deploy.files import (
     ENGINE_EXIT_S,
     ROOT,
     compose,
+    compose_config,
     final_stage_value,
     prometheus_config,
 )
@@ -57,6 +58,13 @@ def test_compose_server_service() -> None:
     grace = int(server["stop_grace_period"].rstrip("s"))
     drain = math.ceil(float(env["LINGSHU_DRAIN_TIMEOUT"]))
     assert grace >= drain + MIN_CONNECTION_CLOSE_S + ENGINE_EXIT_S
+
+
+def test_compose_file_is_valid_for_compose() -> None:
+    """Compose v2 itself parses, validates and resolves the file with the `pacs` profile (the
+    default and the `postgres` profile, which needs its env files: test_stored_state.py)."""
+    services = compose_config(DEPLOY, "pacs")["services"]
+    assert {"lingshu-server", "prometheus", "alertmanager", "grafana", "orthanc"} <= set(services)
 
 
 def test_compose_observability_wiring() -> None:

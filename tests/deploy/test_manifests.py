@@ -133,6 +133,7 @@ CUSTOM_RESOURCE_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
                             "metricRelabelings": {"type": "array"},
                             "tlsConfig": _OBJ,
                             "authorization": _OBJ,
+                            "oauth2": _OBJ,
                         }
                     ),
                 },

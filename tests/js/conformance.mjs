@@ -4,7 +4,8 @@
 // Environment: LINGSHU_URL (a server with API keys, a body limit of LINGSHU_MAX_BODY bytes and
 // a per-key rate limit), LINGSHU_KEYS (some of its keys, comma-separated: requests take turns,
 // to stay under the rate limit), LINGSHU_RATE_KEY (one more, spent on reaching the limit),
-// LINGSHU_MODEL, LINGSHU_IMAGE_FILE (a file holding an image data URL).
+// LINGSHU_MODEL, LINGSHU_IMAGE_FILE (a file holding an image data URL), LINGSHU_OWNER_KEYS (two
+// more: stored objects belong to the key that made them, so a chain keeps one key).
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
@@ -261,6 +262,52 @@ const checks = {
     assert.ok(second.usage.input_tokens > first.usage.input_tokens);
   },
 
+  async 'responses: stored, chained, retrieved, deleted'() {
+    const [mine, theirs] = env.LINGSHU_OWNER_KEYS.split(',').map(connect);
+    const first = await mine.responses.create({
+      model,
+      input: imageInput('Describe the findings.'),
+      store: true,
+      max_output_tokens: 4,
+    });
+    assert.equal(first.store, true);
+    const second = await mine.responses.create({
+      model,
+      input: 'And the heart?',
+      previous_response_id: first.id,
+      store: true,
+      max_output_tokens: 4,
+    });
+    assert.equal(second.previous_response_id, first.id);
+    assert.ok(second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens);
+    const kept = await mine.responses.retrieve(first.id);
+    assert.deepEqual(kept.output, first.output);
+    const items = [];
+    for await (const item of mine.responses.inputItems.list(first.id, { order: 'asc' })) items.push(item);
+    assert.equal(items.length, 1);
+    assert.equal(items[0].content[0].image_url, image);
+    await expectError(theirs.responses.retrieve(first.id), OpenAI.NotFoundError, 404);
+    await mine.responses.delete(first.id);
+    await expectError(mine.responses.retrieve(first.id), OpenAI.NotFoundError, 404);
+  },
+
+  async 'conversations: created, answered in, listed, deleted'() {
+    const [, owner] = env.LINGSHU_OWNER_KEYS.split(',').map(connect);
+    const conversation = await owner.conversations.create({ metadata: { study: 'chest' } });
+    assert.equal(conversation.object, 'conversation');
+    const response = await owner.responses.create({
+      model,
+      input: 'Findings?',
+      conversation: conversation.id,
+      max_output_tokens: 4,
+    });
+    assert.equal(response.conversation.id, conversation.id);
+    const page = await owner.conversations.items.list(conversation.id, { order: 'asc' });
+    assert.deepEqual(page.data.map((item) => item.role), ['user', 'assistant']);
+    const deleted = await owner.conversations.delete(conversation.id);
+    assert.equal(deleted.deleted, true);
+  },
+
   async 'responses: function calls, streamed'() {
     const stream = client().responses.stream({
       model,
@@ -294,8 +341,10 @@ const checks = {
   async 'errors: 400 BadRequestError'() {
     const chat = client().chat.completions.create({ model, messages: [{ role: 'user', content: 'x' }], temperature: 5 });
     assert.equal((await expectError(chat, OpenAI.BadRequestError, 400)).param, 'temperature');
-    const stored = client().responses.create({ model, input: 'x', store: true });
-    assert.equal((await expectError(stored, OpenAI.BadRequestError, 400)).param, 'store');
+    const unknown = client().responses.create({ model, input: 'x', previous_response_id: 'resp_none' });
+    const error = await expectError(unknown, OpenAI.BadRequestError, 400);
+    assert.equal(error.param, 'previous_response_id');
+    assert.equal(error.code, 'previous_response_not_found');
   },
 
   async 'errors: 413 request too large'() {

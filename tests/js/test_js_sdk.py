@@ -35,6 +35,8 @@ CHECKS = {
     "responses: stream helper, structured output",
     "responses: function calls over turns",
     "responses: function calls, streamed",
+    "responses: stored, chained, retrieved, deleted",
+    "conversations: created, answered in, listed, deleted",
     "errors: 401 AuthenticationError",
     "errors: 404 NotFoundError",
     "errors: 400 BadRequestError",
@@ -60,6 +62,7 @@ def test_official_js_sdk_conformance(request, tmp_path):
         "LINGSHU_IMAGE_FILE": str(image_file),
         "LINGSHU_KEYS": ",".join(FILE_KEYS[22:27]),  # keys no other test spends (rate limits)
         "LINGSHU_RATE_KEY": FILE_KEYS[27],
+        "LINGSHU_OWNER_KEYS": f"{FILE_KEYS[28]},{FILE_KEYS[29]}",
         "LINGSHU_MAX_BODY": str(MAX_BODY),
     }
     result = subprocess.run(

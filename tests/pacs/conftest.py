@@ -1,4 +1,5 @@
-"""A real PACS (Orthanc + DICOMweb, basic auth on) and one lingshu-server configured for it.
+"""A real PACS (Orthanc + DICOMweb, basic auth on, alice read-only) and one lingshu-server
+configured for it.
 
 One server configuration covers every auth mode with one PACS base URL each:
   basic    Orthanc itself, with this server's user from a credentials file
@@ -40,6 +41,13 @@ API_KEYS = ("key-ward-a", "key-ward-b")
 BENCHMARK_KEYS = tuple(f"key-benchmark-{i}" for i in range(4))
 TIMEOUT_S = 2  # the server's DICOMweb timeout; the slow route answers after SLOW_S
 SLOW_S = 5
+# The PACS's write policy (as a hospital's): alice may read studies but not store into them.
+READ_ONLY_USER = "alice"
+POLICY = f"""
+function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
+  return not (method == 'POST' and username == '{READ_ONLY_USER}')
+end
+"""
 # pydicom's and pydicom-data's files the PACS holds (name -> what it shows)
 SAMPLE_FILES = (
     "CT_small.dcm",  # CT, 128x128
@@ -92,7 +100,7 @@ def _instance(data: bytes) -> Instance:
 @pytest.fixture(scope="package")
 def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
     root = tmp_path_factory.mktemp("pacs")
-    orthanc = start_orthanc(root / "orthanc", {SERVER_USER[0]: SERVER_USER[1], **USERS})
+    orthanc = start_orthanc(root / "orthanc", {SERVER_USER[0]: SERVER_USER[1], **USERS}, lua=POLICY)
     files = {name: _instance(Path(get_testdata_file(name)).read_bytes()) for name in SAMPLE_FILES}
     ct = synthetic_ct_series(24, name="ct-positioned")
     ct_unpositioned = synthetic_ct_series(8, with_position=False, name="ct-numbered")

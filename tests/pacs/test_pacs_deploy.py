@@ -5,7 +5,6 @@ Secrets, and the Compose profile that adds an Orthanc next to the server. Render
 from __future__ import annotations
 
 import functools
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,8 +17,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from lingshu_server.core.settings import Settings
 from lingshu_server.inputs.dicomweb import DicomWebSource
+from tests.deploy.files import settings_from
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "lingshu-server"
@@ -66,16 +65,6 @@ def server_container(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[s
 def config_env(docs: list[dict[str, Any]]) -> dict[str, str]:
     (config,) = (d for d in docs if d["kind"] == "ConfigMap")
     return config["data"]
-
-
-def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name in list(os.environ):
-        if name.startswith("LINGSHU_"):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        if name.startswith("LINGSHU_"):
-            monkeypatch.setenv(name, value)
-    return Settings()
 
 
 def test_helm_pacs_credentials_come_from_secrets_mounted_where_the_server_reads_them(
@@ -143,7 +132,8 @@ def test_compose_pacs_profile_adds_orthanc_with_dicomweb_on_loopback_only() -> N
     assert orthanc["environment"]["DICOM_WEB_PLUGIN_ENABLED"] == "true"
     root = orthanc["environment"]["ORTHANC__DICOM_WEB__ROOT"]
     assert all(port.startswith("127.0.0.1:") for port in orthanc["ports"])
-    assert all("profiles" not in service for name, service in services.items() if name != "orthanc")
+    unprofiled = {name for name, service in services.items() if "profiles" not in service}
+    assert unprofiled == {"lingshu-server", "prometheus", "alertmanager", "grafana"}
     # the URL the profile's instructions give the server is that service's DICOMweb root
     instructions = r"LINGSHU_DICOMWEB_URLS='(\S+)' docker compose --profile pacs"
     command = re.search(instructions, COMPOSE.read_text())

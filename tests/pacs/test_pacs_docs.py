@@ -1,4 +1,5 @@
-"""The PACS guide's examples, run as written against the session's server and PACS."""
+"""The PACS and reports guides' examples, run as written against the session's server and
+PACS."""
 
 from __future__ import annotations
 
@@ -54,3 +55,19 @@ def test_python_example_asks_about_one_instance(pacs_server, pacs, tmp_path):
     env = {**user_env(), "STUDY": ct.study, "SERIES": ct.series, "SOP": ct.sop}
     answer = run_example([sys.executable, "-c", code], tmp_path, env)
     assert answer.strip()
+
+
+def test_report_example_drafts_and_stores(pacs_server, pacs, tmp_path):
+    script = on_test_setup(only_block("shell", page("guides/reports.md")), pacs_server, pacs)
+    ct = pacs.ct.slices[3]
+    for name, uid in (
+        ("STUDY", pacs.ct.study_uid),
+        ("SERIES", pacs.ct.series_uid),
+        ("SOP", ct.sop_uid),
+    ):
+        script = re.sub(rf"(?m)^{name}=\S+", f"{name}={uid}", script)
+    writer = {**user_env(), "PACS_USER": "bob", "PACS_PASSWORD": USERS["bob"]}  # alice reads only
+    report = json.loads(run_bash(script, tmp_path, writer))
+    assert report["object"] == "report" and report["text"]
+    assert report["dicom_sr"]["stored"]["url"].endswith(report["dicom_sr"]["sop_instance_uid"])
+    assert report["fhir"]["entry"][0]["resource"]["resourceType"] == "DiagnosticReport"

@@ -149,16 +149,18 @@ def test_slow_or_silent_request_heads_are_cut_off(rel_server):
 KEYLESS_SENDERS = """
 import sys, threading, httpx
 body = b'{"messages": "' + b"x" * (100 * 1024 * 1024) + b'"}'
+statuses = []
 def send():
     response = httpx.post(
         sys.argv[1], content=body, headers={"Content-Type": "application/json"}, timeout=120
     )
-    print(response.status_code, flush=True)
+    statuses.append(response.status_code)
 threads = [threading.Thread(target=send) for _ in range(4)]
 for thread in threads:
     thread.start()
 for thread in threads:
     thread.join()
+print(*statuses)  # one write: threads printing at once can run their lines together
 """
 
 

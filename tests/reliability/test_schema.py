@@ -74,7 +74,7 @@ def test_answers_match_the_document(target: Target, body: dict):
             "parallel_tool_calls": False,
             "stream": True,
         },
-        {"input": "x", "store": True},
+        {"input": "x", "background": True},
     ],
     ids=["response", "stream", "stream-function-call", "error"],
 )

@@ -56,17 +56,25 @@ def test_store_false_is_accepted_and_echoed(client):
 
 
 @pytest.mark.parametrize(
-    ("fields", "param", "words"),
+    ("fields", "status", "param", "words"),
     [
-        ({"store": True}, "store", "store: false"),
-        ({"previous_response_id": "resp_123"}, "previous_response_id", "not supported"),
-        ({"conversation": "conv_1"}, "conversation", "not supported"),
-        ({"background": True}, "background", "not supported"),
+        ({"previous_response_id": "resp_123"}, 400, "previous_response_id", "not found"),
+        ({"conversation": "conv_1"}, 404, "conversation", "not found"),
+        ({"conversation": {"id": "conv_1"}}, 404, "conversation", "not found"),
+        (
+            {"previous_response_id": "resp_1", "conversation": "conv_1"},
+            400,
+            None,
+            "cannot both be given",
+        ),
+        ({"background": True}, 400, "background", "not supported"),
     ],
 )
-def test_state_is_refused_with_a_reason(client, fields, param, words):
+def test_unknown_history_and_background_are_refused_with_a_reason(
+    client, fields, status, param, words
+):
     response = client.post(RESPONSES, json={"input": "x", **fields})
-    error = assert_openai_error(response, 400, param=param)
+    error = assert_openai_error(response, status, param=param)
     assert words in error["message"]
 
 
@@ -186,3 +194,11 @@ def test_audited_and_keyed_like_chat(secured):
     assert record["route"] == "/v1/responses"
     assert record["images"] and record["images"][0]["width"] == 64
     assert "Findings?" not in secured.audit_path.read_text()
+
+
+def test_an_earlier_call_with_blank_arguments_is_an_empty_object(client):
+    """Found by the schema fuzzer: whitespace-only arguments were a 500."""
+    call = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "\t "}
+    result = {"type": "function_call_output", "call_id": "c1", "output": "done"}
+    body = {"input": [{"role": "user", "content": "x"}, call, result], "max_output_tokens": 1}
+    assert client.post(RESPONSES, json=body).status_code == 200

@@ -11,8 +11,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from lingshu_server.cli import command_settings
 from lingshu_server.core.logs import JsonFormatter, RequestIdFilter
@@ -38,10 +41,11 @@ class InProcessServer:
     log_handler: logging.Handler
     model: str = "lingshu-demo"
     startup_statuses: list[dict] = field(default_factory=list)
+    scheme: str = "http"
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def settings(self) -> Settings:
@@ -79,10 +83,13 @@ def checkpoint_command_settings(model_dir: Path, *cli_args: str) -> Settings:
     return command_settings([*checkpoint_command(model_dir), *cli_args])
 
 
-def start_fake_server(log_path: Path, *cli_args: str) -> InProcessServer:
-    """`lingshu-server demo ARGS` with the fake engine, in this process."""
+def start_fake_server(
+    log_path: Path, *cli_args: str, get: Callable[[str], httpx.Response] | None = None
+) -> InProcessServer:
+    """`lingshu-server demo ARGS` with the fake engine, in this process (over HTTPS when ARGS
+    say --tls-cert-file; `get` then fetches /health as the server's TLS settings require)."""
     port = free_port()
-    return _start(log_path, port, demo_command_settings(*cli_args, "--port", str(port)))
+    return _start(log_path, port, demo_command_settings(*cli_args, "--port", str(port)), get)
 
 
 def start_fake_checkpoint_server(
@@ -94,7 +101,12 @@ def start_fake_checkpoint_server(
     return _start(log_path, port, settings)
 
 
-def _start(log_path: Path, port: int, settings: Settings) -> InProcessServer:
+def _start(
+    log_path: Path,
+    port: int,
+    settings: Settings,
+    get: Callable[[str], httpx.Response] | None = None,
+) -> InProcessServer:
     handler = logging.FileHandler(log_path)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RequestIdFilter())
@@ -109,13 +121,14 @@ def _start(log_path: Path, port: int, settings: Settings) -> InProcessServer:
     thread = threading.Thread(target=server.run, name=f"fake-server-{port}", daemon=True)
     thread.start()
     running = InProcessServer(server, thread, port, log_path, handler)
+    running.scheme = "https" if settings.tls_cert_file else "http"
 
     def stopped() -> str | None:
         if thread.is_alive():
             return None
         return f"in-process server stopped:\n{running.log_text()[-5000:]}"
 
-    if wait_until_healthy(running.base_url, running.startup_statuses, stopped, 60, 0.05):
+    if wait_until_healthy(running.base_url, running.startup_statuses, stopped, 60, 0.05, get):
         return running
     running.stop()
     raise RuntimeError(f"in-process server did not become healthy:\n{running.log_text()[-5000:]}")

@@ -68,9 +68,13 @@ def orthanc_binary() -> str:
 
 
 def start_orthanc(
-    directory: Path, users: dict[str, str] | None = None, port: int | None = None
+    directory: Path,
+    users: dict[str, str] | None = None,
+    port: int | None = None,
+    lua: str | None = None,
 ) -> Orthanc:
-    """Orthanc on 127.0.0.1 (`port`, else a free one); basic auth on when `users` are given."""
+    """Orthanc on 127.0.0.1 (`port`, else a free one); basic auth on when `users` are given;
+    `lua`: a script of Orthanc's Lua callbacks (its access policy, say)."""
     directory.mkdir(parents=True, exist_ok=True)
     storage = directory / "storage"
     port = port or free_port()
@@ -86,6 +90,10 @@ def start_orthanc(
         "Plugins": [str(DICOMWEB_PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
+    if lua is not None:
+        script = directory / "policy.lua"
+        script.write_text(lua)
+        config["LuaScripts"] = [str(script)]
     config_path = directory / "orthanc.json"
     config_path.write_text(json.dumps(config))
     log = (directory / "orthanc.log").open("ab")

@@ -1,7 +1,9 @@
-"""Asking the server about images through the OpenAI SDK, and reading its audit log."""
+"""Asking the server about images through the OpenAI SDK, reading its audit log, and reading
+back what the server stored into the PACS."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import uuid
@@ -9,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pydicom
+
+from lingshu_server.inputs.pacs_client import dicom_from_response
 
 QUESTION = "Describe the findings."
 MODEL = "lingshu-demo"
@@ -53,3 +58,13 @@ def audit_record(path: Path, request_id: str, timeout_s: float = 10) -> dict:
         if time.monotonic() > deadline:
             raise AssertionError(f"no audit record for request {request_id}")
         time.sleep(0.1)
+
+
+def read_back(pacs: Any, url: str) -> pydicom.Dataset:
+    """The stored instance, by WADO-RS from the PACS itself."""
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    with pacs.orthanc.client() as http:
+        response = http.get(url.removeprefix(pacs.orthanc.url), headers={"Accept": accept})
+    assert response.status_code == 200, response.text
+    data = dicom_from_response(response.content, response.headers["content-type"])
+    return pydicom.dcmread(io.BytesIO(data))

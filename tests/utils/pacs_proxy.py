@@ -3,7 +3,8 @@
 Orthanc still answers every request; the proxy only decides who gets through, as an ingress
 or an API gateway in front of a hospital PACS would:
   /bearer/...   needs `Authorization: Bearer <token>`, then goes on with Orthanc's basic auth
-  /forward/...  goes on with the caller's own Authorization header, unchanged
+  /forward/...  goes on with the caller's own Authorization header, unchanged (GET and POST:
+                STOW-RS reaches Orthanc as the caller)
   /slow/...     waits `delay_s` first (a PACS that answers too late), then as /bearer/
 """
 
@@ -44,6 +45,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        route, _, rest = self.path.lstrip("/").partition("/")
+        if route != "forward":
+            self._send(405)
+            return
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        headers = {
+            name: self.headers.get(name, "") for name in ("Authorization", "Accept", "Content-Type")
+        }
+        with httpx.Client(base_url=self.server.orthanc.url, timeout=30, trust_env=False) as http:
+            answer = http.post("/" + rest, headers=headers, content=body)
+        self._send(answer.status_code, answer.content, answer.headers.get("content-type"))
 
     def do_GET(self) -> None:
         route, _, rest = self.path.lstrip("/").partition("/")

@@ -36,16 +36,19 @@ def wait_until_healthy(
     failure: Callable[[], str | None],
     timeout_s: float = STARTUP_TIMEOUT_S,
     poll_s: float = 0.5,
+    get: Callable[[str], httpx.Response] | None = None,
 ) -> bool:
     """Poll /health until 200 (True) or the timeout (False), recording every distinct status
-    (the loading stages); `failure` names a reason to give up at once (the process ended)."""
+    (the loading stages); `failure` names a reason to give up at once (the process ended).
+    `get` fetches a URL (default: plain httpx; HTTPS with a client certificate needs its own)."""
+    get = get or (lambda url: httpx.get(url, timeout=2))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         reason = failure()
         if reason is not None:
             raise RuntimeError(reason)
         try:
-            response = httpx.get(f"{base_url}/health", timeout=2)
+            response = get(f"{base_url}/health")
             status = {k: v for k, v in response.json().items() if k != "elapsed_s"}
             if status not in statuses:
                 statuses.append(status)

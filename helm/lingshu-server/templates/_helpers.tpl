@@ -177,12 +177,15 @@ lingshu-server/role: helm-test
 {{- if and (not .Values.model.existingClaim) (not .Values.model.perReplicaCache.enabled) }}true{{ end }}
 {{- end }}
 
-{{/* The disk-backed emptyDirs (/tmp, HOME, an emptyDir of weights) as an ephemeral-storage
+{{/* The disk-backed emptyDirs (/tmp, HOME, an emptyDir of weights or state) as an ephemeral-storage
      request, so the scheduler picks a node with the disk they may fill. */}}
 {{- define "lingshu-server.ephemeralStorageRequest" -}}
 {{- $mi := add (include "lingshu-server.mebibytes" .Values.writableDirs.tmpSizeLimit) (include "lingshu-server.mebibytes" .Values.writableDirs.homeSizeLimit) }}
 {{- if include "lingshu-server.modelInEmptyDir" . }}
 {{- $mi = add $mi (include "lingshu-server.mebibytes" (include "lingshu-server.downloadVolumeSize" .)) }}
+{{- end }}
+{{- if and (include "lingshu-server.sqliteState" .) (not .Values.state.persistence.enabled) }}
+{{- $mi = add $mi (include "lingshu-server.mebibytes" .Values.state.persistence.size) }}
 {{- end }}
 {{- printf "%dMi" (int64 $mi) }}
 {{- end }}
@@ -213,11 +216,24 @@ lingshu-server/role: helm-test
 {{- if and $v.autoscaling.enabled $v.keda.enabled }}
 {{- fail "autoscaling.enabled and keda.enabled both scale the same workload: enable one" }}
 {{- end }}
-{{- if and (not $v.apiKeys.enabled) (not $v.settings.allowUnauthenticated) }}
-{{- fail "apiKeys.enabled is false: the server refuses to serve /v1 without keys unless settings.allowUnauthenticated is true (only behind your own authenticating gateway)" }}
+{{- if and (not $v.apiKeys.enabled) (not $v.settings.allowUnauthenticated) (not $v.settings.oidcIssuers) (eq $v.tls.clientAuth "none") }}
+{{- fail "apiKeys.enabled is false: the server refuses to serve /v1 without keys unless settings.oidcIssuers (tokens) or tls.clientAuth (client certificates) stands in for them, or settings.allowUnauthenticated is true (only behind your own authenticating gateway)" }}
 {{- end }}
 {{- if and $v.apiKeys.enabled $v.apiKeys.existingSecret $v.apiKeys.keys }}
 {{- fail "set apiKeys.existingSecret or apiKeys.keys, not both" }}
+{{- end }}
+{{- /* identity */}}
+{{- if and $v.tls.enabled (not $v.tls.existingSecret) }}
+{{- fail "tls.enabled needs tls.existingSecret: a kubernetes.io/tls Secret (tls.crt, tls.key), e.g. from cert-manager" }}
+{{- end }}
+{{- if and (ne $v.tls.clientAuth "none") (not $v.tls.clientCaSecret) }}
+{{- fail "tls.clientAuth needs tls.clientCaSecret: the CA client certificates must chain to" }}
+{{- end }}
+{{- if and (ne $v.tls.clientAuth "none") (not $v.tls.enabled) }}
+{{- fail "tls.clientAuth needs tls.enabled" }}
+{{- end }}
+{{- if eq $v.tls.clientAuth "required" }}
+{{- fail "tls.clientAuth required: the kubelet's probes present no client certificate and would fail; use optional (API calls still need a key, a token or a certificate)" }}
 {{- end }}
 {{- /* storage */}}
 {{- if $v.model.perReplicaCache.enabled }}
@@ -308,6 +324,12 @@ lingshu-server/role: helm-test
 {{- if not (has .name $podClaims) }}
 {{- fail (printf "resources.claims names %q, which resourceClaims does not define" .name) }}
 {{- end }}
+{{- end }}
+{{- /* stored state */}}
+{{- if and (include "lingshu-server.sqliteState" .) (gt $maxReplicas 1) }}
+{{- $knob := "replicaCount" }}
+{{- if $v.autoscaling.enabled }}{{ $knob = "autoscaling.maxReplicas" }}{{ else if $v.keda.enabled }}{{ $knob = "keda.maxReplicaCount" }}{{ end }}
+{{- fail (printf "stored state is in SQLite (state.databaseUrlSecret.name is empty), which only one server may open, but up to %d replicas would run (%s): give them a shared PostgreSQL with state.databaseUrlSecret (an existing Secret holding the database URL), or run one replica" $maxReplicas $knob) }}
 {{- end }}
 {{- end }}
 
@@ -475,6 +497,9 @@ startupProbe:
   httpGet:
     path: /health
     port: http
+    {{- if .Values.tls.enabled }}
+    scheme: HTTPS
+    {{- end }}
   periodSeconds: {{ $p.startup.periodSeconds }}
   timeoutSeconds: {{ $p.startup.timeoutSeconds }}
   failureThreshold: {{ $p.startup.failureThreshold }}
@@ -482,6 +507,9 @@ livenessProbe:
   httpGet:
     path: /health
     port: http
+    {{- if .Values.tls.enabled }}
+    scheme: HTTPS
+    {{- end }}
   periodSeconds: {{ $p.liveness.periodSeconds }}
   timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
   failureThreshold: {{ $p.liveness.failureThreshold }}
@@ -489,6 +517,9 @@ readinessProbe:
   httpGet:
     path: /ready
     port: http
+    {{- if .Values.tls.enabled }}
+    scheme: HTTPS
+    {{- end }}
   periodSeconds: {{ $p.readiness.periodSeconds }}
   timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
   failureThreshold: {{ $p.readiness.failureThreshold }}
@@ -595,7 +626,7 @@ printf '%%s' %s > "$marker"` (printf "%s/.lingshu-download" $dir | squote) ($wan
   envFrom:
     - configMapRef:
         name: {{ include "lingshu-server.fullname" $root }}
-  {{- with include "lingshu-server.podEnv" $root | trim }}
+  {{- with include "lingshu-server.serverEnv" $root | trim }}
   env:
     {{- . | nindent 4 }}
   {{- end }}
@@ -612,11 +643,15 @@ printf '%%s' %s > "$marker"` (printf "%s/.lingshu-download" $dir | squote) ($wan
     {{- include "lingshu-server.resources" $root | nindent 4 }}
   volumeMounts:
     {{- include "lingshu-server.volumeMounts" $root | nindent 4 }}
+    {{- with include "lingshu-server.stateVolumeMount" $root | trim }}{{ . | nindent 4 }}{{ end }}
     {{- if $root.Values.apiKeys.enabled }}
     {{- include "lingshu-server.apiKeysVolumeMount" $root | nindent 4 }}
     {{- end }}
     {{- if $root.Values.dicomweb.pacs }}
     {{- include "lingshu-server.dicomwebVolumeMounts" $root | trim | nindent 4 }}
+    {{- end }}
+    {{- if $root.Values.tls.enabled }}
+    {{- include "lingshu-server.tlsVolumeMounts" $root | nindent 4 }}
     {{- end }}
 {{- end }}
 
@@ -643,11 +678,15 @@ spec:
     {{- include "lingshu-server.serverContainer" (dict "root" .) | nindent 4 }}
   volumes:
     {{- include "lingshu-server.volumes" . | trim | nindent 4 }}
+    {{- with include "lingshu-server.stateVolume" . | trim }}{{ . | nindent 4 }}{{ end }}
     {{- if .Values.apiKeys.enabled }}
     {{- include "lingshu-server.apiKeysVolume" . | nindent 4 }}
     {{- end }}
     {{- if .Values.dicomweb.pacs }}
     {{- include "lingshu-server.dicomwebVolumes" . | trim | nindent 4 }}
+    {{- end }}
+    {{- if .Values.tls.enabled }}
+    {{- include "lingshu-server.tlsVolumes" . | nindent 4 }}
     {{- end }}
 {{- end }}
 
@@ -694,6 +733,57 @@ name: {{ include "lingshu-server.fullname" . }}
 {{- else }}
 {{- printf "lsk-%s" (randAlphaNum 40) }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* ---------- stored state ---------- */}}
+
+{{/* SQLite in the state volume, unless a database URL Secret is given (PostgreSQL). */}}
+{{- define "lingshu-server.sqliteState" -}}
+{{- if not .Values.state.databaseUrlSecret.name }}true{{ end }}
+{{- end }}
+
+{{/* SQLite on a claim: the claim attaches to one node, the file is held by one server at a time,
+     so pods are replaced, never surged. */}}
+{{- define "lingshu-server.stateOnClaim" -}}
+{{- if and (include "lingshu-server.sqliteState" .) .Values.state.persistence.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "lingshu-server.stateClaimName" -}}
+{{- default (printf "%s-state" (include "lingshu-server.fullname" .)) .Values.state.persistence.existingClaim }}
+{{- end }}
+
+{{/* The state volume of the serving pod (SQLite only). */}}
+{{- define "lingshu-server.stateVolume" -}}
+{{- if include "lingshu-server.sqliteState" . }}
+- name: state
+  {{- if .Values.state.persistence.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ include "lingshu-server.stateClaimName" . }}
+  {{- else }}
+  emptyDir:
+    sizeLimit: {{ .Values.state.persistence.size }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "lingshu-server.stateVolumeMount" -}}
+{{- if include "lingshu-server.sqliteState" . }}
+- name: state
+  mountPath: {{ .Values.state.mountPath }}
+{{- end }}
+{{- end }}
+
+{{/* The server container's environment: the pod's, plus the database URL from its Secret (a
+     secret: never in the ConfigMap, and only where the server runs). */}}
+{{- define "lingshu-server.serverEnv" -}}
+{{- include "lingshu-server.podEnv" . }}
+{{- with .Values.state.databaseUrlSecret.name }}
+- name: LINGSHU_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.state.databaseUrlSecret.key }}
 {{- end }}
 {{- end }}
 
@@ -748,5 +838,39 @@ name: {{ include "lingshu-server.fullname" . }}
   mountPath: {{ include "lingshu-server.dicomwebDir" $root }}/{{ $i }}
   readOnly: true
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* ---------- Identity: HTTPS and client certificates served by the server itself ---------- */}}
+
+{{- define "lingshu-server.tlsDir" -}}/etc/lingshu/tls{{- end }}
+{{- define "lingshu-server.tlsClientCaDir" -}}/etc/lingshu/tls-client-ca{{- end }}
+
+{{/* Directory mounts, not subPaths: a renewed Secret (cert-manager) reaches the running server,
+     which serves the new files to new connections without a restart. */}}
+{{- define "lingshu-server.tlsVolumes" -}}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+    defaultMode: 0440
+{{- with .Values.tls.clientCaSecret }}
+- name: tls-client-ca
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - key: {{ $.Values.tls.clientCaKey }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+
+{{- define "lingshu-server.tlsVolumeMounts" -}}
+- name: tls
+  mountPath: {{ include "lingshu-server.tlsDir" . }}
+  readOnly: true
+{{- if .Values.tls.clientCaSecret }}
+- name: tls-client-ca
+  mountPath: {{ include "lingshu-server.tlsClientCaDir" . }}
+  readOnly: true
 {{- end }}
 {{- end }}

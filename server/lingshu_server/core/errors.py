@@ -65,6 +65,13 @@ class ModelNotFoundError(APIError):
     code = "model_not_found"
 
 
+class ReportNotFoundError(APIError):
+    """No drafted report by this id for this caller (never stored, expired, or another's)."""
+
+    status = HTTPStatus.NOT_FOUND
+    code = "report_not_found"
+
+
 class UnsupportedMediaTypeError(APIError):
     status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
     code = "unsupported_media_type"
@@ -118,6 +125,74 @@ class PacsTimeoutError(PacsUnavailableError):
     code = "dicomweb_timeout"
 
 
+class StorageUnavailableError(RetryLaterError):
+    """The database of stored state cannot be reached (or answered with an error)."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    type = "server_error"
+    code = "storage_unavailable"
+    rejection: str | None = None
+    retry_after_s = 5
+
+
+class StorageFullError(APIError):
+    """The database of stored state has no room left for what a request would store."""
+
+    status = HTTPStatus.INSUFFICIENT_STORAGE
+    type = "server_error"
+    code = "storage_full"
+    rejection: str | None = None
+
+
+class NotFoundError(APIError):
+    """A stored object that does not exist, or belongs to someone else (never told apart)."""
+
+    status = HTTPStatus.NOT_FOUND
+    type = "invalid_request_error"
+    code = "not_found"
+    rejection: str | None = None
+
+
+class PacsStoreRefusedError(APIError):
+    """The PACS answered a STOW-RS request but did not store the instance (502, with the PACS's
+    reason); retrying the same request will not help."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    type = "server_error"
+    code = "dicomweb_store_refused"
+    rejection: str | None = None
+
+
+class ErrorWithReport(ErrorResponse):
+    report: dict[str, Any]
+
+
+class ReportNotStoredError(APIError):
+    """A report was drafted but its SR could not be stored (502, 504 when the PACS did not
+    answer in time): the error's body still holds the whole report under `report`."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    type = "server_error"
+    code = "dicomweb_store_refused"
+    rejection: str | None = None
+
+    def __init__(self, cause: APIError, report: dict[str, Any] | None):
+        super().__init__(
+            f"the report was drafted but not stored: {cause.message}",
+            param=cause.param,
+            code=cause.code,
+        )
+        self.status = HTTPStatus.GATEWAY_TIMEOUT if cause.status == 504 else self.status
+        self.headers = cause.headers
+        self.report = report
+
+    def body(self) -> ErrorResponse:
+        plain = super().body()
+        return (
+            plain if self.report is None else ErrorWithReport(error=plain.error, report=self.report)
+        )
+
+
 class RequestTimeoutError(APIError):
     status = HTTPStatus.REQUEST_TIMEOUT
     code = "request_timeout"
@@ -146,6 +221,17 @@ class RateLimitedError(RetryLaterError):
     rejection = "rate_limited"
 
 
+class QuotaExceededError(RateLimitedError):
+    """A tenant's quota (requests or tokens a minute, tokens a day, requests at once) is used up;
+    OpenAI's `x-ratelimit-*` headers say how it stands."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int, rate_limit_headers: dict[str, str]):
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.headers = {**rate_limit_headers, **(self.headers or {})}
+
+
 class RequestTooLargeError(APIError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     code = "request_too_large"
@@ -156,6 +242,22 @@ class AuthenticationError(APIError):
     status = HTTPStatus.UNAUTHORIZED
     code = "invalid_api_key"
     rejection = "auth"
+
+
+class InvalidTokenError(AuthenticationError):
+    """A bearer token that is not a valid access token of an accepted issuer (RFC 6750)."""
+
+    code = "invalid_token"
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class PermissionDeniedError(APIError):
+    """A valid token without a role (or scope) this route needs (RFC 6750's 403)."""
+
+    status = HTTPStatus.FORBIDDEN
+    code = "insufficient_scope"
+    rejection = "auth"
+    headers = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
 
 
 class InternalServerError(APIError):
@@ -180,7 +282,7 @@ def _param_path(loc: tuple[Any, ...]) -> str | None:
     """('body', 'messages', 0, 'content') -> 'messages[0].content', as OpenAI names params."""
     parts: list[str] = []
     for item in loc:
-        if item == "body" and not parts:
+        if item in ("body", "query", "path") and not parts:
             continue
         if isinstance(item, int):
             parts.append(f"[{item}]")

@@ -3,7 +3,8 @@ the access log and the audit log.
 
 Nothing here ever receives prompt text, image bytes or DICOM headers: the access and audit
 records are built from RequestContext, which holds counts, hashes and ids only. The audit log
-alone also records where a DICOMweb image came from (PACS host, Study/Series/SOP UIDs).
+alone also records where a DICOMweb image came from (PACS host, Study/Series/SOP UIDs) and, for a
+drafted report, its id, hashes and the UIDs of its SR (where it was stored).
 """
 
 from __future__ import annotations
@@ -193,6 +194,8 @@ def configure_logging(
     logging.getLogger("uvicorn.access").disabled = True
     # httpx logs every request's full URL at INFO: image URLs carry DICOM UIDs and tokens.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic says which dialect it migrates at INFO, on every start-up.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     return chosen
 
 
@@ -200,6 +203,8 @@ def request_record(ctx: RequestContext, latency_s: float) -> dict[str, Any]:
     return {
         "request_id": ctx.request_id,
         "key_id": ctx.key_id,
+        "identity": ctx.identity,
+        "tenant": ctx.tenant,
         "method": ctx.method,
         "route": ctx.route,
         "status": ctx.status,
@@ -240,6 +245,8 @@ class AuditLog:
                 }
                 for image in ctx.images
             ],
+            **({"stored": ctx.stored} if ctx.stored else {}),
+            **({"report": ctx.report} if ctx.report else {}),
         }
         line = json.dumps(record) + "\n"
         with self._lock, self._path.open("a", encoding="utf-8") as file:

@@ -11,7 +11,13 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lingshu_server.core.identity_settings import (
+    ASYMMETRIC_ALGORITHMS,
+    check_identity_settings,
+    tenant_quotas_value,
+)
 from lingshu_server.core.image_budget import IMAGE_FACTOR, QWEN_MIN_PIXELS
+from lingshu_server.core.quotas import TenantQuota
 
 
 def _list_value(value: Any) -> Any:
@@ -293,6 +299,13 @@ class Settings(BaseSettings):
     dicomweb_cache_ttl: float = Field(
         default=600.0, gt=0, description="Seconds a DICOMweb cache entry is served."
     )
+    # Reports (/v1/reports)
+    report_patient_id_system: str | None = Field(
+        default=None,
+        description="FHIR identifier system (a URI, e.g. urn:oid:1.2.3 of the hospital's "
+        "medical record numbers) of the DICOM PatientID, for a report's subject when the "
+        "request names none. Unset: the identifier has the PatientID and its type (MR) only.",
+    )
 
     @model_validator(mode="after")
     def _dicomweb_checked(self) -> Settings:
@@ -340,6 +353,145 @@ class Settings(BaseSettings):
         default=False,
         description="Serve /v1 without API keys on a non-loopback address (refused otherwise).",
     )
+    # ---- Identity: OpenID Connect tokens, tenants and quotas, mutual TLS, /metrics
+    oidc_issuers: list[str] = Field(
+        default_factory=list,
+        description="OpenID Connect issuers whose JWT access tokens are accepted as "
+        "`Authorization: Bearer` beside the API keys: each token's `iss`, exactly (e.g. "
+        "https://keycloak.example/realms/hospital). Signing keys come from the issuer's "
+        "/.well-known/openid-configuration. https, or http on a loopback address. Empty: no "
+        "tokens.",
+        json_schema_extra={"metavar": "URL"},
+    )
+    oidc_audiences: list[str] = Field(
+        default_factory=list,
+        description="`aud` values a token must name one of (required with --oidc-issuers).",
+    )
+    oidc_roles_claim: str = Field(
+        default="scope",
+        description="Dotted path of the claim holding a token's roles or scopes: `scope` (a "
+        "space-separated string), `roles` (Entra ID), `realm_access.roles` (Keycloak).",
+    )
+    oidc_required_roles: list[str] = Field(
+        default_factory=list,
+        description="Roles (or scopes) a token must all hold, at --oidc-roles-claim; without "
+        "them the answer is 403. Empty: any valid token.",
+    )
+    oidc_tenant_claim: str | None = Field(
+        default=None,
+        description="Dotted path of the claim naming a token's tenant (`azp`, `client_id`, "
+        "`tid`, `groups`: a list gives its first entry); a token without it is refused (403). "
+        "Unset: each token subject is its own tenant.",
+    )
+    oidc_algorithms: list[str] = Field(
+        default_factory=lambda: list(ASYMMETRIC_ALGORITHMS),
+        description="JWS algorithms accepted, asymmetric only (RS*, PS*, ES*, EdDSA); `none` "
+        "and HS* are always refused.",
+    )
+    oidc_leeway: float = Field(
+        default=30.0, ge=0, le=300, description="Seconds of clock skew allowed for exp/nbf/iat."
+    )
+    oidc_jwks_refresh: float = Field(
+        default=600.0,
+        ge=1,
+        description="Seconds between fetches of each issuer's signing keys (JWKS).",
+    )
+    oidc_jwks_min_refresh: float = Field(
+        default=10.0,
+        ge=0,
+        description="A token signed by an unknown key (`kid`) fetches the issuer's keys again, "
+        "at most once per this many seconds (forged kids cannot hammer the provider).",
+    )
+    oidc_http_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds allowed for one request to an issuer (discovery, keys); a provider "
+        "that does not answer in time leaves the cached keys in use.",
+    )
+    oidc_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) trusted for the issuers' https. Default: the system's.",
+    )
+    oidc_playground_client_id: str | None = Field(
+        default=None,
+        description="A public client of the first issuer for the playground's 'Sign in' "
+        "(authorization code with PKCE; redirect URI: this server's /playground). Unset: the "
+        "playground takes a pasted key or token only.",
+    )
+    oidc_playground_scope: str = Field(
+        default="openid",
+        description="Scopes the playground asks for when it signs in (Entra ID: "
+        "`openid api://APP-ID/.default`).",
+    )
+    oidc_playground_resource: str | None = Field(
+        default=None,
+        description="`resource` (RFC 8707) the playground asks a token for, for providers that "
+        "pick the audience that way. Unset: none sent.",
+    )
+    tenant_quotas: dict[str, TenantQuota] = Field(
+        default_factory=dict,
+        description="Quotas per tenant, as a JSON object: tenant -> {requests_per_minute, "
+        "tokens_per_minute, tokens_per_day, concurrent_requests}; `*` applies to every other "
+        "tenant. Counted in each replica's memory. Over quota: 429 with Retry-After and "
+        "OpenAI's x-ratelimit-* headers.",
+        json_schema_extra={"metavar": "JSON"},
+    )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="Serve HTTPS with this certificate chain (PEM); re-read when it changes.",
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="Private key (PEM) of --tls-cert-file; re-read with it."
+    )
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) that client certificates must chain to (mutual TLS); "
+        "re-read when it changes.",
+    )
+    tls_client_auth: Literal["none", "optional", "required"] = Field(
+        default="none",
+        description="Client certificates: 'required' (no TLS connection without one), "
+        "'optional' (checked when sent), or 'none'. A verified certificate identifies the "
+        "caller without a key or token.",
+    )
+    tls_tenant_attribute: Literal["CN", "O", "OU"] | None = Field(
+        default=None,
+        description="Subject attribute of a client certificate that names its tenant. Unset: "
+        "each certificate subject is its own tenant.",
+    )
+    metrics_auth: Literal["open", "key", "token"] = Field(
+        default="open",
+        description="Who may read /metrics: 'open' (anyone), 'key' (any credential the API "
+        "accepts: key, token or client certificate), 'token' (a token holding --metrics-role).",
+    )
+    metrics_role: str | None = Field(
+        default=None,
+        description="Role (at --oidc-roles-claim) a token needs for /metrics with "
+        "--metrics-auth token.",
+    )
+
+    @field_validator("tenant_quotas", mode="before")
+    @classmethod
+    def _tenant_quotas_json(cls, value: Any) -> Any:
+        return tenant_quotas_value(value)
+
+    @field_validator(
+        "oidc_tenant_claim",
+        "oidc_playground_client_id",
+        "oidc_playground_resource",
+        "metrics_role",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """`LINGSHU_OIDC_TENANT_CLAIM=` (Compose's empty default) means unset."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _identity_checked(self) -> Settings:
+        check_identity_settings(self)
+        return self
+
     max_request_bytes: int = Field(
         default=128 * 1024 * 1024,
         ge=1024,
@@ -356,8 +508,8 @@ class Settings(BaseSettings):
     rate_limit_per_key: float | None = Field(
         default=None,
         gt=0,
-        description="Requests per minute allowed per API key (429 with Retry-After beyond). "
-        "Default: unlimited.",
+        description="Requests per minute allowed per API key, token subject or client "
+        "certificate (429 with Retry-After beyond). Default: unlimited.",
     )
     request_timeout: float | None = Field(
         default=None,

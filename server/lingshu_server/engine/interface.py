@@ -76,6 +76,8 @@ class EngineStep:
     # with SamplingOptions.prompt_logprobs, on the first step: one per prompt token (the
     # first token has none)
     prompt_logprobs: list[TokenLogprob | None] | None = None
+    # prompt tokens found in the engine's prefix cache (an earlier turn's, say)
+    cached_tokens: int = 0
 
 
 class Engine(Protocol):

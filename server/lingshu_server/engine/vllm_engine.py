@@ -333,6 +333,7 @@ class VllmEngine:
                     choices=choices,
                     finished=output.finished,
                     prompt_logprobs=prompt_logprobs,
+                    cached_tokens=output.num_cached_tokens or 0,
                 )
         except Exception as exc:
             raise _translate_error(exc) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from http import HTTPStatus
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -17,6 +18,7 @@ from lingshu_server.core.errors import (
     OverloadedError,
 )
 from lingshu_server.http.error_handlers import error_response_bytes, send_api_error
+from lingshu_server.http.tls import client_certificate
 
 
 class _HeadTooLarge(Exception):
@@ -37,10 +39,12 @@ def guarded_http_protocol(
         _head_bytes = 0
         _head_too_large = False
         _head_timer: asyncio.TimerHandle | None = None
+        _tls: dict[str, Any] | None = None
 
         # uvicorn's signature, narrower than asyncio's (uvicorn ignores the same check)
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._tls = client_certificate(transport)  # once: the handshake is over
             self._arm_head_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -63,6 +67,8 @@ def guarded_http_protocol(
 
         def on_headers_complete(self) -> None:
             self._disarm_head_timer()
+            if self._tls is not None:
+                self.scope["extensions"] = {"tls": self._tls}  # type: ignore[dict-item]
             if len(self.connections) <= max_connections:
                 super().on_headers_complete()
                 return

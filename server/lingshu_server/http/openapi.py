@@ -14,6 +14,7 @@ from lingshu_server.core.errors import ErrorResponse
 from lingshu_server.protocol.chat import ChatCompletion, ChatCompletionChunk
 from lingshu_server.protocol.completions import Completion, CompletionChunk
 from lingshu_server.protocol.preview import PreviewResponse
+from lingshu_server.protocol.reports import ReportChunk, ReportNotStoredResponse, ReportResponse
 from lingshu_server.protocol.responses import ResponsesResponse, StreamEvent
 
 ERROR_DESCRIPTIONS = {
@@ -21,14 +22,19 @@ ERROR_DESCRIPTIONS = {
     "JSON, an image that cannot be used, a token id out of the vocabulary, or a prompt over "
     "the context (`context_length_exceeded`)",
     401: "Missing or wrong API key (checked before the body is read)",
-    404: "Unknown model (neither a served name nor a LoRA adapter)",
+    404: "Unknown model (neither a served name nor a LoRA adapter), or a stored response or "
+    "conversation that does not exist or is not the caller's",
+    502: "The PACS could not be reached or failed (Retry-After)",
+    504: "The PACS did not answer in time (Retry-After)",
     408: "The request body did not arrive within --body-read-timeout",
     413: "The request body is over --max-request-bytes",
     415: "The body is not sent as Content-Type: application/json",
     429: "The key's rate limit is reached (Retry-After)",
     431: "The request line and headers are over --max-header-bytes",
     500: "A server bug; the message says nothing about the request",
-    503: "Loading, draining, engine down, at capacity or too many connections (Retry-After)",
+    503: "Loading, draining, engine down, at capacity, too many connections, or the database "
+    "of stored state unreachable (Retry-After)",
+    507: "The database of stored state is full; nothing was stored",
 }
 # Answered for any request before a route runs: auth, body and head limits, connections.
 COMMON_ERRORS = (408, 413, 431, 503)
@@ -97,6 +103,7 @@ STREAM_SCHEMAS: dict[str, Any] = {
     CHUNK_SCHEMA: ChatCompletionChunk,
     "CompletionChunk": CompletionChunk,
     STREAM_EVENT_SCHEMA: StreamEvent,
+    "ReportChunk": ReportChunk,
 }
 
 
@@ -121,7 +128,7 @@ RESPONSES_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The response (JSON), or with `stream: true` its events (SSE)",
         "content": {"text/event-stream": {"schema": RESPONSES_SSE_EVENT}},
     },
-    **error_responses(400, 401, 404, 415, 429, 500),
+    **error_responses(400, 401, 404, 415, 429, 500, 507),
 }
 COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -138,6 +145,36 @@ PREVIEW_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The image (or a video's sampled frames) as the model sees it",
     },
     **error_responses(400, 401, 415, 429, 500),
+}
+REPORT_SSE_EVENT = sse_event("ReportChunk")
+REPORT_SSE_EVENT["description"] = (
+    "With `stream: true`: server-sent events. Each `data:` line holds a `ReportChunk` (the "
+    "text as it is generated), then one holds the `Report` (#/components/schemas/"
+    "ReportResponse) with its renderings; a failure after the first event (a PACS that "
+    "refused the SR included) arrives as a `data:` line holding an `ErrorResponse`; the "
+    "stream ends with `data: [DONE]`."
+)
+REPORT_NOT_STORED = {
+    "model": ReportNotStoredResponse,
+    "description": "The report was drafted but the PACS refused its SR, failed or did not "
+    "answer: the error (with the PACS's reason) and the whole report",
+}
+REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ReportResponse,
+        "description": "The drafted report (JSON), or with `stream: true` its text and then "
+        "the report (SSE)",
+        "content": {"text/event-stream": {"schema": REPORT_SSE_EVENT}},
+    },
+    **error_responses(400, 401, 404, 415, 429, 500),
+    502: REPORT_NOT_STORED,
+    504: REPORT_NOT_STORED,
+}
+REPORT_STORE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ReportResponse, "description": "The report, its SR stored"},
+    **error_responses(400, 401, 404, 429, 500),
+    502: REPORT_NOT_STORED,
+    504: REPORT_NOT_STORED,
 }
 V1_RESPONSES = error_responses(401, 429)
 

@@ -21,8 +21,8 @@ class ReadyMessage:
     text_lines: list[str]  # what a text log shows instead: a short block
 
 
-def base_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def base_url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def ready_message(
@@ -33,12 +33,17 @@ def ready_message(
     playground: bool,
     docs: bool,
     api_keys: bool,
+    tls: bool = False,
+    stored_responses: str | None = None,
     takes: Sequence[str] = (),
     fingerprint: str | None = None,
 ) -> ReadyMessage:
-    """`takes`: the input kinds the model takes; `fingerprint`: its system_fingerprint."""
-    listening = base_url(host, port)
-    local = base_url(WILDCARD_HOSTS.get(host, host), port)
+    """`stored_responses`: where responses are stored by default (the database, described
+    without credentials), or None when they are not. `takes`: the input kinds the model takes;
+    `fingerprint`: its system_fingerprint."""
+    scheme = "https" if tls else "http"
+    listening = base_url(host, port, scheme)
+    local = base_url(WILDCARD_HOSTS.get(host, host), port, scheme)
     body = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}
     curl = " ".join(
         [
@@ -62,6 +67,9 @@ def ready_message(
     if docs:
         fields["docs_url"] = f"{local}/docs"
         lines.append(f"API docs    {local}/docs")
+    if stored_responses:
+        fields["stored_responses"] = stored_responses
+        lines.append(f"storing     responses by default, in {stored_responses}")
     fields["try"] = curl
     lines.append(f"try         {curl}")
     if api_keys:

@@ -24,6 +24,8 @@ from lingshu_server.http.openapi import (
     CHAT_RESPONSES,
     COMPLETION_RESPONSES,
     PREVIEW_RESPONSES,
+    REPORT_RESPONSES,
+    REPORT_STORE_RESPONSES,
     RESPONSES_RESPONSES,
     TOKENIZE_RESPONSES,
     V1_RESPONSES,
@@ -32,6 +34,7 @@ from lingshu_server.protocol.chat import ChatCompletion, ChatCompletionRequest
 from lingshu_server.protocol.common import ModelList, ServerStatus
 from lingshu_server.protocol.completions import Completion, CompletionRequest
 from lingshu_server.protocol.preview import PreviewRequest, PreviewResponse
+from lingshu_server.protocol.reports import ReportRequest, ReportResponse
 from lingshu_server.protocol.responses import ResponsesRequest, ResponsesResponse
 from lingshu_server.protocol.tokenize import (
     DetokenizeRequest,
@@ -42,6 +45,7 @@ from lingshu_server.protocol.tokenize import (
 from lingshu_server.services.chat import ChatService
 from lingshu_server.services.completions import CompletionService
 from lingshu_server.services.preview import PreviewService
+from lingshu_server.services.reports import ReportService
 from lingshu_server.services.responses import ResponsesService
 from lingshu_server.services.tokenization import TokenizeService
 
@@ -54,6 +58,9 @@ STATUS_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ServerStatus, "description": "Serving"},
     503: {"model": ServerStatus, "description": "Not serving: the stage says why"},
 }
+
+
+DATABASE_CHECK_S = 3.0
 
 
 async def _lifecycle(request: Request) -> Lifecycle:
@@ -77,8 +84,9 @@ async def require_ready(lifecycle: LifecycleDep) -> None:
 async def check_rate_limit(request: Request) -> None:
     limiter = request.app.state.rate_limiter
     ctx = request_context.get()
-    if limiter is not None and ctx is not None and ctx.key_id is not None:
-        limiter.check(ctx.key_id)
+    caller = ctx.identity or ctx.key_id if ctx is not None else None
+    if limiter is not None and caller is not None:
+        limiter.check(caller)
 
 
 async def require_json(request: Request) -> None:
@@ -115,11 +123,16 @@ async def _preview_service(request: Request) -> PreviewService:
     return request.app.state.preview_service
 
 
+async def _report_service(request: Request) -> ReportService:
+    return request.app.state.report_service
+
+
 ChatServiceDep = Annotated[ChatService, Depends(_chat_service)]
 ResponsesServiceDep = Annotated[ResponsesService, Depends(_responses_service)]
 CompletionServiceDep = Annotated[CompletionService, Depends(_completion_service)]
 TokenizeServiceDep = Annotated[TokenizeService, Depends(_tokenize_service)]
 PreviewServiceDep = Annotated[PreviewService, Depends(_preview_service)]
+ReportServiceDep = Annotated[ReportService, Depends(_report_service)]
 
 v1 = APIRouter(
     prefix="/v1",
@@ -132,6 +145,8 @@ tokens = APIRouter(
     responses=TOKENIZE_RESPONSES,
 )
 public = APIRouter()
+# Open to anyone whatever else is protected: the orchestrator's probes carry no credential.
+PROBE_PATHS = ("/health", "/ready")
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T | Response:
@@ -240,15 +255,52 @@ async def preview_image(
     return await until_disconnected(request, preview.preview(body))
 
 
+@v1.post(
+    "/reports",
+    response_model=None,
+    dependencies=[Depends(require_json)],
+    responses=REPORT_RESPONSES,
+)
+async def create_report(
+    request: Request, body: ReportRequest, reports: ReportServiceDep
+) -> ReportResponse | Response:
+    """A draft report for a study (an extension): its text with Findings and Impression, a
+    FHIR R4 Bundle and a DICOM SR, optionally stored into the study's PACS."""
+    work = reports.stream(body) if body.stream else reports.create(body)
+    return await answer(request, work, bool(body.stream))
+
+
+@v1.post("/reports/{report_id}/store", response_model=None, responses=REPORT_STORE_RESPONSES)
+async def store_report(
+    request: Request, report_id: str, reports: ReportServiceDep
+) -> ReportResponse | Response:
+    """Store a drafted report's SR, exactly as drafted, into its study's PACS (STOW-RS)."""
+    return await until_disconnected(request, reports.store(report_id))
+
+
 @v1.get("/models")
 async def list_models(request: Request) -> ModelList:
     return request.app.state.models.cards()
 
 
 @public.get("/health", responses=STATUS_RESPONSES)
-async def health(lifecycle: LifecycleDep) -> JSONResponse:
-    """Liveness (and startup): 200 while the engine is up; 503 with the stage otherwise."""
-    return JSONResponse(lifecycle.status(), status_code=200 if lifecycle.serving else 503)
+async def health(request: Request, lifecycle: LifecycleDep) -> JSONResponse:
+    """Liveness (and startup): 200 while the engine is up; 503 with the stage otherwise. Once
+    the database of stored state is in use, `database` says whether it answers (a database
+    away does not fail liveness: the model still serves)."""
+    body = lifecycle.status()
+    database = request.app.state.database
+    if database.opened:
+        # The last request's word on it; only after a failure is the database asked again
+        # (so a probe costs nothing while all is well, and sees the recovery).
+        problem = database.last_error
+        if problem is not None:
+            try:
+                problem = await asyncio.wait_for(database.check(), DATABASE_CHECK_S)
+            except TimeoutError:
+                problem = f"the database ({database.kind}) did not answer in {DATABASE_CHECK_S:g} s"
+        body["database"] = problem or "ok"
+    return JSONResponse(body, status_code=200 if lifecycle.serving else 503)
 
 
 @public.get("/ready", responses=STATUS_RESPONSES)

@@ -27,6 +27,8 @@ AUDITED_ROUTES = frozenset(
         "/tokenize",
         "/detokenize",
         "/v1/images/preview",
+        "/v1/reports",
+        "/v1/reports/{report_id}/store",
     }
 )
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for "the client went away first"
@@ -86,7 +88,7 @@ class TelemetryMiddleware:
             self.metrics.record_request(ctx, latency)
             if ctx.route not in QUIET_ROUTES or ctx.status >= 400:
                 log_access(ctx, latency)
-            if self.audit is not None and ctx.route in AUDITED_ROUTES:
+            if self.audit is not None and (ctx.route in AUDITED_ROUTES or ctx.stored):
                 try:
                     await asyncio.to_thread(self.audit.write, ctx, latency)
                 except OSError as exc:

@@ -36,6 +36,7 @@ from lingshu_server.inputs.dicom_series import (
     evenly_spaced,
     parse_series_metadata,
 )
+from lingshu_server.inputs.dicomweb_store import StoredInstance, store_instance
 from lingshu_server.inputs.fetch_cache import FetchCache
 from lingshu_server.inputs.pacs_auth import PacsAuth
 from lingshu_server.inputs.pacs_client import DicomWebMetrics, DicomWebRef, Pacs, PacsClient
@@ -120,6 +121,10 @@ class DicomWebSource:
         """The PACS host and UIDs of a DICOMweb instance URL, for the audit log only."""
         ref = self.match(url, "")
         return ref.audit() if ref is not None else None
+
+    async def store(self, ref: DicomWebRef, data: bytes) -> StoredInstance:
+        """Store the instance `ref` names (its bytes: `data`) into `ref.pacs` by STOW-RS."""
+        return await store_instance(self._client, ref, data)
 
     async def expand_parts(self, parts: ImageParts, max_images: int) -> ImageParts:
         """Each series part becomes one part per chosen instance (same options, same param);

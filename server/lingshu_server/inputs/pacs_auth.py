@@ -100,10 +100,11 @@ class PacsAuth:
         return f"Bearer {secret}"
 
     def caller(self) -> tuple[str, str]:
-        """Who is asking, as far as what they may see can differ: the API key id, and with
-        `forward` a hash of the credential they forwarded. Part of every cache key."""
+        """Who is asking, as far as what they may see can differ: the API key id (or token
+        subject, or client certificate), and with `forward` a hash of the credential they
+        forwarded. Part of every cache key."""
         ctx = request_context.get()
-        key = (ctx.key_id if ctx is not None else None) or ""
+        key = (ctx.identity or ctx.key_id if ctx is not None else None) or ""
         forwarded = _forwarded.get() if self.mode == "forward" else None
         digest = hashlib.sha256(forwarded.encode("latin-1")).hexdigest() if forwarded else ""
         return key, digest

@@ -39,8 +39,9 @@ ERROR_REASONS = (
     "bad_response",
     "too_large",
     "no_image",
+    "store_refused",
 )
-FETCH_KINDS = ("instance", "metadata", "query")
+FETCH_KINDS = ("instance", "metadata", "query", "store")
 _FETCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ERROR_PAGE_BYTES = 64 * 1024
 _MAX_CREDENTIAL = 8192
@@ -186,7 +187,7 @@ def dicom_from_response(body: bytes, content_type: str) -> bytes:
 
 
 @dataclass(kw_only=True)
-class _Answer:
+class PacsAnswer:
     status: int
     body: bytes
     content_type: str
@@ -252,8 +253,22 @@ class PacsClient:
 
     async def _get(
         self, pacs: Pacs, url: str, kind: str, accept: str, param: str | None = None
-    ) -> _Answer:
-        headers = {"Accept": accept}
+    ) -> PacsAnswer:
+        return await self.send(pacs, "GET", url, kind, {"Accept": accept}, param=param)
+
+    async def send(
+        self,
+        pacs: Pacs,
+        method: str,
+        url: str,
+        kind: str,
+        headers: dict[str, str],
+        *,
+        content: bytes | None = None,
+        param: str | None = None,
+    ) -> PacsAnswer:
+        """One request to a PACS, signed in as configured; no answer is an API error."""
+        headers = dict(headers)
         credential = pacs.auth.header()
         if credential is not None:
             if len(credential) > _MAX_CREDENTIAL or not credential.isprintable():
@@ -267,9 +282,9 @@ class PacsClient:
         try:
             async with (
                 asyncio.timeout(self._timeout_s),
-                self._http().stream("GET", url, headers=headers) as response,
+                self._http().stream(method, url, headers=headers, content=content) as response,
             ):
-                answer = _Answer(
+                answer = PacsAnswer(
                     status=response.status_code,
                     body=await self._read(response, kind, param),
                     content_type=response.headers.get("content-type", ""),
@@ -315,7 +330,7 @@ class PacsClient:
             )
         return bytes(body[:limit])  # an error page is only read so far
 
-    async def _check(self, answer: _Answer, ref: DicomWebRef, param: str) -> None:
+    async def _check(self, answer: PacsAnswer, ref: DicomWebRef, param: str) -> None:
         """Turn a PACS answer other than 200 into the error a caller can act on."""
         status = answer.status
         if status == HTTPStatus.OK:

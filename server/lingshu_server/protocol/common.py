@@ -442,3 +442,8 @@ class ServerStatus(ResponseModel):
     ]
     elapsed_s: float = Field(description="Seconds since the server started")
     error: str | None = Field(default=None, description="Why start-up failed, if it did")
+    database: str | None = Field(
+        default=None,
+        description='/health, once stored state is in use: "ok", or why the database does not '
+        "answer",
+    )

@@ -1,7 +1,9 @@
 """OpenAI Responses API wire models: the request, the response object and its stream events.
 
-Stateless: nothing is stored, so `store` may only be false (absent is taken as false),
-and `previous_response_id`, `conversation` and `background` are refused with a 400 that says so.
+`store` (absent: the server's --store-responses) keeps the response for `GET`, `DELETE`,
+`input_items` and a later request's `previous_response_id`; `conversation` names a conversation
+whose items come before the input and which the input and output join. `background` is refused
+with a 400 that says so.
 Extensions beside OpenAI's fields, as in chat completions: per-image `min_pixels`,
 `max_pixels` and `dicom` on `input_image`, `allow_whitespace` in `text.format`, `seed` and
 `request_timeout`.
@@ -89,6 +91,10 @@ InputContent = Annotated[
         custom_error_message="a content part is input_text, input_image or output_text",
     ),
 ]
+
+
+class ConversationRef(WireModel):
+    id: Text = Field(min_length=1)
 
 
 class MessageItem(WireModel):
@@ -182,8 +188,8 @@ class ResponsesRequest(WireModel):
     parallel_tool_calls: bool | None = True
     stream: bool | None = False
     store: bool | None = None
-    previous_response_id: Text | None = None
-    conversation: Any = None
+    previous_response_id: Text | None = Field(default=None, min_length=1)
+    conversation: Text | ConversationRef | None = None
     background: bool | None = None
     truncation: Literal["disabled"] | None = None
     metadata: dict[str, Text] | None = None
@@ -221,25 +227,19 @@ class ResponsesRequest(WireModel):
     def _null_is_default(cls, value: bool | None, info: Any) -> bool:
         return cls.model_fields[info.field_name].default if value is None else value
 
-    @field_validator("store")
-    @classmethod
-    def _stateless(cls, store: bool | None) -> bool | None:
-        if store:
+    @model_validator(mode="after")
+    def _one_history(self) -> ResponsesRequest:
+        if self.previous_response_id is not None and self.conversation is not None:
             raise ValueError(
-                "true is not supported: this server keeps no responses; send store: false "
-                "(absent is taken as false)"
+                "previous_response_id and conversation cannot both be given: a response "
+                "follows either an earlier response or a conversation"
             )
-        return store
+        return self
 
-    @field_validator("previous_response_id", "conversation")
-    @classmethod
-    def _no_state(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError(
-                "not supported: this server keeps no responses; send the whole conversation in "
-                "input (earlier output items can be sent back as they are)"
-            )
-        return value
+    @property
+    def conversation_id(self) -> str | None:
+        conversation = self.conversation
+        return conversation.id if isinstance(conversation, ConversationRef) else conversation
 
     @field_validator("background")
     @classmethod
@@ -316,6 +316,10 @@ class ResponseError(ResponseModel):
     message: str
 
 
+class ResponseConversation(ResponseModel):
+    id: str
+
+
 class ResponsesResponse(ResponseModel):
     id: str
     object: Literal["response"] = "response"
@@ -328,9 +332,10 @@ class ResponsesResponse(ResponseModel):
     model: str
     output: list[OutputItem]
     parallel_tool_calls: bool
-    previous_response_id: None = None
+    previous_response_id: str | None = None
+    conversation: ResponseConversation | None = None
     reasoning: None = None
-    store: Literal[False] = False
+    store: bool = False
     background: Literal[False] = False
     temperature: float | None = None
     text: dict[str, Any]  # the request's text config, {"format": {"type": "text"}} by default

@@ -124,7 +124,7 @@ def _tool_fields(message: ChatMessage) -> dict[str, Any]:
             "type": "function",
             "function": {
                 "name": call.function.name,
-                "arguments": json.loads(call.function.arguments or "{}"),
+                "arguments": json.loads(call.function.arguments.strip() or "{}"),
             },
         }
         for call in message.tool_calls

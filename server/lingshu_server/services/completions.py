@@ -30,6 +30,7 @@ from lingshu_server.services.generation import (
     deadline_after,
     merged,
     start_run,
+    step_tokens,
     timeout_of,
 )
 from lingshu_server.services.models import ServedModels
@@ -318,7 +319,13 @@ class CompletionService:
             ]
             return merged(runs)
 
-        run, first = await start_run(self._admission, request_id, deadline, prepare)
+        run, first = await start_run(
+            self._admission,
+            request_id,
+            deadline,
+            prepare,
+            tokens_of=lambda indexed: step_tokens(indexed[1]),
+        )
         choices = _Choices(request, prompts, self._token_text)
         return _Started(
             model=model.name, fingerprint=model.fingerprint, run=run, first=first, choices=choices

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Generic, TypeVar
 
+from lingshu_server.core import request_context
 from lingshu_server.engine.interface import EngineStep
 from lingshu_server.services.admission import AdmissionController
 
@@ -29,15 +30,23 @@ class EngineRun(Generic[T]):
         steps: AsyncGenerator[T, None],
         deadline: float | None,
         release: Callable[[], None],
+        tokens_of: Callable[[T], int] | None = None,
     ):
         self.request_id = request_id
         self._steps = steps
         self._deadline = deadline
         self._release = release
+        self._tokens_of = tokens_of
         self._closed = False
         self.timed_out = False
 
     async def next(self) -> T | None:
+        step = await self._next()
+        if step is not None and self._tokens_of is not None:
+            use_tokens(self._tokens_of(step))  # the tenant's quota counts them as they come
+        return step
+
+    async def _next(self) -> T | None:
         if self.timed_out:
             return None
         if self._deadline is None:
@@ -64,11 +73,13 @@ async def start_run(
     request_id: str,
     deadline: float | None,
     prepare: Callable[[], Awaitable[AsyncGenerator[T, None]]],
+    tokens_of: Callable[[T], int] | None = None,
 ) -> tuple[EngineRun[T], T | None]:
     """Take a generation slot, `prepare` the engine work (prompt building included) and wait
     for its first step, so that every error until then is still a plain 4xx/5xx answer. On a
     failure the slot is given back and the engine request closed. The first step is None when
-    the deadline passed before it."""
+    the deadline passed before it. `tokens_of` counts a step's completion tokens (for quotas,
+    with the prompt's once it is built)."""
     await admission.acquire()
     run: EngineRun[T] | None = None
     try:
@@ -77,7 +88,11 @@ async def start_run(
             steps=await prepare(),
             deadline=deadline,
             release=admission.release,
+            tokens_of=tokens_of,
         )
+        ctx = request_context.get()
+        if ctx is not None and ctx.prompt_tokens:
+            use_tokens(ctx.prompt_tokens)
         first = await run.next()
     except BaseException:
         if run is not None:
@@ -112,6 +127,17 @@ async def merged(
         for run in runs:
             with contextlib.suppress(Exception):
                 await run.aclose()
+
+
+def use_tokens(tokens: int) -> None:
+    ctx = request_context.get()
+    if ctx is not None:
+        ctx.use_tokens(tokens)
+
+
+def step_tokens(step: EngineStep) -> int:
+    """Completion tokens one engine step produced, over its choices."""
+    return sum(len(choice.token_ids) for choice in step.choices)
 
 
 def timeout_of(requested: float | None, server: float | None) -> float | None:

@@ -3,6 +3,8 @@ images, preprocessing time), its usage, a disconnect, a failure after the 200.""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from lingshu_server.core import request_context
 from lingshu_server.core.errors import APIError
 from lingshu_server.core.metrics import Metrics
@@ -29,6 +31,19 @@ def note_usage(completion_tokens: int) -> None:
     ctx = request_context.get()
     if ctx is not None:
         ctx.completion_tokens = completion_tokens
+
+
+def note_stored(action: str, object_id: str, hashes: Iterable[str] = ()) -> None:
+    """A stored object created, read or deleted, for the audit log: its id and the SHA-256 of
+    the images it holds, never its content."""
+    ctx = request_context.get()
+    if ctx is not None:
+        ctx.stored.append({"action": action, "id": object_id, "sha256": sorted(set(hashes))})
+
+
+def current_owner() -> str:
+    ctx = request_context.get()
+    return ctx.owner if ctx is not None else "anonymous"
 
 
 def note_disconnect() -> None:

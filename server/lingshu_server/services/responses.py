@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lingshu_server.core.errors import APIError
+from lingshu_server.core.errors import APIError, InvalidRequestError
 from lingshu_server.engine.interface import EngineStep
 from lingshu_server.protocol.common import now
 from lingshu_server.protocol.responses import (
@@ -29,10 +29,12 @@ from lingshu_server.protocol.responses import (
     ErrorPayload,
     FunctionCallOutput,
     IncompleteDetails,
+    InputTokensDetails,
     OutputItem,
     OutputItemEvent,
     OutputMessage,
     OutputTextPart,
+    ResponseConversation,
     ResponseError,
     ResponseEvent,
     ResponsesRequest,
@@ -48,6 +50,7 @@ from lingshu_server.services.request_records import (
     note_stream_error,
     note_usage,
 )
+from lingshu_server.services.response_history import History, ResponseHistory
 from lingshu_server.services.responses_input import to_chat
 from lingshu_server.services.runner import GenerationRunner, StartedRun, collect
 from lingshu_server.services.sampling import EffectiveSampling
@@ -65,13 +68,15 @@ from lingshu_server.services.tool_calls import (
 Status = Literal["in_progress", "completed", "incomplete", "failed"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Identity:
     """What every event of one response repeats."""
 
     id: str
     created_at: int
     model: str
+    store: bool
+    conversation_id: str | None
     fingerprint: str
     sampling: EffectiveSampling
 
@@ -240,19 +245,54 @@ def answer_events(text: str, started: StartedRun) -> list[ToolEvent]:
 
 
 class ResponsesService:
-    def __init__(self, runner: GenerationRunner):
+    """`history` keeps and replays stored responses and conversations; `store_default` is
+    what an absent `store` means."""
+
+    def __init__(
+        self,
+        runner: GenerationRunner,
+        *,
+        history: ResponseHistory | None = None,
+        store_default: bool = False,
+    ):
         self._runner = runner
+        self._history = history
+        self._store_default = store_default
+
+    def _stores(self, request: ResponsesRequest) -> bool:
+        return self._store_default if request.store is None else request.store
 
     async def _start(self, request: ResponsesRequest) -> tuple[StartedRun, Identity]:
-        chat, names = to_chat(request)
+        history = History()
+        if request.previous_response_id or request.conversation or self._stores(request):
+            if self._history is None:
+                raise InvalidRequestError(
+                    "this server keeps no responses: send store: false and the whole "
+                    "conversation in input",
+                    param="store" if self._stores(request) else "previous_response_id",
+                )
+            history = await self._history.before(request)
+        chat, names = to_chat(request, history.items, history.param or "")
         try:
             started = await self._runner.start(chat)
         except APIError as exc:
             raise names.renamed(exc) from None
         identity = Identity(
-            response_id(), now(), started.model, started.fingerprint, started.sampling
+            id=response_id(),
+            created_at=now(),
+            model=started.model,
+            store=self._stores(request),
+            conversation_id=request.conversation_id,
+            fingerprint=started.fingerprint,
+            sampling=started.sampling,
         )
         return started, identity
+
+    async def _keep(self, request: ResponsesRequest, response: ResponsesResponse) -> None:
+        """Store the finished response and extend its conversation, before the client is told
+        it finished: a response reported done is a response kept."""
+        if self._history is not None and (response.store or request.conversation is not None):
+            await self._history.after(request, response, store=response.store)
 
     async def create(self, request: ResponsesRequest) -> ResponsesResponse:
         started, identity = await self._start(request)
@@ -261,9 +301,11 @@ class ResponsesService:
         builder = OutputBuilder()
         builder.apply(answer_events("".join(output.text), started))
         builder.finish(incomplete)
-        usage = _usage(started.first.prompt_tokens, len(output.token_ids))
+        usage = _usage(started.first, len(output.token_ids))
         status: Status = "incomplete" if incomplete else "completed"
-        return _response(request, identity, status, builder.items, usage)
+        response = _response(request, identity, status, builder.items, usage)
+        await self._keep(request, response)
+        return response
 
     async def stream(self, request: ResponsesRequest) -> AsyncIterator[str]:
         """Validate and start; the returned iterator yields the Responses stream's events."""
@@ -305,11 +347,14 @@ class ResponsesService:
             for wire in closing + builder.finish(incomplete):
                 yield _sse(wire)
             note_usage(tokens)
-            usage = _usage(started.first.prompt_tokens, tokens)
-            if incomplete:
-                yield event("response.incomplete", "incomplete", usage=usage)
-            else:
-                yield event("response.completed", "completed", usage=usage)
+            usage = _usage(started.first, tokens)
+            status: Status = "incomplete" if incomplete else "completed"
+            final = _response(request, identity, status, builder.items, usage)
+            await self._keep(request, final)
+            kind: Literal["response.completed", "response.incomplete"] = (
+                "response.incomplete" if incomplete else "response.completed"
+            )
+            yield _sse(ResponseEvent(type=kind, sequence_number=builder.number(), response=final))
         except (asyncio.CancelledError, GeneratorExit):
             note_disconnect()
             raise
@@ -338,11 +383,14 @@ def _sse(event: Any) -> str:
     return sse(event.model_dump_json(), event.type)
 
 
-def _usage(prompt_tokens: int, output_tokens: int) -> ResponseUsage:
+def _usage(first: EngineStep, output_tokens: int) -> ResponseUsage:
+    """`first`: the run's first step, which says how long the prompt was and how much of it
+    the engine's prefix cache held."""
     return ResponseUsage(
-        input_tokens=prompt_tokens,
+        input_tokens=first.prompt_tokens,
+        input_tokens_details=InputTokensDetails(cached_tokens=first.cached_tokens),
         output_tokens=output_tokens,
-        total_tokens=prompt_tokens + output_tokens,
+        total_tokens=first.prompt_tokens + output_tokens,
     )
 
 
@@ -369,6 +417,11 @@ def _response(
         model=identity.model,
         output=[item.model_copy(deep=True) for item in output] if status != "in_progress" else [],
         parallel_tool_calls=bool(request.parallel_tool_calls),
+        previous_response_id=request.previous_response_id,
+        conversation=ResponseConversation(id=identity.conversation_id)
+        if identity.conversation_id
+        else None,
+        store=identity.store,
         temperature=identity.sampling.temperature,
         text={
             "format": fmt.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)

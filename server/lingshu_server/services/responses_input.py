@@ -81,12 +81,19 @@ class ParamNames:
         return exc
 
 
-def to_chat(request: ResponsesRequest) -> tuple[ChatCompletionRequest, ParamNames]:
+def to_chat(
+    request: ResponsesRequest, earlier: list[InputItem] | None = None, earlier_param: str = ""
+) -> tuple[ChatCompletionRequest, ParamNames]:
+    """The chat request; `earlier` are the items before the input (a stored chain's or a
+    conversation's), whose errors are reported against `earlier_param`."""
     names = ParamNames()
     messages: list[ChatMessage] = []
     if request.instructions is not None:
         messages.append(ChatMessage(role="system", content=request.instructions))
         names.add("instructions", parts_kept=False)
+    for item in earlier or []:
+        _add_item(item, earlier_param, messages, names)
+        names.origins[-1] = (earlier_param, False)
     if isinstance(request.input, str):
         messages.append(ChatMessage(role="user", content=request.input))
         names.add("input", parts_kept=False)

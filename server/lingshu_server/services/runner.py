@@ -19,7 +19,13 @@ from lingshu_server.protocol.chat import ChatCompletionRequest
 from lingshu_server.protocol.common import completion_id
 from lingshu_server.services.admission import AdmissionController
 from lingshu_server.services.chat_prompt import ChatPrompt, ChatPromptBuilder
-from lingshu_server.services.generation import EngineRun, deadline_after, start_run, timeout_of
+from lingshu_server.services.generation import (
+    EngineRun,
+    deadline_after,
+    start_run,
+    step_tokens,
+    timeout_of,
+)
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.request_records import note_disconnect, note_usage, record_prompt
 from lingshu_server.services.sampling import EffectiveSampling, sampling_options
@@ -128,7 +134,9 @@ class GenerationRunner:
                 image_ids=[image.pixels_id for image in prompt.images],
             )
 
-        run, first = await start_run(self._admission, request_id, deadline, prepare)
+        run, first = await start_run(
+            self._admission, request_id, deadline, prepare, tokens_of=step_tokens
+        )
         if first is None:  # the deadline passed before the first token
             assert prompt is not None
             first = EngineStep(prompt_tokens=prompt.num_tokens, choices=[], finished=True)

@@ -1,0 +1,73 @@
+"""Retention: stored responses and conversations past their time are deleted, with the blobs
+nobody else uses, by a background task on every replica (deleting twice is harmless)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import sqlalchemy as sa
+
+from lingshu_server.core.errors import StorageFullError, StorageUnavailableError
+from lingshu_server.storage.blobs import release_blobs
+from lingshu_server.storage.database import Database
+from lingshu_server.storage.tables import conversation_items, conversations, responses
+
+logger = logging.getLogger(__name__)
+SWEEP_INTERVAL_S = 60.0
+
+
+async def sweep(database: Database, now: float | None = None) -> int:
+    """Delete what expired; returns how many responses and conversations went."""
+    cutoff = time.time() if now is None else now
+    async with database.transaction() as connection:
+        response_ids = list(
+            (
+                await connection.execute(
+                    sa.select(responses.c.id).where(responses.c.expires_at <= cutoff)
+                )
+            ).scalars()
+        )
+        conversation_ids = list(
+            (
+                await connection.execute(
+                    sa.select(conversations.c.id).where(conversations.c.expires_at <= cutoff)
+                )
+            ).scalars()
+        )
+        item_ids = list(
+            (
+                await connection.execute(
+                    sa.select(conversation_items.c.id).where(
+                        conversation_items.c.conversation_id.in_(conversation_ids)
+                    )
+                )
+            ).scalars()
+        )
+        if response_ids:
+            await connection.execute(sa.delete(responses).where(responses.c.id.in_(response_ids)))
+        if conversation_ids:
+            await connection.execute(
+                sa.delete(conversation_items).where(
+                    conversation_items.c.conversation_id.in_(conversation_ids)
+                )
+            )
+            await connection.execute(
+                sa.delete(conversations).where(conversations.c.id.in_(conversation_ids))
+            )
+        await release_blobs(connection, response_ids + item_ids)
+    gone = len(response_ids) + len(conversation_ids)
+    if gone:
+        logger.info("expired stored state deleted", extra={"fields": {"objects": gone}})
+    return gone
+
+
+async def sweep_forever(database: Database, interval_s: float) -> None:
+    while True:
+        if database.opened:  # a server that stores nothing never opens its database
+            try:
+                await sweep(database)
+            except (StorageUnavailableError, StorageFullError):
+                pass  # /health says so; the next round tries again
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,72 @@
+"""The tables of stored state. The schema is made by the migrations (storage/migrations); these
+definitions are what the queries are written against, and a test checks the two agree.
+
+Times are seconds since the epoch (floats): the same on SQLite and PostgreSQL. Content that may
+be large (images sent in a conversation) lives once in `blobs`, by its SHA-256, and the objects
+that use it are listed in `blob_refs`; a blob goes when its last reference does.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+blobs = sa.Table(
+    "blobs",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+blob_refs = sa.Table(
+    "blob_refs",
+    metadata,
+    sa.Column("object_id", sa.String(80), primary_key=True),
+    sa.Column("sha256", sa.String(64), sa.ForeignKey("blobs.sha256"), primary_key=True),
+    sa.Index("ix_blob_refs_sha256", "sha256"),
+)
+
+responses = sa.Table(
+    "responses",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("previous_response_id", sa.String(80), nullable=True),
+    sa.Column("conversation_id", sa.String(80), nullable=True),
+    # the request's own input items, as input_items lists them (images by blob reference)
+    sa.Column("input_items", sa.JSON, nullable=False),
+    # the response object as it was answered
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Index("ix_responses_expires_at", "expires_at"),
+)
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Index("ix_conversations_expires_at", "expires_at"),
+)
+
+conversation_items = sa.Table(
+    "conversation_items",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column(
+        "conversation_id",
+        sa.String(80),
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("item", sa.JSON, nullable=False),
+    sa.UniqueConstraint("conversation_id", "position", name="uq_conversation_items_position"),
+)
