@@ -20,14 +20,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from lingshu_server import __version__
-from lingshu_server.core.cache_dir import default_cache_dir
 from lingshu_server.core.image_budget import checkpoint_budget, server_budget
 from lingshu_server.core.lifecycle import Lifecycle, Stage, watch_engine
 from lingshu_server.core.logs import AuditLog
 from lingshu_server.core.metrics import Metrics
 from lingshu_server.core.quotas import RATE_LIMIT_HEADERS
 from lingshu_server.core.settings import Settings
-from lingshu_server.engine.checkpoint_digest import checkpoint_digest, folder_digest
+from lingshu_server.engine.checkpoint_hash import checkpoint_files_sha256, folder_sha256
 from lingshu_server.engine.interface import EngineFactory
 from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import UnsupportedModelError, check_supported_model
@@ -135,10 +134,9 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     )
     lifecycle.enter(Stage.LOADING_ENGINE)
     # A local checkpoint's files are hashed while the engine loads (a hub id's only once the
-    # engine has fetched them); the hashes are cached, so later starts read no weights.
-    cache_dir = default_cache_dir()
-    digest = (
-        asyncio.ensure_future(in_daemon_thread(checkpoint_digest, model, cache_dir))
+    # engine has fetched them); the digests are kept, so later starts read no weights.
+    hashing = (
+        asyncio.ensure_future(in_daemon_thread(checkpoint_files_sha256, model))
         if Path(model).is_dir()
         else None
     )
@@ -146,9 +144,9 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     app.state.engine = engine
     if lora.adapters:
         await engine.load_adapters()
-    checkpoint_sha256 = await (digest or in_daemon_thread(checkpoint_digest, model, cache_dir))
+    files_sha256 = await (hashing or in_daemon_thread(checkpoint_files_sha256, model))
     adapter_sha256 = {
-        adapter.name: await in_daemon_thread(folder_digest, Path(adapter.path), cache_dir)
+        adapter.name: await in_daemon_thread(folder_sha256, Path(adapter.path))
         for adapter in lora.adapters
     }
     lifecycle.enter(Stage.PREPARING)
@@ -176,7 +174,7 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     tokenize = tokenizer_encoder(engine.tokenizer)
     modalities = template_input_modalities(render, tokenize, engine.placeholder_ids)
     fingerprints = Fingerprints.compute(
-        checkpoint_sha256=checkpoint_sha256,
+        checkpoint_files_sha256=files_sha256,
         engine=engine.configuration,
         inputs=input_settings(settings, budget),
         adapter_sha256=adapter_sha256,

@@ -67,6 +67,7 @@ def test_report_is_chats_text_stored_and_read_back(client, pacs, audit_log):
     ).json()
     assert report["text"] == chat["choices"][0]["message"]["content"]
     assert report["usage"] == chat["usage"]
+    assert report["system_fingerprint"] == chat["system_fingerprint"]
 
     # the SR, as the PACS holds it
     stored = report["dicom_sr"]["stored"]
@@ -103,6 +104,13 @@ def test_report_is_chats_text_stored_and_read_back(client, pacs, audit_log):
     device = next(e for e in report["fhir"]["entry"] if e["resource"]["resourceType"] == "Device")
     weights = device["resource"]["version"][0]["value"]
     assert weights in model.SoftwareVersions and len(weights) == 64
+    # the configuration that wrote it: the report's system_fingerprint, in both renderings
+    fingerprint = report["system_fingerprint"]
+    assert fingerprint.startswith("fp_")
+    assert {"type": {"text": "system-fingerprint"}, "value": fingerprint} in device["resource"][
+        "version"
+    ]
+    assert f"system_fingerprint {fingerprint}" in model.SoftwareVersions
     assert device["resource"]["identifier"][0]["value"] == f"urn:oid:{model.DeviceUID}"
     assert model.PurposeOfReferenceCodeSequence[0].CodeMeaning == "Processing Equipment"
 

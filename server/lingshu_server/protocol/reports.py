@@ -137,6 +137,8 @@ class ReportResponse(ResponseModel):
     object: Literal["report"] = "report"
     created: int
     model: str
+    # the configuration that wrote it, as chat completions carry it (services/fingerprint.py)
+    system_fingerprint: str
     text: str
     finish_reason: str
     sections: ReportSections
@@ -154,6 +156,7 @@ class ReportChunk(ResponseModel):
     object: Literal["report.chunk"] = "report.chunk"
     created: int
     model: str
+    system_fingerprint: str
     delta: str
 
 

@@ -205,7 +205,7 @@ class ReportService:
             text=text,
             sections=parse_sections(text),
             complete=generated.finish_reason == "stop",
-            model=await self._identity(started.model),
+            model=await self._identity(started),
             inputs=[source.image for source in plan.sources],
             study=study_of(plan.sources),
         )
@@ -221,6 +221,7 @@ class ReportService:
             id=facts.report_id,
             created=now(),
             model=started.model,
+            system_fingerprint=started.fingerprint,
             text=text,
             finish_reason=generated.finish_reason,
             sections=ReportSections(
@@ -289,6 +290,7 @@ class ReportService:
                         id=report_id,
                         created=created,
                         model=started.model,
+                        system_fingerprint=started.fingerprint,
                         delta=delta.text,
                     )
                     yield sse(chunk.model_dump_json())
@@ -316,14 +318,15 @@ class ReportService:
             facts, subject_reference=subject, patient_id_system=self._patient_id_system
         )
 
-    async def _identity(self, served_name: str) -> ModelIdentity:
+    async def _identity(self, started: StartedRun) -> ModelIdentity:
         weights = await asyncio.to_thread(checkpoint_sha256, self._model_path)
         return ModelIdentity(
-            served_name=served_name,
+            served_name=started.model,
             checkpoint=Path(self._model_path).name or self._model_path,
             weights_sha256=weights,
             server_version=__version__,
             engine_version=self._engine_version,
+            system_fingerprint=started.fingerprint,
         )
 
     async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
