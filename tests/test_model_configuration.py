@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lingshu_server.engine import checkpoint_hash
+from lingshu_server.engine import checkpoint_digest
 from tests.conftest import FILE_KEYS
 from tests.utils.chat import CHAT, chat, stream_events, user
 from tests.utils.checkpoints import checkpoint_without_video
@@ -56,7 +56,7 @@ def test_every_api_answers_with_the_fingerprint_models_shows(client, server):
     ]
     assert logged["input_modalities"] == ["text", "image", "video"]
     assert logged["server"] and logged["engine"] and logged["inputs"]["max_pixels"]
-    assert re.fullmatch(r"[0-9a-f]{64}", logged["checkpoint_files_sha256"])
+    assert re.fullmatch(r"[0-9a-f]{64}", logged["checkpoint_sha256"])
 
 
 def test_the_fingerprint_names_the_configuration_not_the_front_end(client, secured):
@@ -75,18 +75,18 @@ def test_the_checkpoint_is_hashed_once_and_the_hashes_kept_beside_it(tmp_path, m
     (folder / "README.md").write_text("a model card edit changes no answer")
     cache = tmp_path / "cache"
     hashed: list[str] = []
-    real_sha256 = checkpoint_hash._sha256
+    real_sha256 = checkpoint_digest._sha256
     monkeypatch.setattr(
-        checkpoint_hash, "_sha256", lambda file: hashed.append(file.name) or real_sha256(file)
+        checkpoint_digest, "_sha256", lambda file: hashed.append(file.name) or real_sha256(file)
     )
-    first = checkpoint_hash.checkpoint_files_sha256(str(folder), cache)
+    first = checkpoint_digest.checkpoint_digest(str(folder), cache)
     assert sorted(hashed) == ["config.json", "model.safetensors"]
-    assert (folder / checkpoint_hash.CACHE_NAME).is_file()
+    assert (folder / checkpoint_digest.CACHE_NAME).is_file()
     (folder / "README.md").write_text("edited")
-    assert checkpoint_hash.checkpoint_files_sha256(str(folder), cache) == first
+    assert checkpoint_digest.checkpoint_digest(str(folder), cache) == first
     assert len(hashed) == 2  # nothing read again
     (folder / "config.json").write_text('{"model_type": "qwen2_5_vl", "changed": 1}')
-    assert checkpoint_hash.checkpoint_files_sha256(str(folder), cache) != first
+    assert checkpoint_digest.checkpoint_digest(str(folder), cache) != first
     assert hashed[2:] == ["config.json"]
 
 
@@ -94,19 +94,19 @@ def test_a_read_only_checkpoint_keeps_its_hashes_in_the_cache_folder(tmp_path, m
     folder = tmp_path / "read-only"
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"w")
-    real_mkstemp = checkpoint_hash.tempfile.mkstemp
+    real_mkstemp = checkpoint_digest.tempfile.mkstemp
 
     def mkstemp(prefix: str, dir: Path):  # noqa: A002 - tempfile's own name
         if Path(dir) == folder:
             raise PermissionError("read-only file system")
         return real_mkstemp(prefix=prefix, dir=dir)
 
-    monkeypatch.setattr(checkpoint_hash.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(checkpoint_digest.tempfile, "mkstemp", mkstemp)
     cache = tmp_path / "cache"
-    digest = checkpoint_hash.checkpoint_files_sha256(str(folder), cache)
+    digest = checkpoint_digest.checkpoint_digest(str(folder), cache)
     (kept,) = (cache / "checkpoint-digests").iterdir()  # keyed by the checkpoint's path
     assert "model.safetensors" in json.loads(kept.read_text())["files"]
-    assert checkpoint_hash.checkpoint_files_sha256(str(folder), cache) == digest
+    assert checkpoint_digest.checkpoint_digest(str(folder), cache) == digest
 
 
 @pytest.fixture(scope="module")

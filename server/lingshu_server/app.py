@@ -20,13 +20,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from lingshu_server import __version__
+from lingshu_server.core.cache_dir import default_cache_dir
 from lingshu_server.core.image_budget import checkpoint_budget, server_budget
 from lingshu_server.core.lifecycle import Lifecycle, Stage, watch_engine
 from lingshu_server.core.logs import AuditLog
 from lingshu_server.core.metrics import Metrics
 from lingshu_server.core.quotas import RATE_LIMIT_HEADERS
 from lingshu_server.core.settings import Settings
-from lingshu_server.engine.checkpoint_hash import checkpoint_files_sha256, folder_sha256
+from lingshu_server.engine.checkpoint_digest import checkpoint_digest, folder_digest
 from lingshu_server.engine.interface import EngineFactory
 from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import UnsupportedModelError, check_supported_model
@@ -44,10 +45,11 @@ from lingshu_server.http.routes import PROBE_PATHS, public, tokens, v1
 from lingshu_server.http.stored_routes import stored
 from lingshu_server.http.telemetry import TelemetryMiddleware
 from lingshu_server.inputs.dicomweb import DicomWebSource
+from lingshu_server.inputs.fhir_store import FhirServers
 from lingshu_server.inputs.image_cache import PreparedImageCache
 from lingshu_server.inputs.image_sources import ImageFetcher, ImageSourcePolicy
 from lingshu_server.inputs.media import ImageLimits
-from lingshu_server.inputs.pacs_auth import FORWARD_HEADER
+from lingshu_server.inputs.pacs_auth import FHIR_FORWARD_HEADER, FORWARD_HEADER
 from lingshu_server.inputs.processor_resize import ProcessorResize
 from lingshu_server.inputs.video import VideoLimits
 from lingshu_server.inputs.video_inputs import VideoInputs
@@ -65,6 +67,7 @@ from lingshu_server.services.conversations import ConversationService
 from lingshu_server.services.fingerprint import Fingerprints, input_settings
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.preview import PreviewService
+from lingshu_server.services.report_drafts import ReportDrafts
 from lingshu_server.services.reports import ReportService
 from lingshu_server.services.response_history import ResponseHistory
 from lingshu_server.services.responses import ResponsesService
@@ -74,6 +77,7 @@ from lingshu_server.services.tokenization import TokenizeService
 from lingshu_server.services.tool_template import handles_tools
 from lingshu_server.storage.conversation_store import ConversationStore
 from lingshu_server.storage.database import Database
+from lingshu_server.storage.report_draft_store import ReportDraftStore
 from lingshu_server.storage.response_store import ResponseStore
 from lingshu_server.storage.sweeper import SWEEP_INTERVAL_S, sweep_forever
 
@@ -134,9 +138,10 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     )
     lifecycle.enter(Stage.LOADING_ENGINE)
     # A local checkpoint's files are hashed while the engine loads (a hub id's only once the
-    # engine has fetched them); the digests are kept, so later starts read no weights.
-    hashing = (
-        asyncio.ensure_future(in_daemon_thread(checkpoint_files_sha256, model))
+    # engine has fetched them); the hashes are cached, so later starts read no weights.
+    cache_dir = default_cache_dir()
+    digest = (
+        asyncio.ensure_future(in_daemon_thread(checkpoint_digest, model, cache_dir))
         if Path(model).is_dir()
         else None
     )
@@ -144,9 +149,9 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     app.state.engine = engine
     if lora.adapters:
         await engine.load_adapters()
-    files_sha256 = await (hashing or in_daemon_thread(checkpoint_files_sha256, model))
+    checkpoint_sha256 = await (digest or in_daemon_thread(checkpoint_digest, model, cache_dir))
     adapter_sha256 = {
-        adapter.name: await in_daemon_thread(folder_sha256, Path(adapter.path))
+        adapter.name: await in_daemon_thread(folder_digest, Path(adapter.path), cache_dir)
         for adapter in lora.adapters
     }
     lifecycle.enter(Stage.PREPARING)
@@ -174,7 +179,7 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     tokenize = tokenizer_encoder(engine.tokenizer)
     modalities = template_input_modalities(render, tokenize, engine.placeholder_ids)
     fingerprints = Fingerprints.compute(
-        checkpoint_files_sha256=files_sha256,
+        checkpoint_sha256=checkpoint_sha256,
         engine=engine.configuration,
         inputs=input_settings(settings, budget),
         adapter_sha256=adapter_sha256,
@@ -243,8 +248,13 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         runner=runner,
         prompts=prompts,
         dicomweb=app.state.dicomweb,
+        fhir=app.state.fhir,
+        drafts=ReportDrafts(
+            ReportDraftStore(app.state.database, settings.report_draft_ttl), app.state.dicomweb
+        ),
         pool=app.state.image_pool,
         model_path=model,
+        weights_sha256=checkpoint_sha256,
         engine_version=vllm_version(),
         patient_id_system=settings.report_patient_id_system,
     )
@@ -349,6 +359,7 @@ def create_app(
                 await signing_keys.aclose()
             await app.state.image_fetcher.aclose()
             await app.state.dicomweb.aclose()
+            await app.state.fhir.aclose()
             app.state.image_pool.shutdown(wait=False, cancel_futures=True)
             engine = getattr(app.state, "engine", None)
             if engine is not None:
@@ -387,6 +398,7 @@ def create_app(
     app.state.dicomweb = DicomWebSource.from_settings(
         settings, app.state.image_pool, app.state.metrics.registry
     )
+    app.state.fhir = FhirServers.from_settings(settings, app.state.metrics.registry)
     audit = AuditLog(settings.audit_log_file) if settings.audit_log_file else None
     # Stored state: the database opens at start-up when configured, else on first use.
     database = Database.from_settings(settings.database_url, settings.state_dir)
@@ -409,8 +421,16 @@ def create_app(
     install_openapi(app)
     # Outermost last: telemetry, CORS (so even a 401 carries its headers), the API key (from
     # the headers alone), then the body (size and read time), then the routes.
-    if app.state.dicomweb.forwards_credentials:
-        app.add_middleware(ForwardedCredentialMiddleware)
+    forwarded = tuple(
+        header
+        for header, forwards in (
+            (FORWARD_HEADER, app.state.dicomweb.forwards_credentials),
+            (FHIR_FORWARD_HEADER, app.state.fhir.forwards_credentials),
+        )
+        if forwards
+    )
+    if forwarded:
+        app.add_middleware(ForwardedCredentialMiddleware, headers=forwarded)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_request_bytes,
@@ -437,7 +457,13 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-Id", FORWARD_HEADER],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Request-Id",
+                FORWARD_HEADER,
+                FHIR_FORWARD_HEADER,
+            ],
             expose_headers=["X-Request-Id", "Retry-After", *RATE_LIMIT_HEADERS],
         )
     app.add_middleware(

@@ -59,13 +59,13 @@ def test_schema_rejects_typos(typo: dict[str, Any]) -> None:
         _chart().validate_schema(typo)
 
 
-# Settings the chart sets itself (model, parallelism, listen address, key file, PACS list with
-# its credentials files, the state volume and the database URL Secret, the TLS files of its
-# `tls` section), not `settings`.
+# Settings the chart sets itself (model, parallelism, listen address, key file, PACS and FHIR
+# server lists with their credentials files, the state volume and the database URL Secret, the
+# TLS files of its `tls` section), not `settings`.
 CHART_OWNED_SETTINGS = {
     "model", "served_model_name", "tensor_parallel_size", "pipeline_parallel_size",
     "distributed_executor_backend", "host", "port", "api_keys", "api_key_file",
-    "dicomweb_urls", "dicomweb_auth", "state_dir", "database_url",
+    "dicomweb_urls", "dicomweb_auth", "fhir_urls", "fhir_auth", "state_dir", "database_url",
     "tls_cert_file", "tls_key_file", "tls_ca_file", "tls_client_auth",
 }  # fmt: skip
 

@@ -6,7 +6,9 @@ One server configuration covers every auth mode with one PACS base URL each:
   bearer   Orthanc behind a proxy that checks a bearer token (from a token file)
   forward  Orthanc behind a transparent proxy: each caller's X-DICOMweb-Authorization decides
   none     a second, open Orthanc that a test starts and stops (an outage mid-run)
-plus a slow route (a PACS that answers too late) and a port nobody listens on.
+plus a slow route (a PACS that answers too late) and a port nobody listens on. Reports' Bundles
+go to a stand-in FHIR server (tests/utils/fhir_server.py) through one base URL per auth mode
+(basic, bearer, forward), one that refuses every transaction, and one nobody listens on.
 
 Tiered like tests/conftest.py's `server`: `pacs_server` is, for an e2e test, a front end of the
 session's shared engine, and for any other test the same configuration in process on the fake
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import openai
 import pydicom
 import pytest
@@ -28,6 +31,7 @@ from pydicom.data import get_testdata_file
 
 from tests.conftest import ENGINE_ARGS
 from tests.utils.ct_series import CtSeries, synthetic_ct_series
+from tests.utils.fhir_server import FhirServer, fhir_server
 from tests.utils.in_process import InProcessServer, start_fake_server
 from tests.utils.orthanc import Orthanc, start_orthanc
 from tests.utils.pacs_proxy import pacs_proxy
@@ -48,6 +52,15 @@ function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
   return not (method == 'POST' and username == '{READ_ONLY_USER}')
 end
 """
+# A study whose SRs the PACS acknowledges and then drops (an import filter, as a hospital's
+# routing rules may): a STOW-RS answer is not proof the instance is held.
+DROPPED_SR_STUDY = "1.2.826.0.1.3680043.8.498.99001"
+POLICY += f"""
+function ReceivedInstanceFilter(dicom, origin, info)
+  return not (dicom.Modality == 'SR' and dicom.StudyInstanceUID == '{DROPPED_SR_STUDY}')
+end
+"""
+FHIR_TOKEN = "fhir-token-9d2e"
 # pydicom's and pydicom-data's files the PACS holds (name -> what it shows)
 SAMPLE_FILES = (
     "CT_small.dcm",  # CT, 128x128
@@ -84,6 +97,7 @@ class Pacs:
     files: dict[str, Instance]
     ct: CtSeries  # positions and InstanceNumbers that disagree
     ct_unpositioned: CtSeries  # InstanceNumber only
+    dropped_sr_study: Instance  # CT_small in DROPPED_SR_STUDY
 
     def instance_path(self, instance: Instance) -> str:
         return f"/studies/{instance.study}/series/{instance.series}/instances/{instance.sop}"
@@ -102,9 +116,18 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
     root = tmp_path_factory.mktemp("pacs")
     orthanc = start_orthanc(root / "orthanc", {SERVER_USER[0]: SERVER_USER[1], **USERS}, lua=POLICY)
     files = {name: _instance(Path(get_testdata_file(name)).read_bytes()) for name in SAMPLE_FILES}
+    dropped = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    dropped.StudyInstanceUID = DROPPED_SR_STUDY
+    dropped.SeriesInstanceUID = DROPPED_SR_STUDY + ".1"
+    dropped.SOPInstanceUID = dropped.file_meta.MediaStorageSOPInstanceUID = (
+        DROPPED_SR_STUDY + ".1.1"
+    )
+    dropped_buffer = io.BytesIO()
+    dropped.save_as(dropped_buffer)
+    dropped_sr_study = _instance(dropped_buffer.getvalue())
     ct = synthetic_ct_series(24, name="ct-positioned")
     ct_unpositioned = synthetic_ct_series(8, with_position=False, name="ct-numbered")
-    orthanc.upload([i.data for i in files.values()])
+    orthanc.upload([i.data for i in files.values()] + [dropped_sr_study.data])
     orthanc.upload(ct.shuffled() + ct_unpositioned.shuffled())
     token_file = root / "pacs-token"
     token_file.write_text(BEARER_TOKEN + "\n")
@@ -124,9 +147,35 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
                 files=files,
                 ct=ct,
                 ct_unpositioned=ct_unpositioned,
+                dropped_sr_study=dropped_sr_study,
             )
     finally:
         orthanc.stop()
+
+
+@dataclass
+class Fhir:
+    server: FhirServer
+    basic_url: str  # the FHIR base URLs the server is configured with, one per auth mode
+    bearer_url: str
+    forward_url: str
+    refusing_url: str  # refuses every transaction (422, an OperationOutcome)
+    dead_url: str
+
+
+@pytest.fixture(scope="package")
+def fhir() -> Iterator[Fhir]:
+    """The stand-in FHIR server: alice may read, bob and this server's user may write."""
+    users = {SERVER_USER[0]: SERVER_USER[1], **USERS}
+    with fhir_server(users, {READ_ONLY_USER}, FHIR_TOKEN) as server:
+        yield Fhir(
+            server=server,
+            basic_url=server.base("basic"),
+            bearer_url=server.base("bearer"),
+            forward_url=server.base("forward"),
+            refusing_url=server.base("refusing"),
+            dead_url=f"http://127.0.0.1:{free_port()}/fhir",
+        )
 
 
 @pytest.fixture(scope="package")
@@ -139,9 +188,18 @@ def audit_log(pacs_server_dir: Path) -> Path:
     return pacs_server_dir / "audit.jsonl"
 
 
-def _pacs_args(root: Path, audit_log: Path, pacs: Pacs) -> list[str]:
+def _pacs_args(root: Path, audit_log: Path, pacs: Pacs, fhir: Fhir) -> list[str]:
     credentials = root / "pacs-credentials"
     credentials.write_text(f"{SERVER_USER[0]}:{SERVER_USER[1]}\n")
+    fhir_token = root / "fhir-token"
+    fhir_token.write_text(FHIR_TOKEN + "\n")
+    fhir_routes = [
+        (fhir.basic_url, f"basic:{credentials}"),
+        (fhir.bearer_url, f"bearer:{fhir_token}"),
+        (fhir.forward_url, "forward"),
+        (fhir.refusing_url, "none"),
+        (fhir.dead_url, "none"),
+    ]
     routes = [
         (pacs.basic_url, f"basic:{credentials}"),
         (pacs.bearer_url, f"bearer:{pacs.token_file}"),
@@ -157,6 +215,10 @@ def _pacs_args(root: Path, audit_log: Path, pacs: Pacs) -> list[str]:
         *(auth for _, auth in routes),
         "--dicomweb-timeout",
         str(TIMEOUT_S),
+        "--fhir-urls",
+        *(url for url, _ in fhir_routes),
+        "--fhir-auth",
+        *(auth for _, auth in fhir_routes),
         "--api-keys",
         ",".join(API_KEYS + BENCHMARK_KEYS),
         "--audit-log-file",
@@ -166,21 +228,29 @@ def _pacs_args(root: Path, audit_log: Path, pacs: Pacs) -> list[str]:
 
 @pytest.fixture(scope="package")
 def _real_pacs_server(
-    shared_engine: SharedEngine, pacs_server_dir: Path, audit_log: Path, pacs: Pacs
+    shared_engine: SharedEngine, pacs_server_dir: Path, audit_log: Path, pacs: Pacs, fhir: Fhir
 ) -> Iterator[RunningServer]:
-    running = shared_engine.frontend("pacs", *_pacs_args(pacs_server_dir, audit_log, pacs))
+    running = shared_engine.frontend("pacs", *_pacs_args(pacs_server_dir, audit_log, pacs, fhir))
     yield running
     running.stop()
 
 
 @pytest.fixture(scope="package")
 def _fake_pacs_server(
-    pacs_server_dir: Path, audit_log: Path, pacs: Pacs
+    pacs_server_dir: Path, audit_log: Path, pacs: Pacs, fhir: Fhir
 ) -> Iterator[InProcessServer]:
-    args = _pacs_args(pacs_server_dir, audit_log, pacs)
-    running = start_fake_server(pacs_server_dir / "server-fake.log", *ENGINE_ARGS, *args)
+    running = start_fake_pacs_server(pacs_server_dir, "server-fake.log", audit_log, pacs, fhir)
     yield running
     running.stop()
+
+
+def start_fake_pacs_server(
+    root: Path, log_name: str, audit_log: Path, pacs: Pacs, fhir: Fhir
+) -> InProcessServer:
+    """The PACS-configured server in process on the fake engine (another replica of it, when
+    one runs already: the same settings and the same database)."""
+    args = _pacs_args(root, audit_log, pacs, fhir)
+    return start_fake_server(root / log_name, *ENGINE_ARGS, *args)
 
 
 @pytest.fixture
@@ -202,3 +272,11 @@ def sdk_client(server: RunningServer, api_key: str = API_KEYS[0], **headers: str
 @pytest.fixture
 def sdk(pacs_server: RunningServer) -> openai.OpenAI:
     return sdk_client(pacs_server)
+
+
+@pytest.fixture
+def client(pacs_server: RunningServer) -> Iterator[httpx.Client]:
+    """Plain HTTP to the PACS-configured server with the first API key."""
+    headers = {"Authorization": f"Bearer {API_KEYS[0]}"}
+    with httpx.Client(base_url=pacs_server.base_url, headers=headers, timeout=120) as http:
+        yield http

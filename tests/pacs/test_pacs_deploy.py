@@ -1,6 +1,7 @@
-"""PACS settings in the deploy files: the Helm values for PACS URLs and credentials from
-Secrets, and the Compose profile that adds an Orthanc next to the server. Rendered offline
-(helm-python-sdk), checked with kubernetes-validate and against the server's own Settings."""
+"""PACS settings in the deploy files: the Helm values for PACS (and FHIR server) URLs and
+credentials from Secrets, and the Compose profile that adds an Orthanc next to the server.
+Rendered offline (helm-python-sdk), checked with kubernetes-validate and against the server's
+own Settings."""
 
 from __future__ import annotations
 
@@ -40,13 +41,31 @@ PACS_VALUES = {
             {"url": "https://research.example.internal/dicomweb", "auth": "forward"},
         ]
     },
-    "settings": {"dicomwebTimeout": 20, "dicomwebCacheBytes": 268435456},
+    "fhir": {
+        "servers": [
+            {"url": "https://ehr.example.internal/fhir", "auth": "forward"},
+            {
+                "url": "https://ehr.example.internal/fhir-ai",
+                "auth": "bearer",
+                "existingSecret": "fhir-token",
+                "existingSecretKey": "token",
+            },
+        ]
+    },
+    "settings": {"dicomwebTimeout": 20, "dicomwebCacheBytes": 268435456, "fhirTimeout": 10},
 }
 
 
 @functools.cache
 def _chart() -> helm_python.Chart:
     return helm_python.Chart.load(CHART)
+
+
+@functools.cache
+def values_validator() -> jsonschema.Draft202012Validator:
+    schema = yaml.safe_load((CHART / "values.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
 
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -79,17 +98,25 @@ def test_helm_pacs_credentials_come_from_secrets_mounted_where_the_server_reads_
         "forward",
     ]
     assert (settings.dicomweb_timeout, settings.dicomweb_cache_bytes) == (20, 268435456)
+    assert settings.fhir_urls == [s["url"] for s in PACS_VALUES["fhir"]["servers"]]
+    assert settings.fhir_auth == ["forward", "bearer:/etc/lingshu/fhir/1/token"]
+    assert settings.fhir_timeout == 10
     pod, container = server_container(docs)
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    secrets = ((0, "pacs-service-account", "credentials"), (1, "archive-token", "token"))
-    for index, secret, key in secrets:
-        mount = mounts[f"/etc/lingshu/dicomweb/{index}"]
+    secrets = (
+        ("dicomweb/0", "pacs-service-account", "credentials"),
+        ("dicomweb/1", "archive-token", "token"),
+        ("fhir/1", "fhir-token", "token"),
+    )
+    for folder, secret, key in secrets:
+        mount = mounts[f"/etc/lingshu/{folder}"]
         assert mount["readOnly"] is True
         source = volumes[mount["name"]]["secret"]
         assert source["secretName"] == secret
         assert source["items"] == [{"key": key, "path": key}]  # a directory mount: rotates
-    assert "dicomweb-2" not in volumes  # forward: the callers bring their own credentials
+    # forward: the callers bring their own credentials
+    assert "dicomweb-2" not in volumes and "fhir-0" not in volumes
     # no credential is ever in the ConfigMap
     assert not any("secret" in value.lower() for value in config_env(docs).values())
     for doc in docs:
@@ -98,10 +125,12 @@ def test_helm_pacs_credentials_come_from_secrets_mounted_where_the_server_reads_
 
 def test_helm_without_pacs_leaves_dicomweb_off(monkeypatch: pytest.MonkeyPatch) -> None:
     docs = render({})
-    assert settings_from(config_env(docs), monkeypatch).dicomweb_urls == []
+    settings = settings_from(config_env(docs), monkeypatch)
+    assert settings.dicomweb_urls == [] and settings.fhir_urls == []
     pod, container = server_container(docs)
-    assert not any(v["name"].startswith("dicomweb") for v in pod["volumes"])
-    assert not any(m["name"].startswith("dicomweb") for m in container["volumeMounts"])
+    remote = ("dicomweb", "fhir")
+    assert not any(v["name"].startswith(remote) for v in pod["volumes"])
+    assert not any(m["name"].startswith(remote) for m in container["volumeMounts"])
 
 
 @pytest.mark.parametrize(
@@ -116,9 +145,10 @@ def test_helm_without_pacs_leaves_dicomweb_off(monkeypatch: pytest.MonkeyPatch) 
     ],
 )
 def test_helm_schema_refuses_unusable_pacs_entries(pacs: dict[str, Any]) -> None:
-    schema = yaml.safe_load((CHART / "values.schema.json").read_text())
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"dicomweb": {"pacs": [pacs]}}, schema)
+        values_validator().validate({"dicomweb": {"pacs": [pacs]}})
+    with pytest.raises(jsonschema.ValidationError):  # FHIR servers: the same rules
+        values_validator().validate({"fhir": {"servers": [pacs]}})
 
 
 def compose() -> dict[str, Any]:

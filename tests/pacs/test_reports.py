@@ -1,7 +1,8 @@
 """Reports on the real engine and the real PACS: the text is chat's for the same study and
 prompt, the SR stored by STOW-RS reads back by WADO-RS as a valid SR of the right study and
-patient, the FHIR Bundle validates and round-trips, a PACS that refuses the SR is a 502 that
-still holds the report (then the explicit second step stores it with other credentials), and the
+patient, the FHIR Bundle validates, round-trips and is taken by a FHIR server as a transaction,
+the Device names the weights hashed at start-up, a PACS that refuses the SR is a 502 that still
+holds the report (then the explicit second step stores it with other credentials), and the
 audit log gets ids and hashes, never the text."""
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import pydicom
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from lingshu_server.core.cache_dir import default_cache_dir
+from lingshu_server.demo_model import ensure_demo_model
+from lingshu_server.engine.checkpoint_digest import checkpoint_digest
 from lingshu_server.protocol.reports import REPORT_PROMPT
 from tests.pacs.conftest import API_KEYS, READ_ONLY_USER, USERS, basic
 from tests.utils.pacs_chat import audit_record, image, read_back
@@ -29,18 +33,11 @@ FORWARD = "X-DICOMweb-Authorization"
 SAMPLING = {"temperature": 0, "max_tokens": 12}
 
 
-@pytest.fixture
-def client(pacs_server):
-    headers = {"Authorization": f"Bearer {KEY}"}
-    with httpx.Client(base_url=pacs_server.base_url, headers=headers, timeout=120) as http:
-        yield http
-
-
 def sse_data(text: str) -> list[str]:
     return [line[6:] for line in text.splitlines() if line.startswith("data: ")]
 
 
-def test_report_is_chats_text_stored_and_read_back(client, pacs, audit_log):
+def test_report_is_chats_text_stored_and_read_back(client, pacs, fhir, audit_log):
     ct = pacs.files["CT_small.dcm"]
     part = image(pacs.basic_url + pacs.instance_path(ct))
     request_id = uuid.uuid4().hex
@@ -50,6 +47,7 @@ def test_report_is_chats_text_stored_and_read_back(client, pacs, audit_log):
             "content": [part],
             "outputs": ["fhir", "dicom_sr"],
             "store_to_pacs": True,
+            "fhir_url": fhir.basic_url,
             **SAMPLING,
         },
         headers={"X-Request-Id": request_id},
@@ -103,7 +101,9 @@ def test_report_is_chats_text_stored_and_read_back(client, pacs, audit_log):
     (model,) = [e for e in sr.ContributingEquipmentSequence if e.Manufacturer == "lingshu-server"]
     device = next(e for e in report["fhir"]["entry"] if e["resource"]["resourceType"] == "Device")
     weights = device["resource"]["version"][0]["value"]
-    assert weights in model.SoftwareVersions and len(weights) == 64
+    assert weights in model.SoftwareVersions
+    # hashed at start-up, from the digests cached on disk (a restart reads no weights)
+    assert weights == checkpoint_digest(str(ensure_demo_model()), default_cache_dir())
     # the configuration that wrote it: the report's system_fingerprint, in both renderings
     fingerprint = report["system_fingerprint"]
     assert fingerprint.startswith("fp_")
@@ -123,6 +123,10 @@ def test_report_is_chats_text_stored_and_read_back(client, pacs, audit_log):
         diagnostic["imagingStudy"][0]["identifier"]["value"] == f"urn:oid:{source.StudyInstanceUID}"
     )
     assert base64.b64decode(diagnostic["presentedForm"][0]["data"]).decode() == report["text"]
+    # ... and as the FHIR server holds it
+    held = fhir.server.store.read(report["fhir_stored"]["locations"][0])
+    assert held["presentedForm"] == diagnostic["presentedForm"]
+    assert held.get("conclusion") == diagnostic.get("conclusion")
 
     # the audit log: ids and hashes, nothing of the text or the patient
     record = audit_record(audit_log, request_id)
@@ -133,6 +137,10 @@ def test_report_is_chats_text_stored_and_read_back(client, pacs, audit_log):
         "sr_sha256": record["report"]["sr_sha256"],
         "stored_sop_instance_uid": sr.SOPInstanceUID,
         "stored_pacs": stored["pacs"],
+        "fhir_server": report["fhir_stored"]["server"],
+        "fhir_bundle_sha256": hashlib.sha256(
+            json.dumps(bundle, ensure_ascii=False).encode()
+        ).hexdigest(),
     }
     line = json.dumps(record)
     assert str(source.PatientName) not in line and report["text"].strip() not in line

@@ -1,6 +1,7 @@
 """The storage layer on its own (SQLite in a temporary folder): the migrations make exactly the
-tables the queries are written against, retention deletes what expired with the images nobody
-else holds, and a database migrated by a newer server is refused."""
+tables the queries are written against, retention deletes what expired with the images (and
+report drafts' SR files) nobody else holds, and a database migrated by a newer server is
+refused."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from lingshu_server.storage.conversation_store import Conversation, ConversationStore
 from lingshu_server.storage.database import Database
 from lingshu_server.storage.migrate import SchemaTooNewError, head_revision
+from lingshu_server.storage.report_draft_store import ReportDraftStore, StoredDraft
 from lingshu_server.storage.response_store import ResponseStore, StoredResponse
 from lingshu_server.storage.sweeper import sweep
 from lingshu_server.storage.tables import metadata
@@ -80,6 +82,39 @@ def test_retention_deletes_what_expired_and_the_images_only_it_held(tmp_path: Pa
     with sqlite3.connect(tmp_path / "lingshu.db") as db:
         assert db.execute("SELECT count(*) FROM blobs").fetchone() == (1,)  # the shared one
         assert db.execute("SELECT count(*) FROM responses").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_report_drafts_are_their_owners_and_expire_with_their_sr_files(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+):
+    url = (
+        request.getfixturevalue("postgres").create_database("report_drafts")
+        if backend == "postgresql"
+        else None
+    )
+
+    def draft(draft_id: str, sr: bytes) -> StoredDraft:
+        report = {"id": draft_id, "dicom_sr": {"data": ""}}
+        return StoredDraft(draft_id, "key:a", report, sr, "http://pacs/dicom-web/studies/1")
+
+    async def scenario() -> tuple[int, list[str]]:
+        database = Database.from_settings(url, tmp_path)
+        short, long = ReportDraftStore(database, ttl_s=60), ReportDraftStore(database, 3600)
+        await short.save(draft("d-old", b"old SR"), "1" * 64)
+        await long.save(draft("d-new", b"new SR"), "2" * 64)
+        assert await short.get("key:b", "d-old") is None  # another owner's: not found
+        assert (await short.get("key:a", "d-old")).sr == b"old SR"
+        gone = await sweep(database, now=time.time() + 120)
+        assert await short.get("key:a", "d-old") is None
+        kept = await long.get("key:a", "d-new")
+        assert kept is not None and kept.target_url == "http://pacs/dicom-web/studies/1"
+        async with database.transaction() as connection:
+            left = list((await connection.execute(sa.text("SELECT sha256 FROM blobs"))).scalars())
+        await database.close()
+        return gone, left
+
+    assert run(scenario()) == (1, ["2" * 64])  # the expired draft's SR file went with it
 
 
 def test_an_expired_object_is_not_found_before_the_sweeper_runs(tmp_path: Path):

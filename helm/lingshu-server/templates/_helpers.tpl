@@ -647,9 +647,7 @@ printf '%%s' %s > "$marker"` (printf "%s/.lingshu-download" $dir | squote) ($wan
     {{- if $root.Values.apiKeys.enabled }}
     {{- include "lingshu-server.apiKeysVolumeMount" $root | nindent 4 }}
     {{- end }}
-    {{- if $root.Values.dicomweb.pacs }}
-    {{- include "lingshu-server.dicomwebVolumeMounts" $root | trim | nindent 4 }}
-    {{- end }}
+    {{- with include "lingshu-server.remoteVolumeMounts" $root | trim }}{{ . | nindent 4 }}{{ end }}
     {{- if $root.Values.tls.enabled }}
     {{- include "lingshu-server.tlsVolumeMounts" $root | nindent 4 }}
     {{- end }}
@@ -682,9 +680,7 @@ spec:
     {{- if .Values.apiKeys.enabled }}
     {{- include "lingshu-server.apiKeysVolume" . | nindent 4 }}
     {{- end }}
-    {{- if .Values.dicomweb.pacs }}
-    {{- include "lingshu-server.dicomwebVolumes" . | trim | nindent 4 }}
-    {{- end }}
+    {{- with include "lingshu-server.remoteVolumes" . | trim }}{{ . | nindent 4 }}{{ end }}
     {{- if .Values.tls.enabled }}
     {{- include "lingshu-server.tlsVolumes" . | nindent 4 }}
     {{- end }}
@@ -787,56 +783,66 @@ name: {{ include "lingshu-server.fullname" . }}
 {{- end }}
 {{- end }}
 
-{{/* ---------- DICOMweb (PACS) ---------- */}}
+{{/* ---------- Remote systems with credentials: PACS (DICOMweb) and FHIR servers ---------- */}}
 
-{{- define "lingshu-server.dicomwebDir" -}}/etc/lingshu/dicomweb{{- end }}
+{{/* Each kind's entries (`url`, `auth`, `existingSecret`, `existingSecretKey`), the name of its
+     settings (LINGSHU_<KIND>_URLS, _AUTH) and of its credential folders. */}}
+{{- define "lingshu-server.remoteSystems" -}}
+{{- toJson (list (dict "kind" "dicomweb" "entries" .Values.dicomweb.pacs) (dict "kind" "fhir" "entries" .Values.fhir.servers)) }}
+{{- end }}
 
-{{- define "lingshu-server.dicomwebUrls" -}}
+{{- define "lingshu-server.remoteDir" -}}/etc/lingshu/{{ . }}{{- end }}
+
+{{- define "lingshu-server.remoteUrls" -}}
 {{- $urls := list }}
-{{- range .Values.dicomweb.pacs }}
+{{- range .entries }}
 {{- $urls = append $urls .url }}
 {{- end }}
 {{- toJson $urls }}
 {{- end }}
 
-{{/* One entry per PACS: none, forward, or basic:/bearer: with the mounted credentials file. */}}
-{{- define "lingshu-server.dicomwebAuth" -}}
-{{- $root := . }}
+{{/* One entry per system: none, forward, or basic:/bearer: with the mounted credentials file. */}}
+{{- define "lingshu-server.remoteAuth" -}}
+{{- $dir := include "lingshu-server.remoteDir" .kind }}
 {{- $auth := list }}
-{{- range $i, $pacs := .Values.dicomweb.pacs }}
-{{- if has $pacs.auth (list "basic" "bearer") }}
-{{- $file := printf "%s/%d/%s" (include "lingshu-server.dicomwebDir" $root) $i (default "credentials" $pacs.existingSecretKey) }}
-{{- $auth = append $auth (printf "%s:%s" $pacs.auth $file) }}
+{{- range $i, $entry := .entries }}
+{{- if has $entry.auth (list "basic" "bearer") }}
+{{- $auth = append $auth (printf "%s:%s/%d/%s" $entry.auth $dir $i (default "credentials" $entry.existingSecretKey)) }}
 {{- else }}
-{{- $auth = append $auth $pacs.auth }}
+{{- $auth = append $auth $entry.auth }}
 {{- end }}
 {{- end }}
 {{- toJson $auth }}
 {{- end }}
 
-{{/* A directory mount per PACS credential (not a subPath), so a rotated Secret reaches the
-     running server, which re-reads the file when it changes. Only the server container. */}}
-{{- define "lingshu-server.dicomwebVolumes" -}}
-{{- range $i, $pacs := .Values.dicomweb.pacs }}
-{{- if has $pacs.auth (list "basic" "bearer") }}
-- name: dicomweb-{{ $i }}
+{{/* A directory mount per credential (not a subPath), so a rotated Secret reaches the running
+     server, which re-reads the file when it changes. Only the server container. */}}
+{{- define "lingshu-server.remoteVolumes" -}}
+{{- range (include "lingshu-server.remoteSystems" . | fromJsonArray) }}
+{{- $kind := .kind }}
+{{- range $i, $entry := .entries }}
+{{- if has $entry.auth (list "basic" "bearer") }}
+- name: {{ $kind }}-{{ $i }}
   secret:
-    secretName: {{ $pacs.existingSecret }}
+    secretName: {{ $entry.existingSecret }}
     defaultMode: 0440
     items:
-      - key: {{ default "credentials" $pacs.existingSecretKey }}
-        path: {{ default "credentials" $pacs.existingSecretKey }}
+      - key: {{ default "credentials" $entry.existingSecretKey }}
+        path: {{ default "credentials" $entry.existingSecretKey }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
 
-{{- define "lingshu-server.dicomwebVolumeMounts" -}}
-{{- $root := . }}
-{{- range $i, $pacs := .Values.dicomweb.pacs }}
-{{- if has $pacs.auth (list "basic" "bearer") }}
-- name: dicomweb-{{ $i }}
-  mountPath: {{ include "lingshu-server.dicomwebDir" $root }}/{{ $i }}
+{{- define "lingshu-server.remoteVolumeMounts" -}}
+{{- range (include "lingshu-server.remoteSystems" . | fromJsonArray) }}
+{{- $kind := .kind }}
+{{- range $i, $entry := .entries }}
+{{- if has $entry.auth (list "basic" "bearer") }}
+- name: {{ $kind }}-{{ $i }}
+  mountPath: {{ include "lingshu-server.remoteDir" $kind }}/{{ $i }}
   readOnly: true
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -163,13 +163,41 @@ class PacsStoreRefusedError(APIError):
     rejection: str | None = None
 
 
+class FhirUnavailableError(RetryLaterError):
+    """The FHIR server a report's Bundle goes to could not be reached or failed (502)."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    type = "server_error"
+    code = "fhir_unavailable"
+    rejection: str | None = None
+    retry_after_s = 10
+
+
+class FhirTimeoutError(FhirUnavailableError):
+    """The FHIR server did not answer in time (504)."""
+
+    status = HTTPStatus.GATEWAY_TIMEOUT
+    code = "fhir_timeout"
+
+
+class FhirRefusedError(APIError):
+    """The FHIR server answered but did not take the Bundle (502, with its OperationOutcome);
+    retrying the same request will not help."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    type = "server_error"
+    code = "fhir_refused"
+    rejection: str | None = None
+
+
 class ErrorWithReport(ErrorResponse):
     report: dict[str, Any]
 
 
 class ReportNotStoredError(APIError):
-    """A report was drafted but its SR could not be stored (502, 504 when the PACS did not
-    answer in time): the error's body still holds the whole report under `report`."""
+    """A report was drafted but its SR could not be stored, or its Bundle posted to the FHIR
+    server (502, 504 when the PACS or FHIR server did not answer in time): the error's body
+    still holds the whole report under `report`, with whatever was stored."""
 
     status = HTTPStatus.BAD_GATEWAY
     type = "server_error"

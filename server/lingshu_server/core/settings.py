@@ -306,27 +306,32 @@ class Settings(BaseSettings):
         "medical record numbers) of the DICOM PatientID, for a report's subject when the "
         "request names none. Unset: the identifier has the PatientID and its type (MR) only.",
     )
+    report_draft_ttl: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds a drafted report (with its SR) is kept in the database of stored "
+        "state for its explicit second step (POST /v1/reports/{id}/store), on any replica.",
+    )
+    fhir_urls: list[str] = Field(
+        default_factory=list,
+        description="FHIR R4 base URLs (e.g. https://ehr.example/fhir) a report's Bundle may be "
+        "POSTed to, as a transaction (a request's `fhir_url` names one). Empty: reports are "
+        "posted nowhere.",
+    )
+    fhir_auth: list[str] = Field(
+        default_factory=lambda: ["none"],
+        description="How to sign in to the FHIR servers: one entry for all --fhir-urls, or one "
+        "per URL in the same order, as --dicomweb-auth: 'none', 'basic:FILE', 'bearer:FILE', or "
+        "'forward' (the caller's X-FHIR-Authorization header is sent as Authorization).",
+    )
+    fhir_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds allowed for posting one Bundle to a FHIR server."
+    )
 
     @model_validator(mode="after")
-    def _dicomweb_checked(self) -> Settings:
-        for url in self.dicomweb_urls:
-            parts = urlsplit(url.strip())
-            if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-                raise ValueError(f"dicomweb_urls entry {url!r} must be http(s)://host[:port]/path")
-            if parts.query or parts.fragment:
-                raise ValueError(f"dicomweb_urls entry {url!r} must not have a query")
-        entries = self.dicomweb_auth
-        if len(entries) != 1 and len(entries) != len(self.dicomweb_urls):
-            raise ValueError("dicomweb_auth needs one entry, or one per dicomweb_urls entry")
-        for entry in entries:
-            mode, _, path = entry.partition(":")
-            if mode in ("none", "forward") and not path:
-                continue
-            if mode not in ("basic", "bearer") or not path:
-                raise ValueError(
-                    f"dicomweb_auth entry {entry!r} must be none, forward, basic:FILE or "
-                    "bearer:FILE"
-                )
+    def _remote_bases_checked(self) -> Settings:
+        _check_bases("dicomweb", self.dicomweb_urls, self.dicomweb_auth)
+        _check_bases("fhir", self.fhir_urls, self.fhir_auth)
         return self
 
     max_tokens_cap: int = Field(
@@ -637,3 +642,23 @@ class Settings(BaseSettings):
             return []
         path = Path(self.model)
         return [path.name] if path.is_dir() else [self.model]
+
+
+def _check_bases(name: str, urls: list[str], auth: list[str]) -> None:
+    """Base URLs of remote systems (PACS, FHIR servers) and how to sign in to each."""
+    for url in urls:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+            raise ValueError(f"{name}_urls entry {url!r} must be http(s)://host[:port]/path")
+        if parts.query or parts.fragment:
+            raise ValueError(f"{name}_urls entry {url!r} must not have a query")
+    if len(auth) != 1 and len(auth) != len(urls):
+        raise ValueError(f"{name}_auth needs one entry, or one per {name}_urls entry")
+    for entry in auth:
+        mode, _, path = entry.partition(":")
+        if mode in ("none", "forward") and not path:
+            continue
+        if mode not in ("basic", "bearer") or not path:
+            raise ValueError(
+                f"{name}_auth entry {entry!r} must be none, forward, basic:FILE or bearer:FILE"
+            )

@@ -151,13 +151,16 @@ REPORT_SSE_EVENT["description"] = (
     "With `stream: true`: server-sent events. Each `data:` line holds a `ReportChunk` (the "
     "text as it is generated), then one holds the `Report` (#/components/schemas/"
     "ReportResponse) with its renderings; a failure after the first event (a PACS that "
-    "refused the SR included) arrives as a `data:` line holding an `ErrorResponse`; the "
+    "refused the SR or a FHIR server that refused the Bundle included: the report with what "
+    "was stored comes first) arrives as a `data:` line holding an `ErrorResponse`; the "
     "stream ends with `data: [DONE]`."
 )
 REPORT_NOT_STORED = {
     "model": ReportNotStoredResponse,
-    "description": "The report was drafted but the PACS refused its SR, failed or did not "
-    "answer: the error (with the PACS's reason) and the whole report",
+    "description": "The report was drafted but the PACS refused its SR (or acknowledged it and "
+    "does not hold it), or the FHIR server refused its Bundle, failed or did not answer: the "
+    "error (with the PACS's reason, the FHIR server's OperationOutcome) and the whole report, "
+    "with what was stored",
 }
 REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {

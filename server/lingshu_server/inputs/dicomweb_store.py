@@ -4,7 +4,9 @@ as the PACS's reads are (its credentials file, or the caller's forwarded credent
 A PACS answers 200 when everything was stored, 202 when some was not, 409 when nothing was,
 or refuses the request (401/403, 4xx). Anything but our instance listed as stored is a refusal,
 told with the PACS's own reason: the Failure Reason it gave for the instance, else its HTTP
-status. Messages name the PACS by host:port, never a UID.
+status. An instance listed as stored is then searched for (QIDO-RS): a PACS may acknowledge
+what an import filter drops, and only an instance found is reported stored. Messages name the
+PACS by host:port, never a UID.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from http import HTTPStatus
 from typing import Any
 
 from lingshu_server.core.errors import PacsStoreRefusedError, PacsUnavailableError
-from lingshu_server.inputs.pacs_auth import FORWARD_HEADER, forwarded_credential
 from lingshu_server.inputs.pacs_client import DicomWebRef, Pacs, PacsAnswer, PacsClient
 
 STORE_ACCEPT = "application/dicom+json"
 FAILED_SOP_SEQUENCE = "00081198"
 REFERENCED_SOP_SEQUENCE = "00081199"
 REFERENCED_SOP_INSTANCE_UID = "00081155"
+SOP_INSTANCE_UID = "00080018"
 FAILURE_REASON = "00081197"
 # PS3.4 and PS3.18's Failure Reason values a PACS gives for a stored instance
 FAILURE_REASONS = {
@@ -99,6 +101,43 @@ def store_outcome(answer: PacsAnswer, sop_uid: str) -> str | None:
         return f"HTTP {status}"
 
 
+def _found_uids(body: bytes) -> set[str]:
+    try:
+        matches = json.loads(body) if body.strip() else []
+    except ValueError:
+        return set()
+    if not isinstance(matches, list):
+        return set()
+    return {
+        uid
+        for match in matches
+        if isinstance(match, dict)
+        for uid in (match.get(SOP_INSTANCE_UID) or {}).get("Value") or []
+        if isinstance(uid, str)
+    }
+
+
+async def _not_held(client: PacsClient, ref: DicomWebRef) -> str | None:
+    """None when the PACS holds the instance it said it stored (a QIDO-RS search for its SOP
+    Instance UID finds it), else why it cannot be said to be stored: a PACS may acknowledge
+    an instance that an import filter then drops."""
+    pacs = ref.pacs
+    url = str(
+        pacs.base.copy_with(
+            path=f"{pacs.prefix}/studies/{ref.study}/series/{ref.series}/instances",
+            params={"SOPInstanceUID": ref.instance or ""},
+        )
+    )
+    answer = await client.send(pacs, "GET", url, "query", {"Accept": STORE_ACCEPT})
+    if answer.status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+        return f"refused to show it (HTTP {answer.status}), so it cannot be confirmed"
+    if answer.status not in (HTTPStatus.OK, HTTPStatus.NO_CONTENT, HTTPStatus.NOT_FOUND):
+        return f"answered HTTP {answer.status} to a search for it"
+    if answer.status == HTTPStatus.OK and ref.instance in _found_uids(answer.body):
+        return None
+    return "does not hold it (an import filter may have dropped it)"
+
+
 async def store_instance(client: PacsClient, ref: DicomWebRef, data: bytes) -> StoredInstance:
     """Store `data` (the instance `ref` names) into `ref.pacs`."""
     pacs: Pacs = ref.pacs
@@ -114,18 +153,17 @@ async def store_instance(client: PacsClient, ref: DicomWebRef, data: bytes) -> S
     assert ref.instance is not None
     reason = store_outcome(answer, ref.instance)
     if reason is None:
-        return StoredInstance(pacs=pacs.label, url=ref.url)
+        missing = await _not_held(client, ref)
+        if missing is None:
+            return StoredInstance(pacs=pacs.label, url=ref.url)
+        client.metrics.errors.labels("store_refused").inc()
+        raise PacsStoreRefusedError(
+            f"the PACS at {pacs.label} acknowledged the report but {missing}"
+        )
     client.metrics.errors.labels("store_refused").inc()
     whose = ""
     if answer.status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
-        if pacs.auth.mode == "forward":
-            whose = (
-                f" with the credentials sent in {FORWARD_HEADER}"
-                if forwarded_credential() is not None
-                else f" without credentials: send yours in the {FORWARD_HEADER} header"
-            )
-        elif pacs.auth.mode != "none":
-            whose = " with the credentials this server is configured with"
+        whose = f" with {pacs.auth.credentials_used('PACS')}"
     raise PacsStoreRefusedError(
         f"the PACS at {pacs.label} refused to store the report{whose}: {reason}"
     )

@@ -64,6 +64,12 @@ class ReportRequest(SamplingRequest):
         '"dicom_sr" and DICOMweb images); a refusal is a 502 that still holds the report',
     )
 
+    fhir_url: Text | None = Field(
+        default=None,
+        description="POST the FHIR Bundle, as a transaction, to this FHIR base URL (one of the "
+        'server\'s --fhir-urls; needs "fhir"); a refusal is a 502 that still holds the report',
+    )
+
     @field_validator("outputs")
     @classmethod
     def _unique_outputs(cls, outputs: list[ReportOutput]) -> list[ReportOutput]:
@@ -77,6 +83,13 @@ class ReportRequest(SamplingRequest):
         if n not in (None, 1):
             raise ValueError("a report request drafts one report: n must be 1")
         return n
+
+    @field_validator("fhir_url")
+    @classmethod
+    def _post_needs_fhir(cls, url: str | None, info: Any) -> str | None:
+        if url is not None and "fhir" not in info.data.get("outputs", []):
+            raise ValueError('fhir_url needs "fhir" among the outputs')
+        return url
 
     @field_validator("store_to_pacs")
     @classmethod
@@ -132,6 +145,14 @@ class DicomSrReport(ResponseModel):
     stored: StoredReport | None = None
 
 
+class FhirStoredReport(ResponseModel):
+    server: str = Field(description="host:port of the FHIR server that took the Bundle")
+    locations: list[str] = Field(
+        description="Where each entry went, in the Bundle's order (the transaction-response's "
+        "`response.location`: DiagnosticReport/..., Device/..., Provenance/...)"
+    )
+
+
 class ReportResponse(ResponseModel):
     id: str
     object: Literal["report"] = "report"
@@ -144,6 +165,9 @@ class ReportResponse(ResponseModel):
     sections: ReportSections
     fhir: dict[str, Any] | None = Field(
         default=None, description="A FHIR R4 Bundle (type transaction)"
+    )
+    fhir_stored: FhirStoredReport | None = Field(
+        default=None, description="Where the FHIR server put the Bundle, with `fhir_url`"
     )
     dicom_sr: DicomSrReport | None = None
     usage: Usage

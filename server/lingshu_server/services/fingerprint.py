@@ -50,14 +50,14 @@ class Fingerprints:
     def compute(
         cls,
         *,
-        checkpoint_files_sha256: str,
+        checkpoint_sha256: str,
         engine: Mapping[str, Any],
         inputs: Mapping[str, Any],
         adapter_sha256: Mapping[str, str],
     ) -> Fingerprints:
         components = {
             "server": __version__,
-            "checkpoint_files_sha256": checkpoint_files_sha256,
+            "checkpoint_sha256": checkpoint_sha256,
             "engine": dict(engine),
             "inputs": dict(inputs),
         }

@@ -26,7 +26,7 @@ class ModelIdentity:
 
     served_name: str  # the name clients ask for
     checkpoint: str  # the checkpoint's folder name or hub id
-    weights_sha256: str  # engine/checkpoint_hash.py
+    weights_sha256: str  # engine/checkpoint_digest.py
     server_version: str
     engine_version: str
     system_fingerprint: str  # the whole configuration (services/fingerprint.py)

@@ -184,6 +184,10 @@ def content_tree(items: Sequence[Dataset]) -> list[SrContentItem]:
     ]
 
 
+def sr_data_url(data: bytes) -> str:
+    return "data:application/dicom;base64," + base64.b64encode(data).decode("ascii")
+
+
 def sr_report(document: SrDocument, *, storable: bool) -> DicomSrReport:
     """The SR as the report response shows it: its UIDs, flags, content tree and bytes."""
     read = dcmread(io.BytesIO(document.data))
@@ -195,6 +199,6 @@ def sr_report(document: SrDocument, *, storable: bool) -> DicomSrReport:
         completion_flag=read.CompletionFlag,
         verification_flag=read.VerificationFlag,
         content=content_tree([read]),
-        data="data:application/dicom;base64," + base64.b64encode(document.data).decode("ascii"),
+        data=sr_data_url(document.data),
         storable=storable,
     )

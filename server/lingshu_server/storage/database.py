@@ -113,7 +113,7 @@ class Database:
             async with self.transaction() as connection:
                 await connection.execute(sa.text("SELECT 1"))
         except (StorageUnavailableError, StorageFullError) as exc:
-            return exc.message
+            return self.last_error or exc.message
         return None
 
     async def close(self) -> None:

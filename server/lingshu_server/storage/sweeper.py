@@ -1,5 +1,6 @@
-"""Retention: stored responses and conversations past their time are deleted, with the blobs
-nobody else uses, by a background task on every replica (deleting twice is harmless)."""
+"""Retention: stored responses, conversations and report drafts past their time are deleted,
+with the blobs nobody else uses, by a background task on every replica (deleting twice is
+harmless)."""
 
 from __future__ import annotations
 
@@ -8,34 +9,28 @@ import logging
 import time
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lingshu_server.core.errors import StorageFullError, StorageUnavailableError
 from lingshu_server.storage.blobs import release_blobs
 from lingshu_server.storage.database import Database
-from lingshu_server.storage.tables import conversation_items, conversations, responses
+from lingshu_server.storage.tables import (
+    conversation_items,
+    conversations,
+    report_drafts,
+    responses,
+)
 
 logger = logging.getLogger(__name__)
 SWEEP_INTERVAL_S = 60.0
 
 
 async def sweep(database: Database, now: float | None = None) -> int:
-    """Delete what expired; returns how many responses and conversations went."""
+    """Delete what expired; returns how many responses, conversations and drafts went."""
     cutoff = time.time() if now is None else now
     async with database.transaction() as connection:
-        response_ids = list(
-            (
-                await connection.execute(
-                    sa.select(responses.c.id).where(responses.c.expires_at <= cutoff)
-                )
-            ).scalars()
-        )
-        conversation_ids = list(
-            (
-                await connection.execute(
-                    sa.select(conversations.c.id).where(conversations.c.expires_at <= cutoff)
-                )
-            ).scalars()
-        )
+        response_ids = await _expired(connection, responses, cutoff)
+        conversation_ids = await _expired(connection, conversations, cutoff)
         item_ids = list(
             (
                 await connection.execute(
@@ -45,8 +40,13 @@ async def sweep(database: Database, now: float | None = None) -> int:
                 )
             ).scalars()
         )
+        draft_ids = await _expired(connection, report_drafts, cutoff)
         if response_ids:
             await connection.execute(sa.delete(responses).where(responses.c.id.in_(response_ids)))
+        if draft_ids:
+            await connection.execute(
+                sa.delete(report_drafts).where(report_drafts.c.id.in_(draft_ids))
+            )
         if conversation_ids:
             await connection.execute(
                 sa.delete(conversation_items).where(
@@ -56,11 +56,16 @@ async def sweep(database: Database, now: float | None = None) -> int:
             await connection.execute(
                 sa.delete(conversations).where(conversations.c.id.in_(conversation_ids))
             )
-        await release_blobs(connection, response_ids + item_ids)
-    gone = len(response_ids) + len(conversation_ids)
+        await release_blobs(connection, response_ids + item_ids + draft_ids)
+    gone = len(response_ids) + len(conversation_ids) + len(draft_ids)
     if gone:
         logger.info("expired stored state deleted", extra={"fields": {"objects": gone}})
     return gone
+
+
+async def _expired(connection: AsyncConnection, table: sa.Table, cutoff: float) -> list[str]:
+    query = sa.select(table.c.id).where(table.c.expires_at <= cutoff)
+    return list((await connection.execute(query)).scalars())
 
 
 async def sweep_forever(database: Database, interval_s: float) -> None:

@@ -70,3 +70,19 @@ conversation_items = sa.Table(
     sa.Column("item", sa.JSON, nullable=False),
     sa.UniqueConstraint("conversation_id", "position", name="uq_conversation_items_position"),
 )
+
+# Drafted reports, kept for their explicit second step (`POST /v1/reports/{id}/store`) on any
+# replica: the report as it was answered (its SR file left out: that is a blob, `sr_sha256`)
+# and where the SR would be stored (its WADO-RS URL under a configured PACS; null: nowhere).
+report_drafts = sa.Table(
+    "report_drafts",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.Column("sr_sha256", sa.String(64), nullable=False),
+    sa.Column("target_url", sa.Text, nullable=True),
+    sa.Index("ix_report_drafts_expires_at", "expires_at"),
+)
