@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the test suite needs, on top of scripts/install-cpu.sh: the Python test tools, the
 # Debian packages the tests run as real components, and the Node packages of tests/*/ (their
-# package-lock.json: the OpenAI JS SDK, the OpenID provider).
+# package-lock.json: the OpenAI JS SDK, the OpenID provider, compatcanary).
 # The one set-up script of the README's test command (and so of CI: .ci/run calls it verbatim).
 #
 # Idempotent and quick when all is present: only what is missing gets installed.
@@ -15,10 +15,11 @@ VENV="${LINGSHU_VENV:-.venv}"
 
 # Real components the tests start (no mocks): promtool and amtool check the alert rules and the
 # Alertmanager route; Orthanc with its DICOMweb plugin is the PACS of tests/pacs; headless Chromium
-# and its driver load the playground; Node runs the official OpenAI JavaScript SDK; unshare gives
-# the chart's PID 1 scripts a PID namespace of their own; PostgreSQL 15 is the shared database of
-# tests/storage (tests/utils/postgres.py starts it on loopback); Node also runs the OpenID
-# provider of tests/identity, and jq reads its token in the identity docs' example.
+# and its driver load the playground; Node runs the official OpenAI JavaScript SDK and
+# compatcanary; unshare gives the chart's PID 1 scripts a PID namespace of their own;
+# PostgreSQL 15 is the shared database of tests/storage (tests/utils/postgres.py starts it on
+# loopback); Node also runs the OpenID provider of tests/identity, and jq reads its token in
+# the identity docs' example.
 ensure_debian_packages "the tests" \
     promtool=prometheus \
     amtool=prometheus-alertmanager \

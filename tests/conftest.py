@@ -131,7 +131,7 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
 
 # The "secured" server: configured as a hospital would run it (keys, limits, audit, CORS).
 INLINE_KEY = "sk-inline-7f3a9c"
-FILE_KEYS = [f"sk-file-{i:02d}-b81d" for i in range(40)]
+FILE_KEYS = [f"sk-file-{i:02d}-b81d" for i in range(48)]
 ALLOWED_ORIGIN = "https://viewer.hospital.example"
 MAX_BODY = 1_000_000
 

@@ -10,6 +10,7 @@ import pytest
 
 from tests.utils.chat import chat, stream_events, user
 from tests.utils.images import image_data_url, image_part, tokens_for
+from tests.utils.tiers import IN_BOTH_TIERS
 
 
 def test_text_only_completion(client):
@@ -32,9 +33,11 @@ def test_text_only_completion(client):
     ]  # OpenAI's field order, for clients that diff raw responses
     assert body["id"].startswith("chatcmpl-")
     assert body["model"] == "lingshu-demo"
+    assert body["system_fingerprint"].startswith("fp_")
     (choice,) = body["choices"]
     assert choice["message"]["role"] == "assistant"
     assert isinstance(choice["message"]["content"], str)
+    assert choice["message"]["annotations"] == []  # as OpenAI's, without web search
     assert choice["finish_reason"] in {"stop", "length"}
     usage = body["usage"]
     assert usage["prompt_tokens"] > 0
@@ -152,10 +155,11 @@ def test_max_tokens_bounds_completion(client):
 
 @pytest.mark.e2e
 def test_same_seed_same_text(client):
+    """Two answers with the same system_fingerprint and seed: the same text."""
     params = {"temperature": 1.0, "seed": 1234, "max_tokens": 12}
-    first = chat(client, [user("Findings?")], **params)["choices"][0]["message"]["content"]
-    second = chat(client, [user("Findings?")], **params)["choices"][0]["message"]["content"]
-    assert first == second
+    first, second = (chat(client, [user("Findings?")], **params) for _ in range(2))
+    assert first["system_fingerprint"] == second["system_fingerprint"]
+    assert first["choices"][0]["message"] == second["choices"][0]["message"]
     texts = {
         chat(client, [user("Findings?")], **{**params, "seed": s})["choices"][0]["message"][
             "content"
@@ -206,7 +210,43 @@ def test_logprobs_and_top_logprobs(client):
         assert entry["logprob"] <= 0
         assert len(entry["top_logprobs"]) == 3
         assert entry["top_logprobs"][0]["logprob"] >= entry["top_logprobs"][-1]["logprob"]
-        assert entry["bytes"] == list(entry["token"].encode("utf-8"))
+    assert choice["logprobs"]["refusal"] is None  # OpenAI's field: a refusal's tokens
+
+
+def holds_part_of_a_character(token_bytes: list[int]) -> bool:
+    try:
+        bytes(token_bytes).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+@IN_BOTH_TIERS
+def test_logprob_bytes_are_each_tokens_own(client, tier):
+    """A character the vocabulary splits over tokens (é, most CJK characters: the demo's
+    byte-level vocabulary has every byte as a token) has no text of its own in each token
+    (vLLM shows "", the fake U+FFFD), but each token's `bytes` are its own: joined in order,
+    they give the text of the answer's tokens back."""
+    body = chat(
+        client,
+        [user("Findings?")],
+        max_tokens=16,
+        ignore_eos=True,
+        seed=5,
+        logprobs=True,
+        top_logprobs=2,
+        return_token_ids=True,
+    )
+    choice = body["choices"][0]
+    content = choice["logprobs"]["content"]
+    split = [entry for entry in content if holds_part_of_a_character(entry["bytes"])]
+    assert split, "no token of this answer holds part of a character"
+    assert all(entry["token"] in ("", "\ufffd") for entry in split)
+    joined = bytes(byte for entry in content for byte in entry["bytes"])
+    detokenized = client.post("/detokenize", json={"tokens": choice["token_ids"]})
+    assert joined.decode("utf-8", errors="replace") == detokenized.json()["prompt"]
+    tops = [top for entry in content for top in entry["top_logprobs"]]
+    assert all(top["bytes"] for top in tops)  # never empty: every token has bytes
 
 
 # Every field bounded, so even a random-weight model must close the object within max_tokens.

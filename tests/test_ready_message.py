@@ -18,6 +18,7 @@ from lingshu_server.core.logs import JsonFormatter, TextFormatter
 from lingshu_server.core.settings import Settings
 from lingshu_server.demo_model import ensure_demo_model
 from lingshu_server.http.ready_message import ready_message
+from tests.utils.fake_engine import placeholder_ids
 
 SECRET = "sk-ready-message-secret"
 
@@ -99,7 +100,13 @@ class IdleEngine:
     tokenizer: Any
     max_model_len: int = 8192
     max_tokens_per_visual_item: int = 16384
+    configuration: dict[str, Any] = field(default_factory=lambda: {"engine": "idle"})
+    sampling_defaults: dict[str, float] = field(default_factory=dict)
     shut_down: list[bool] = field(default_factory=list)
+
+    @property
+    def placeholder_ids(self) -> dict[str, int]:
+        return placeholder_ids(self.tokenizer)
 
     async def is_healthy(self) -> bool:
         return True
@@ -146,8 +153,12 @@ def test_the_app_says_it_once_when_ready(keys, demo_tokenizer, caplog, monkeypat
     assert entry["docs_url"] == "http://127.0.0.1:8123/docs"  # docs are on by loopback
     assert ('-H "Authorization: Bearer $KEY"' in entry["try"]) is keys
     assert '"model": "lingshu-demo"' in entry["try"]
+    assert entry["input_modalities"] == ["text", "image", "video"]
+    assert entry["system_fingerprint"].startswith("fp_")
     text = TextFormatter().format(found)
     assert "ready: lingshu-demo on http://127.0.0.1:8123" in text.splitlines()[0]
+    assert "    takes       text, image, video" in text.splitlines()
+    assert f"fingerprint {entry['system_fingerprint']}" in text
     assert SECRET not in text and SECRET not in json.dumps(entry)
 
 

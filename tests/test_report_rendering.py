@@ -32,6 +32,7 @@ MODEL = ModelIdentity(
     weights_sha256="ab" * 32,
     server_version="0.1.0",
     engine_version="0.32.0",
+    system_fingerprint="fp_0123456789abcdef",
 )
 # Text a model could be led to write: section headings out of place, FHIR JSON, SR-like
 # markup, DICOM's value separator, a NUL, and text outside Latin-1.

@@ -13,7 +13,11 @@ from lingshu_server.services.streaming import sse
 @pytest.mark.parametrize("text", ["a\u2028b", "a\u2029b", "a\x85b", "a\nb\rc", "a\x0bb\x0cc\x1cd"])
 def test_an_event_is_one_line_for_every_line_splitter(text):
     chunk = ChatCompletionChunk(
-        id="c", created=0, model="m", choices=[ChunkChoice(index=0, delta=Delta(content=text))]
+        id="c",
+        created=0,
+        model="m",
+        system_fingerprint="fp_0",
+        choices=[ChunkChoice(index=0, delta=Delta(content=text))],
     )
     event = sse(chunk.model_dump_json())
     assert event.endswith("\n\n")

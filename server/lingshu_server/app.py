@@ -27,7 +27,7 @@ from lingshu_server.core.logs import AuditLog
 from lingshu_server.core.metrics import Metrics
 from lingshu_server.core.quotas import RATE_LIMIT_HEADERS, LocalQuotaCounter
 from lingshu_server.core.settings import Settings
-from lingshu_server.engine.checkpoint_digest import checkpoint_digest
+from lingshu_server.engine.checkpoint_digest import checkpoint_digest, folder_digest
 from lingshu_server.engine.interface import EngineFactory
 from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import UnsupportedModelError, check_supported_model
@@ -58,11 +58,13 @@ from lingshu_server.services.chat import ChatService
 from lingshu_server.services.chat_prompt import (
     ChatPromptBuilder,
     load_chat_template,
+    template_input_modalities,
     template_renderer,
     tokenizer_encoder,
 )
 from lingshu_server.services.completions import CompletionService
 from lingshu_server.services.conversations import ConversationService
+from lingshu_server.services.fingerprint import Fingerprints, input_settings
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.preview import PreviewService
 from lingshu_server.services.report_drafts import ReportDrafts
@@ -149,6 +151,10 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
     if lora.adapters:
         await engine.load_adapters()
     checkpoint_sha256 = await (digest or in_daemon_thread(checkpoint_digest, model, cache_dir))
+    adapter_sha256 = {
+        adapter.name: await in_daemon_thread(folder_digest, Path(adapter.path), cache_dir)
+        for adapter in lora.adapters
+    }
     lifecycle.enter(Stage.PREPARING)
     template = load_chat_template(model, engine.tokenizer)
     logger.info(
@@ -170,9 +176,30 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         dicomweb=app.state.dicomweb,
         max_tokens_per_video=engine.max_tokens_per_visual_item,
     )
+    render = template_renderer(engine.tokenizer, template)
+    tokenize = tokenizer_encoder(engine.tokenizer)
+    modalities = template_input_modalities(render, tokenize, engine.placeholder_ids)
+    fingerprints = Fingerprints.compute(
+        checkpoint_sha256=checkpoint_sha256,
+        engine=engine.configuration,
+        inputs=input_settings(settings, budget),
+        adapter_sha256=adapter_sha256,
+    )
+    app.state.fingerprints = fingerprints  # the service-level value any output may carry
+    logger.info(
+        "model configuration",
+        extra={
+            "fields": {
+                "system_fingerprint": fingerprints.base,
+                "input_modalities": modalities,
+                **fingerprints.components,
+                "adapters": dict(fingerprints.adapters),
+            }
+        },
+    )
     prompts = ChatPromptBuilder(
-        render=template_renderer(engine.tokenizer, template),
-        tokenize=tokenizer_encoder(engine.tokenizer),
+        render=render,
+        tokenize=tokenize,
         pool=app.state.image_pool,
         limits=image_limits,
         max_images=settings.max_images_per_request,
@@ -183,6 +210,7 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         image_cache=PreparedImageCache(settings.prepared_image_cache_mb * 1024 * 1024)
         if settings.prepared_image_cache_mb
         else None,
+        input_modalities=modalities,
     )
     app.state.preview_service = PreviewService(
         prompts=prompts,
@@ -200,6 +228,8 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         root=model,
         max_model_len=engine.max_model_len,
         created=app.state.started_at,
+        fingerprints=fingerprints,
+        input_modalities=modalities,
     )
     runner = GenerationRunner(
         engine=engine,
@@ -258,6 +288,8 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         api_keys=app.state.authenticator.enabled,
         tls=settings.tls_cert_file is not None,
         stored_responses=app.state.database.described if settings.store_responses else None,
+        takes=modalities,
+        fingerprint=fingerprints.base,
     )
     logger.info(
         "ready",

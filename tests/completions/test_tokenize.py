@@ -13,9 +13,16 @@ from pydicom.data import get_testdata_file
 from tests.conftest import ImageSources
 from tests.utils.chat import CHAT, user
 from tests.utils.errors import assert_openai_error
+from tests.utils.function_tools import WEATHER
 from tests.utils.images import data_url, image_data_url, image_part, tokens_for
 from tests.utils.logs import without_request_ids
+from tests.utils.tiers import IN_BOTH_TIERS
 from tests.utils.videos import clip_url, video_part
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "description": "Forecast", "parameters": WEATHER},
+}
 
 
 def tokenize(client: httpx.Client, **body) -> dict:
@@ -24,10 +31,10 @@ def tokenize(client: httpx.Client, **body) -> dict:
     return response.json()
 
 
-def chat_prompt(client: httpx.Client, messages: list) -> tuple[int, list[int]]:
+def chat_prompt(client: httpx.Client, messages: list, **extra) -> tuple[int, list[int]]:
     """(usage.prompt_tokens, prompt_token_ids) of a chat request: what the engine saw."""
     response = client.post(
-        CHAT, json={"messages": messages, "max_tokens": 1, "return_token_ids": True}
+        CHAT, json={"messages": messages, "max_tokens": 1, "return_token_ids": True, **extra}
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -158,7 +165,8 @@ def test_tokenize_is_counted_and_never_logs_the_text(server, client):
             None,
         ),
         ({"messages": [user("x")], "chat_template": "{{ messages }}"}, "chat_template", None),
-        ({"messages": [user("x")], "tools": [{"type": "function"}]}, "tools", None),
+        ({"messages": [user("x")], "tools": [{"type": "function"}]}, "tools[0].function", None),
+        ({"prompt": "x", "tools": [WEATHER_TOOL]}, None, None),
         (
             {"messages": [user(image_part("data:image/png;base64,AAAA"))]},
             "messages[0].content[0].image_url",
@@ -178,6 +186,18 @@ def test_tokenize_is_counted_and_never_logs_the_text(server, client):
 )
 def test_bad_tokenize_requests_are_400(client, body, param, code):
     assert_openai_error(client.post("/tokenize", json=body), 400, param=param, code=code)
+
+
+@IN_BOTH_TIERS
+def test_tools_are_counted_as_the_chat_sends_them(client, tier):
+    """The same prompt builder: the tools section the template writes, every token of it."""
+    messages = [user("Weather in Oslo for three days?")]
+    counted = tokenize(client, messages=messages, tools=[WEATHER_TOOL])
+    prompt_tokens, prompt_ids = chat_prompt(
+        client, messages, tools=[WEATHER_TOOL], tool_choice="none"
+    )
+    assert counted["tokens"] == prompt_ids and counted["count"] == prompt_tokens
+    assert counted["count"] > tokenize(client, messages=messages)["count"] + 50
 
 
 def test_a_chat_over_the_context_is_refused_as_the_chat_would(client):

@@ -43,12 +43,18 @@ def test_models_lists_the_adapter_with_its_base_as_parent(knobs: KnobsServer, ht
     assert adapter["parent"] == "lingshu-demo"
     assert adapter["root"] == str(knobs.adapter_dir.resolve())
     assert adapter["object"] == "model" and adapter["max_model_len"] == base["max_model_len"]
+    # the adapter's files are part of its answers' configuration
+    assert adapter["system_fingerprint"].startswith("fp_")
+    assert adapter["system_fingerprint"] != base["system_fingerprint"]
 
 
 def test_the_adapter_changes_the_greedy_answer(http):
     base = greedy(http, "lingshu-demo")
     adapted = greedy(http, ADAPTER)
     assert adapted["model"] == ADAPTER and base["model"] == "lingshu-demo"
+    cards = {card["id"]: card for card in http.get("/v1/models").json()["data"]}
+    assert adapted["system_fingerprint"] == cards[ADAPTER]["system_fingerprint"]
+    assert base["system_fingerprint"] == cards["lingshu-demo"]["system_fingerprint"]
     assert adapted["choices"][0]["text"] != base["choices"][0]["text"]
     # each is stable: the adapter is applied to its own requests only
     assert greedy(http, ADAPTER)["choices"][0]["text"] == adapted["choices"][0]["text"]

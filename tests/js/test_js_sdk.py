@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import FILE_KEYS, MAX_BODY
 from tests.utils.images import image_data_url
-from tests.utils.tools import INSTALL_HINT, require_tool
+from tests.utils.tools import require_node
 
 pytestmark = pytest.mark.e2e  # the official SDK's conformance run, against the real engine
 
@@ -46,17 +46,7 @@ CHECKS = {
 
 
 def node() -> str:
-    found = require_tool("node", "nodejs")
-    version = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
-    if int(version.lstrip("v").split(".")[0]) < 20:
-        pytest.fail(f"node {version.strip()} is older than 20: {INSTALL_HINT}", pytrace=False)
-    if not (HERE / "node_modules" / "openai" / "package.json").is_file():
-        pytest.fail(
-            "tests/js/node_modules has no openai package (npm ci --prefix tests/js): "
-            f"{INSTALL_HINT}",
-            pytrace=False,
-        )
-    return found
+    return require_node(HERE, "openai")
 
 
 def test_official_js_sdk_conformance(request, tmp_path):

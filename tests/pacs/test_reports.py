@@ -65,6 +65,7 @@ def test_report_is_chats_text_stored_and_read_back(client, pacs, fhir, audit_log
     ).json()
     assert report["text"] == chat["choices"][0]["message"]["content"]
     assert report["usage"] == chat["usage"]
+    assert report["system_fingerprint"] == chat["system_fingerprint"]
 
     # the SR, as the PACS holds it
     stored = report["dicom_sr"]["stored"]
@@ -103,6 +104,13 @@ def test_report_is_chats_text_stored_and_read_back(client, pacs, fhir, audit_log
     assert weights in model.SoftwareVersions
     # hashed at start-up, from the digests cached on disk (a restart reads no weights)
     assert weights == checkpoint_digest(str(ensure_demo_model()), default_cache_dir())
+    # the configuration that wrote it: the report's system_fingerprint, in both renderings
+    fingerprint = report["system_fingerprint"]
+    assert fingerprint.startswith("fp_")
+    assert {"type": {"text": "system-fingerprint"}, "value": fingerprint} in device["resource"][
+        "version"
+    ]
+    assert f"system_fingerprint {fingerprint}" in model.SoftwareVersions
     assert device["resource"]["identifier"][0]["value"] == f"urn:oid:{model.DeviceUID}"
     assert model.PurposeOfReferenceCodeSequence[0].CodeMeaning == "Processing Equipment"
 

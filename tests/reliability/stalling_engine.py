@@ -20,6 +20,7 @@ from lingshu_server.app import create_app
 from lingshu_server.core.settings import Settings
 from lingshu_server.engine.interface import ChoiceDelta, EngineStep, SamplingOptions
 from lingshu_server.http.connections import guarded_http_protocol
+from tests.utils.fake_engine import placeholder_ids
 
 
 @dataclass
@@ -30,8 +31,14 @@ class StallingEngine:
     tokenizer: Any
     max_model_len: int = 8192
     max_tokens_per_visual_item: int = 16384
+    configuration: dict[str, Any] = field(default_factory=lambda: {"engine": "stalling"})
+    sampling_defaults: dict[str, float] = field(default_factory=dict)
     closed_at: list[float] = field(default_factory=list)
     started: int = 0
+
+    @property
+    def placeholder_ids(self) -> dict[str, int]:
+        return placeholder_ids(self.tokenizer)
 
     async def generate(
         self,

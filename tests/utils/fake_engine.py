@@ -20,19 +20,26 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lingshu_server.core.errors import EngineUnavailableError
+from lingshu_server.core.errors import EngineUnavailableError, InternalServerError
 from lingshu_server.core.image_budget import PixelBudget, resized
 from lingshu_server.core.settings import Settings
 from lingshu_server.engine.interface import (
+    Candidate,
     ChoiceDelta,
     EngineStep,
     SamplingOptions,
     TokenLogprob,
 )
 from lingshu_server.engine.lora import LoraPlan
+from lingshu_server.engine.token_bytes import TokenBytes
 
 MERGE = 28  # pixels per visual token side (patch 14, spatial merge 2)
 TEMPORAL_PATCH = 2  # video frames per temporal token
+
+
+def placeholder_ids(tokenizer: Any) -> dict[str, int]:
+    """The single token a prompt holds per image and per video, by the Qwen2-VL names."""
+    return {kind: tokenizer.convert_tokens_to_ids(f"<|{kind}_pad|>") for kind in ("image", "video")}
 
 
 class FakeEngine:
@@ -52,6 +59,9 @@ class FakeEngine:
             "video": config["video_token_id"],
         }
         self.max_tokens_per_visual_item: int = image_budget.tokens[1]
+        self.configuration = {"engine": "fake", "dtype": settings.dtype}
+        self.sampling_defaults = {"temperature": 1.0, "top_p": 1.0}
+        self._token_bytes = TokenBytes(self.tokenizer)
         self.image_budget = image_budget
         self.adapters = {adapter.name for adapter in lora.adapters}
         special = set(self.tokenizer.all_special_ids) | set(self.tokenizer.added_tokens_decoder)
@@ -65,6 +75,8 @@ class FakeEngine:
         self.aborted: list[str] = []
         self.alive = True
         self.step_delay_s = 0.0  # a test may slow each step down to watch a stream
+        # a test may make the next generation fail after this many steps (a mid-stream error)
+        self.fail_next_after_steps: int | None = None
 
     @staticmethod
     def metrics_exposition() -> bytes:
@@ -105,13 +117,19 @@ class FakeEngine:
         picks = rng.integers(0, len(self._answer_ids), size=count)
         return [self._answer_ids[int(i)] for i in picks]
 
-    def _logprob(self, token_id: int, num_top: int) -> TokenLogprob:
+    def _candidate(self, token_id: int, logprob: float) -> Candidate:
         text = self.tokenizer.decode([token_id])
-        top = [(text, -0.5)] + [
-            (self.tokenizer.decode([alt]), -2.0 - rank)
+        return Candidate(token=text, logprob=logprob, bytes=self._token_bytes(token_id))
+
+    def _logprob(self, token_id: int, num_top: int) -> TokenLogprob:
+        chosen = self._candidate(token_id, -0.5)
+        top = [chosen] + [
+            self._candidate(alt, -2.0 - rank)
             for rank, alt in enumerate(self._answer_ids[: max(0, num_top - 1)])
         ]
-        return TokenLogprob(token=text, logprob=-0.5, top=top[:num_top])
+        return TokenLogprob(
+            token=chosen.token, logprob=chosen.logprob, bytes=chosen.bytes, top=top[:num_top]
+        )
 
     async def generate(
         self,
@@ -126,6 +144,7 @@ class FakeEngine:
         if not self.alive:
             raise EngineUnavailableError("the inference engine is not running")
         self.requests.append(request_id)
+        fail_after, self.fail_next_after_steps = self.fail_next_after_steps, None
         prompt = self._expanded(prompt_token_ids, images, videos)
         answers = [self.answer_ids(prompt, i, options.max_tokens) for i in range(options.n)]
         texts = ["" for _ in answers]
@@ -157,6 +176,8 @@ class FakeEngine:
                     await asyncio.sleep(0)
                 if not self.alive:
                     raise EngineUnavailableError("the inference engine is not running")
+                if fail_after is not None and step >= fail_after:
+                    raise InternalServerError("generation failed")
                 choices = []
                 for i, ids in enumerate(answers):
                     if done[i]:

@@ -6,6 +6,8 @@ A missing tool never skips a test: `scripts/install-test.sh` installs all of the
 from __future__ import annotations
 
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -21,3 +23,20 @@ def require_tool(command: str, debian_package: str) -> str:
             pytrace=False,
         )
     return path
+
+
+def require_node(folder: Path, package: str) -> str:
+    """The path of Node 20 or newer, with `package` installed in `folder`'s node_modules (from
+    its package-lock.json), else fail saying how to install them."""
+    found = require_tool("node", "nodejs")
+    version = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
+    if int(version.lstrip("v").split(".")[0]) < 20:
+        pytest.fail(f"node {version.strip()} is older than 20: {INSTALL_HINT}", pytrace=False)
+    if not (folder / "node_modules" / package / "package.json").is_file():
+        where = folder.relative_to(Path(__file__).resolve().parents[2])
+        pytest.fail(
+            f"{where}/node_modules has no {package} package (npm ci --prefix {where}): "
+            f"{INSTALL_HINT}",
+            pytrace=False,
+        )
+    return found

@@ -574,10 +574,12 @@ class Settings(BaseSettings):
         description="Seconds a request body may take to arrive in full (408 beyond).",
     )
     header_timeout: float = Field(
-        default=15.0,
+        default=60.0,
         gt=0,
         description="Seconds a request line and headers may take to arrive, and a connection "
-        "may stay idle before its first request (closed beyond).",
+        "may stay idle before its first request (closed beyond). As nginx's default: a client "
+        "busy in its own event loop (encoding large images) is not cut off; --max-connections "
+        "bounds what slow clients may hold.",
     )
     max_header_bytes: int = Field(
         default=64 * 1024,

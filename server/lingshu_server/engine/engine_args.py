@@ -214,15 +214,45 @@ def loggable(kwargs: dict[str, Any]) -> dict[str, Any]:
 def resolved_config(vllm_config: Any, extra: dict[str, Any]) -> dict[str, Any]:
     """The knobs operators tune, as the engine resolved them (defaults filled in), and each
     --engine-args field as the engine's configuration holds it."""
-    resolved = _typed_knobs(vllm_config)
+    return loggable({**_typed_knobs(vllm_config), **_resolved_extras(vllm_config, extra)})
+
+
+# The resolved knobs that change what the model computes, not how much or how fast: the
+# numbers (dtype, quantization, KV cache type) and how the layers are split across devices.
+OUTPUT_KNOBS = (
+    "dtype",
+    "quantization",
+    "kv_cache_dtype",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+)
+
+
+def output_config(vllm_config: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """What of the engine's configuration decides its answers (part of system_fingerprint):
+    OUTPUT_KNOBS as resolved, and every --engine-args field (the server cannot tell which of
+    those change outputs, so it counts them all; secrets masked)."""
+    knobs = _typed_knobs(vllm_config)
+    knobs["pipeline_parallel_size"] = vllm_config.parallel_config.pipeline_parallel_size
+    return loggable(
+        {
+            **{name: knobs[name] for name in OUTPUT_KNOBS},
+            **_resolved_extras(vllm_config, extra),
+        }
+    )
+
+
+def _resolved_extras(vllm_config: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """Each --engine-args field as the engine's configuration holds it."""
     configs: list[object] = [
         value for value in vars(vllm_config).values() if dataclasses.is_dataclass(value)
     ]
     configs.append(getattr(vllm_config.model_config, "multimodal_config", None))
+    resolved = {}
     for name in extra:
         holder = next((c for c in configs if c is not None and hasattr(c, name)), None)
         resolved[name] = getattr(holder, name) if holder is not None else "(not in the config)"
-    return loggable(resolved)
+    return resolved
 
 
 def _typed_knobs(vllm_config: Any) -> dict[str, Any]:

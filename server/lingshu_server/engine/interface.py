@@ -41,10 +41,19 @@ class SamplingOptions:
 
 
 @dataclass
-class TokenLogprob:
-    token: str
+class Candidate:
+    """A token at one position with its logprob."""
+
+    token: str  # its text, as the detokenizer shows it alone
     logprob: float
-    top: list[tuple[str, float]]
+    bytes: list[int]  # its own bytes (part of a character's, for a character split over tokens)
+
+
+@dataclass
+class TokenLogprob(Candidate):
+    """The chosen token, and the most likely ones at its position."""
+
+    top: list[Candidate]
 
 
 @dataclass(kw_only=True)
@@ -83,6 +92,12 @@ class Engine(Protocol):
     placeholder_ids: Mapping[str, int]
     # the most visual tokens one image or video may have
     max_tokens_per_visual_item: int
+    # what decides its answers as the engine resolved it (its version, the dtype, the
+    # quantization, the engine arguments that change outputs): part of `system_fingerprint`
+    configuration: Mapping[str, Any]
+    # the sampling values a request that names none gets (the checkpoint's
+    # generation_config.json, else the engine's own defaults)
+    sampling_defaults: Mapping[str, float]
 
     async def load_adapters(self) -> None: ...
 

@@ -19,14 +19,21 @@ from lingshu_server.core.errors import (
 )
 from lingshu_server.core.image_budget import PixelBudget
 from lingshu_server.core.settings import Settings
-from lingshu_server.engine.engine_args import engine_kwargs, loggable, resolved_config
+from lingshu_server.engine.engine_args import (
+    engine_kwargs,
+    loggable,
+    output_config,
+    resolved_config,
+)
 from lingshu_server.engine.interface import (
+    Candidate,
     ChoiceDelta,
     EngineStep,
     SamplingOptions,
     TokenLogprob,
 )
 from lingshu_server.engine.lora import Adapter, LoraPlan
+from lingshu_server.engine.token_bytes import TokenBytes
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +65,18 @@ def _special_token_ids(tokenizer: Any, stop_ids: set[int]) -> list[int]:
         if getattr(token, "special", False):
             ids.add(int(token_id))
     return sorted(ids - stop_ids)
+
+
+def _sampling_defaults(model_defaults: dict[str, Any]) -> dict[str, float]:
+    """What a request that names no sampling value gets: the checkpoint's generation_config,
+    else SamplingParams' own default."""
+    from vllm.sampling_params import SamplingParams
+
+    engine_defaults = SamplingParams()
+    return {
+        name: float(model_defaults.get(name, getattr(engine_defaults, name)))
+        for name in MODEL_DEFAULT_FIELDS
+    }
 
 
 # A bias that no sampled token overcomes, while the grammar still allows other tokens.
@@ -104,29 +123,41 @@ def _sampling_params(
     return SamplingParams(**kwargs)
 
 
-def _token_logprob(token_id: int, candidates: dict[int, Any], num_top: int) -> TokenLogprob:
+def _token_logprob(
+    token_id: int, candidates: dict[int, Any], num_top: int, token_bytes: TokenBytes
+) -> TokenLogprob:
     chosen = candidates[token_id]
-    ranked = sorted(candidates.values(), key=lambda lp: lp.rank or 0)[:num_top]
+    ranked = sorted(candidates.items(), key=lambda item: item[1].rank or 0)[:num_top]
     return TokenLogprob(
         token=chosen.decoded_token or "",
         logprob=max(chosen.logprob, -9999.0),
-        top=[(lp.decoded_token or "", max(lp.logprob, -9999.0)) for lp in ranked],
+        bytes=token_bytes(token_id),
+        top=[
+            Candidate(
+                token=lp.decoded_token or "",
+                logprob=max(lp.logprob, -9999.0),
+                bytes=token_bytes(candidate_id),
+            )
+            for candidate_id, lp in ranked
+        ],
     )
 
 
-def _logprobs(completion: Any, num_top: int) -> list[TokenLogprob]:
+def _logprobs(completion: Any, num_top: int, token_bytes: TokenBytes) -> list[TokenLogprob]:
     return [
-        _token_logprob(token_id, candidates, num_top)
+        _token_logprob(token_id, candidates, num_top, token_bytes)
         for token_id, candidates in zip(
             completion.token_ids, completion.logprobs or [], strict=False
         )
     ]
 
 
-def _prompt_logprobs(output: Any, num_top: int) -> list[TokenLogprob | None]:
+def _prompt_logprobs(
+    output: Any, num_top: int, token_bytes: TokenBytes
+) -> list[TokenLogprob | None]:
     """The first prompt token has no logprob (nothing precedes it)."""
     return [
-        None if candidates is None else _token_logprob(token_id, candidates, num_top)
+        None if candidates is None else _token_logprob(token_id, candidates, num_top, token_bytes)
         for token_id, candidates in zip(
             output.prompt_token_ids or (), output.prompt_logprobs or (), strict=False
         )
@@ -214,6 +245,12 @@ class VllmEngine:
         model_defaults = self._llm.model_config.get_diff_sampling_param()
         self._defaults = {k: v for k, v in model_defaults.items() if k in MODEL_DEFAULT_FIELDS}
         self._special_ids = _special_token_ids(self.tokenizer, self._stop_ids())
+        self.sampling_defaults: Mapping[str, float] = _sampling_defaults(self._defaults)
+        self.configuration: Mapping[str, Any] = {
+            "vllm": vllm_version(),
+            **output_config(self._llm.vllm_config, settings.engine_args),
+        }
+        self._token_bytes = TokenBytes(self.tokenizer)
 
     def _stop_ids(self) -> set[int]:
         """Tokens that end an answer: the tokenizer's EOS and generation_config's."""
@@ -277,14 +314,18 @@ class VllmEngine:
                         index=c.index,
                         text=c.text,
                         token_ids=list(c.token_ids),
-                        logprobs=_logprobs(c, num_top) if options.logprobs is not None else None,
+                        logprobs=_logprobs(c, num_top, self._token_bytes)
+                        if options.logprobs is not None
+                        else None,
                         finish_reason=c.finish_reason,
                     )
                     for c in output.outputs
                 ]
                 prompt_logprobs = None
                 if first and options.prompt_logprobs is not None:
-                    prompt_logprobs = _prompt_logprobs(output, options.prompt_logprobs)
+                    prompt_logprobs = _prompt_logprobs(
+                        output, options.prompt_logprobs, self._token_bytes
+                    )
                 first = False
                 yield EngineStep(
                     prompt_tokens=len(output.prompt_token_ids or ()),

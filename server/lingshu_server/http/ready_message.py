@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +35,12 @@ def ready_message(
     api_keys: bool,
     tls: bool = False,
     stored_responses: str | None = None,
+    takes: Sequence[str] = (),
+    fingerprint: str | None = None,
 ) -> ReadyMessage:
     """`stored_responses`: where responses are stored by default (the database, described
-    without credentials), or None when they are not."""
+    without credentials), or None when they are not. `takes`: the input kinds the model takes;
+    `fingerprint`: its system_fingerprint."""
     scheme = "https" if tls else "http"
     listening = base_url(host, port, scheme)
     local = base_url(WILDCARD_HOSTS.get(host, host), port, scheme)
@@ -51,6 +55,12 @@ def ready_message(
     )
     fields: dict[str, Any] = {"served_model": model, "url": listening}
     lines = [f"ready: {model} on {listening}"]
+    if takes:
+        fields["input_modalities"] = list(takes)
+        lines.append(f"takes       {', '.join(takes)}")
+    if fingerprint:
+        fields["system_fingerprint"] = fingerprint
+        lines.append(f"fingerprint {fingerprint}")
     if playground:
         fields["playground_url"] = f"{local}/playground"
         lines.append(f"playground  {local}/playground")

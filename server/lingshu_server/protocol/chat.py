@@ -93,6 +93,7 @@ class TokenLogprob(TopLogprob):
 
 class ChoiceLogprobs(ResponseModel):
     content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None  # OpenAI's: the refusal's tokens (none here)
 
 
 class FunctionCall(ResponseModel):
@@ -110,6 +111,9 @@ class AssistantMessage(ResponseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    # OpenAI's URL citations (web search); always [] here, as OpenAI sends it without search.
+    # Stream deltas carry no annotations (nor do OpenAI's).
+    annotations: list[Any] = Field(default_factory=list)
     tool_calls: list[ToolCall] | None = None
 
     @model_serializer(mode="wrap")

@@ -399,7 +399,12 @@ class CompletionHeader(ResponseModel):
     object: str  # each subclass pins it; declared here to keep OpenAI's field order
     created: int
     model: str
-    system_fingerprint: str | None = None
+    # the configuration that answered (services/fingerprint.py): two answers with the same
+    # fingerprint and seed came from the same configuration
+    system_fingerprint: str
+
+
+InputModality = Literal["text", "image", "video"]
 
 
 class ModelCard(ResponseModel):
@@ -410,6 +415,10 @@ class ModelCard(ResponseModel):
     root: str
     parent: str | None = None  # a LoRA adapter's base model (vLLM's field)
     max_model_len: int
+    # Extensions: what the model takes (as its chat template can express it) and the
+    # system_fingerprint its answers carry
+    input_modalities: list[InputModality]
+    system_fingerprint: str
 
 
 class ModelList(ResponseModel):

@@ -158,6 +158,8 @@ class ReportResponse(ResponseModel):
     object: Literal["report"] = "report"
     created: int
     model: str
+    # the configuration that wrote it, as chat completions carry it (services/fingerprint.py)
+    system_fingerprint: str
     text: str
     finish_reason: str
     sections: ReportSections
@@ -178,6 +180,7 @@ class ReportChunk(ResponseModel):
     object: Literal["report.chunk"] = "report.chunk"
     created: int
     model: str
+    system_fingerprint: str
     delta: str
 
 

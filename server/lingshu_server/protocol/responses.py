@@ -180,6 +180,8 @@ class ResponsesRequest(WireModel):
     max_output_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     text: TextConfig | None = None
     tools: list[FunctionTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | FunctionChoice | None = None
@@ -344,6 +346,19 @@ class ResponsesResponse(ResponseModel):
     usage: ResponseUsage | None = None
     user: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    # Required by the Open Responses schema: when it completed, the values it ran with (the
+    # service fills temperature and top_p with them too, never null), and fields this server
+    # has no use for at their null or default value
+    completed_at: int | None = None
+    presence_penalty: float
+    frequency_penalty: float
+    top_logprobs: int = 0
+    max_tool_calls: int | None = None
+    service_tier: Literal["default"] = "default"
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    # Extension, as chat completions': the configuration that answered (services/fingerprint)
+    system_fingerprint: str
 
 
 # ---------------------------------------------------------------- stream events
@@ -416,12 +431,23 @@ class ArgumentsDoneEvent(ResponseModel):
     arguments: str
 
 
+class ErrorPayload(ResponseModel):
+    type: str
+    code: str | None
+    message: str
+    param: str | None
+
+
 class ErrorEvent(ResponseModel):
+    """OpenAI's error event has the fields at the top; Open Responses' nests them in `error`:
+    both are sent."""
+
     type: Literal["error"] = "error"
     sequence_number: int
     code: str | None
     message: str
     param: str | None
+    error: ErrorPayload
 
 
 StreamEvent = Annotated[

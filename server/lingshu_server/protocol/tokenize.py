@@ -1,5 +1,5 @@
 """vLLM's /tokenize and /detokenize wire models. /tokenize takes a `prompt`, or chat `messages`
-(images and videos included, counted as the chat request would count them)."""
+(images, videos and `tools` included, counted as the chat request would count them)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from lingshu_server.protocol.common import ChatMessage, ResponseModel, Text, WireModel
+from lingshu_server.protocol.common import (
+    ChatMessage,
+    ChatTool,
+    ResponseModel,
+    Text,
+    WireModel,
+    check_unique_names,
+)
 
 
 class TokenizeRequest(WireModel):
@@ -20,10 +27,11 @@ class TokenizeRequest(WireModel):
     add_generation_prompt: bool | None = None
     continue_final_message: bool = False
     return_token_strs: bool | None = False
+    # chat only: function tools, rendered as a chat request with these tools renders them
+    tools: list[ChatTool] | None = None
     # vLLM options this server does not take from requests
     chat_template: Any = None
     chat_template_kwargs: Any = None
-    tools: Any = None
 
     @field_validator("chat_template", "chat_template_kwargs")
     @classmethod
@@ -37,20 +45,19 @@ class TokenizeRequest(WireModel):
 
     @field_validator("tools")
     @classmethod
-    def _no_tools(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("tools are not counted by /tokenize yet; send the messages alone")
-        return value
+    def _unique_tools(cls, tools: list[ChatTool] | None) -> list[ChatTool] | None:
+        check_unique_names([tool.function.name for tool in tools or []])
+        return tools
 
     @model_validator(mode="after")
     def _prompt_or_messages(self) -> TokenizeRequest:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give either `prompt` (a string) or `messages` (chat messages)")
         if self.prompt is not None and (
-            self.add_generation_prompt is not None or self.continue_final_message
+            self.add_generation_prompt is not None or self.continue_final_message or self.tools
         ):
             raise ValueError(
-                "add_generation_prompt and continue_final_message apply to `messages` only"
+                "add_generation_prompt, continue_final_message and tools apply to `messages` only"
             )
         if self.continue_final_message and self.add_generation_prompt:
             raise ValueError(

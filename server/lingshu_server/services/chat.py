@@ -38,14 +38,16 @@ from lingshu_server.services.tool_calls import (
 
 
 def wire_logprobs(tokens: list[TokenLogprob]) -> list[WireTokenLogprob]:
+    """Each token's `bytes` are its own (see engine/token_bytes.py), not its text's: a token
+    holding part of a character has text U+FFFD but bytes that join with its neighbours'."""
     return [
         WireTokenLogprob(
             token=t.token,
             logprob=t.logprob,
-            bytes=list(t.token.encode("utf-8")),
+            bytes=t.bytes,
             top_logprobs=[
-                WireTopLogprob(token=tok, logprob=lp, bytes=list(tok.encode("utf-8")))
-                for tok, lp in t.top
+                WireTopLogprob(token=top.token, logprob=top.logprob, bytes=top.bytes)
+                for top in t.top
             ],
         )
         for t in tokens
@@ -85,6 +87,7 @@ class ChatService:
             id=started.run.request_id,
             created=now(),
             model=started.model,
+            system_fingerprint=started.fingerprint,
             choices=choices,
             prompt_token_ids=list(prompt_ids) if request.return_token_ids else None,
             usage=Usage(
@@ -136,6 +139,7 @@ class ChatService:
                 id=run.request_id,
                 created=created,
                 model=started.model,
+                system_fingerprint=started.fingerprint,
                 choices=[choice],
                 prompt_token_ids=prompt_token_ids,
             )
@@ -196,7 +200,12 @@ class ChatService:
                 total_tokens=prompt_tokens + completion_tokens,
             )
             body = ChatCompletionChunk(
-                id=run.request_id, created=created, model=started.model, choices=[], usage=usage
+                id=run.request_id,
+                created=created,
+                model=started.model,
+                system_fingerprint=started.fingerprint,
+                choices=[],
+                usage=usage,
             )
             yield sse(body.model_dump_json())
 

@@ -9,7 +9,7 @@ import ctypes
 import itertools
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +32,14 @@ from lingshu_server.inputs.media import (
     probe_image,
 )
 from lingshu_server.inputs.video import PreparedVideo
-from lingshu_server.inputs.video_inputs import VideoInputs, video_parts
-from lingshu_server.protocol.common import ChatMessage, ImagePart, TextPart, VideoPart
+from lingshu_server.inputs.video_inputs import VideoInputs, VideoParts, video_parts
+from lingshu_server.protocol.common import (
+    ChatMessage,
+    ImagePart,
+    InputModality,
+    TextPart,
+    VideoPart,
+)
 from lingshu_server.services.tool_template import QWEN_VL_TOOL_TEMPLATE, handles_tools, uses_tools
 
 # The template expands each image part to <|vision_start|><|image_pad|><|vision_end|>;
@@ -210,6 +216,7 @@ class ChatPromptBuilder:
         dicomweb: DicomWebSource,
         videos: VideoInputs,
         image_cache: PreparedImageCache | None = None,
+        input_modalities: Collection[InputModality] = ("text", "image", "video"),
     ):
         self._render = render
         self._tokenize = tokenize
@@ -221,6 +228,7 @@ class ChatPromptBuilder:
         self._dicomweb = dicomweb
         self._videos = videos
         self._image_cache = image_cache
+        self._input_modalities = input_modalities
 
     def with_text_steps(
         self, render: Callable[..., str], tokenize: Callable[[str], list[int]]
@@ -235,8 +243,9 @@ class ChatPromptBuilder:
     ) -> ChatPrompt:
         """`tools`: function tools in chat completions' shape, rendered by the template."""
         parts = image_parts(messages)
-        self._check_image_count(len(parts))
         videos = video_parts(messages)
+        self._check_modalities(parts, videos)
+        self._check_image_count(len(parts))
         self._videos.check(videos)
         parts = await self.expand_images(parts)
         images_per_part = Counter(param for param, _ in parts)
@@ -306,6 +315,18 @@ class ChatPromptBuilder:
         for image, (_, part) in zip(images, parts, strict=True):
             image.source = self._dicomweb.audit_record(part.image_url.url)
         return list(images)
+
+    def _check_modalities(self, images: ImageParts, videos: VideoParts) -> None:
+        """A part the model's chat template cannot express (found at start-up) is a 400, before
+        anything is fetched, decoded or sent to the engine (which would fail on it)."""
+        for kind, parts in (("image", images), ("video", videos)):
+            if parts and kind not in self._input_modalities:
+                raise InvalidRequestError(
+                    f"this model does not take {kind} input: its chat template has no {kind} "
+                    f"placeholder (it takes {', '.join(self._input_modalities)})",
+                    param=parts[0][0],
+                    code="unsupported_input",
+                )
 
     def _check_image_count(self, count: int) -> None:
         if count > self._max_images:
@@ -398,6 +419,30 @@ def _dicom_options(part: ImagePart) -> DicomOptions:
     return DicomOptions(
         window=window.window, center=window.center, width=window.width, frame=window.frame
     )
+
+
+def template_input_modalities(
+    render: Callable[..., str],
+    tokenize: Callable[[str], list[int]],
+    placeholders: Mapping[str, int],
+) -> list[InputModality]:
+    """What the model takes, as its chat template can express it: a probe message holding one
+    image (then one video) is rendered, and the kind counts if the prompt holds its placeholder
+    token (a template without one drops the part, or refuses it)."""
+    found: list[InputModality] = ["text"]
+    kinds: tuple[tuple[InputModality, dict[str, str]], ...] = (
+        ("image", IMAGE_PART),
+        ("video", VIDEO_PART),
+    )
+    for kind, part in kinds:
+        probe = [{"role": "user", "content": [part, {"type": "text", "text": "What is shown?"}]}]
+        try:
+            token_ids = tokenize(render(probe))
+        except Exception:  # the template refused the part (raise_exception)
+            continue
+        if placeholders[kind] in token_ids:
+            found.append(kind)
+    return found
 
 
 def tokenizer_encoder(

@@ -100,7 +100,7 @@ def legacy_logprobs(piece: _Piece, start: int, num_top: int) -> CompletionLogpro
             tops.append(None)
             continue
         values.append(entry.logprob)
-        top = dict(entry.top[:num_top])
+        top = {candidate.token: candidate.logprob for candidate in entry.top[:num_top]}
         # the chosen token's own logprob, even where another token has the same text
         top[entry.token] = entry.logprob
         tops.append(top)
@@ -217,6 +217,7 @@ def _merge_pieces(pieces: list[_Piece]) -> _Piece:
 @dataclass(kw_only=True)
 class _Started:
     model: str
+    fingerprint: str  # the answer's system_fingerprint
     run: EngineRun[tuple[int, EngineStep]]
     first: tuple[int, EngineStep] | None
     choices: _Choices
@@ -326,7 +327,9 @@ class CompletionService:
             tokens_of=lambda indexed: step_tokens(indexed[1]),
         )
         choices = _Choices(request, prompts, self._token_text)
-        return _Started(model=model.name, run=run, first=first, choices=choices)
+        return _Started(
+            model=model.name, fingerprint=model.fingerprint, run=run, first=first, choices=choices
+        )
 
     def _token_text(self, token_id: int) -> str:
         return self._engine.tokenizer.decode([token_id])
@@ -354,6 +357,7 @@ class CompletionService:
             id=run.request_id,
             created=now(),
             model=started.model,
+            system_fingerprint=started.fingerprint,
             choices=[choices.wire(_merge_pieces(pieces)) for pieces in collected],
             usage=usage,
         )
@@ -371,6 +375,7 @@ class CompletionService:
             "id": started.run.request_id,
             "created": now(),
             "model": started.model,
+            "system_fingerprint": started.fingerprint,
         }
         choices = started.choices
 

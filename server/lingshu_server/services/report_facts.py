@@ -26,14 +26,21 @@ class ModelIdentity:
 
     served_name: str  # the name clients ask for
     checkpoint: str  # the checkpoint's folder name or hub id
-    weights_sha256: str  # engine/checkpoint_hash.py
+    weights_sha256: str  # engine/checkpoint_digest.py
     server_version: str
     engine_version: str
+    system_fingerprint: str  # the whole configuration (services/fingerprint.py)
 
     @property
     def device_uid(self) -> str:
-        """A DICOM UID for this model and server build: the same for every report they write."""
-        parts = [self.weights_sha256, self.server_version, self.engine_version]
+        """A DICOM UID for this model and configuration: the same for every report they
+        write (another dtype or adapter, for example, is another device)."""
+        parts = [
+            self.weights_sha256,
+            self.server_version,
+            self.engine_version,
+            self.system_fingerprint,
+        ]
         return str(generate_uid(prefix="2.25.", entropy_srcs=parts))
 
 

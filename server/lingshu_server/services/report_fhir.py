@@ -136,6 +136,7 @@ def device(facts: ReportFacts) -> dict[str, Any]:
             {"type": {"text": "weights-sha256"}, "value": model.weights_sha256},
             {"type": {"text": "lingshu-server"}, "value": model.server_version},
             {"type": {"text": "vllm"}, "value": model.engine_version},
+            {"type": {"text": "system-fingerprint"}, "value": model.system_fingerprint},
         ],
     }
 

@@ -119,6 +119,7 @@ def _equipment(facts: ReportFacts) -> hd.ContributingEquipment:
             f"lingshu-server {model.server_version}"[:_MAX_LO],
             f"vllm {model.engine_version}"[:_MAX_LO],
             model.weights_sha256,  # 64 hex digits: an LO value exactly
+            f"system_fingerprint {model.system_fingerprint}"[:_MAX_LO],
         ],
         contribution_description="Drafted the report text (AI-generated, unverified)",
     )

@@ -219,7 +219,7 @@ class ReportService:
             text=text,
             sections=parse_sections(text),
             complete=generated.finish_reason == "stop",
-            model=self._identity(started.model),
+            model=self._identity(started),
             inputs=[source.image for source in plan.sources],
             study=study_of(plan.sources),
         )
@@ -235,6 +235,7 @@ class ReportService:
             id=facts.report_id,
             created=now(),
             model=started.model,
+            system_fingerprint=started.fingerprint,
             text=text,
             finish_reason=generated.finish_reason,
             sections=ReportSections(
@@ -347,6 +348,7 @@ class ReportService:
                         id=report_id,
                         created=created,
                         model=started.model,
+                        system_fingerprint=started.fingerprint,
                         delta=delta.text,
                     )
                     yield sse(chunk.model_dump_json())
@@ -375,13 +377,14 @@ class ReportService:
             facts, subject_reference=subject, patient_id_system=self._patient_id_system
         )
 
-    def _identity(self, served_name: str) -> ModelIdentity:
+    def _identity(self, started: StartedRun) -> ModelIdentity:
         return ModelIdentity(
-            served_name=served_name,
+            served_name=started.model,
             checkpoint=Path(self._model_path).name or self._model_path,
             weights_sha256=self._weights_sha256,
             server_version=__version__,
             engine_version=self._engine_version,
+            system_fingerprint=started.fingerprint,
         )
 
     async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:

@@ -26,6 +26,7 @@ from lingshu_server.protocol.responses import (
     ArgumentsDoneEvent,
     ContentPartEvent,
     ErrorEvent,
+    ErrorPayload,
     FunctionCallOutput,
     IncompleteDetails,
     InputTokensDetails,
@@ -52,6 +53,7 @@ from lingshu_server.services.request_records import (
 from lingshu_server.services.response_history import History, ResponseHistory
 from lingshu_server.services.responses_input import to_chat
 from lingshu_server.services.runner import GenerationRunner, StartedRun, collect
+from lingshu_server.services.sampling import EffectiveSampling
 from lingshu_server.services.streaming import sse, unexpected
 from lingshu_server.services.tool_calls import (
     ArgumentsDelta,
@@ -66,7 +68,7 @@ from lingshu_server.services.tool_calls import (
 Status = Literal["in_progress", "completed", "incomplete", "failed"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Identity:
     """What every event of one response repeats."""
 
@@ -75,6 +77,8 @@ class Identity:
     model: str
     store: bool
     conversation_id: str | None
+    fingerprint: str
+    sampling: EffectiveSampling
 
 
 class OutputBuilder:
@@ -274,7 +278,13 @@ class ResponsesService:
         except APIError as exc:
             raise names.renamed(exc) from None
         identity = Identity(
-            response_id(), now(), started.model, self._stores(request), request.conversation_id
+            id=response_id(),
+            created_at=now(),
+            model=started.model,
+            store=self._stores(request),
+            conversation_id=request.conversation_id,
+            fingerprint=started.fingerprint,
+            sampling=started.sampling,
         )
         return started, identity
 
@@ -351,12 +361,16 @@ class ResponsesService:
         except Exception as exc:
             error = exc if isinstance(exc, APIError) else unexpected(exc)
             note_stream_error(error)
+            payload = ErrorPayload(
+                type=error.type, code=error.code, message=error.message, param=error.param
+            )
             yield _sse(
                 ErrorEvent(
                     sequence_number=builder.number(),
                     code=error.code,
                     message=error.message,
                     param=error.param,
+                    error=payload,
                 )
             )
             failure = ResponseError(code="server_error", message=error.message)
@@ -408,16 +422,20 @@ def _response(
         if identity.conversation_id
         else None,
         store=identity.store,
-        temperature=request.temperature,
+        temperature=identity.sampling.temperature,
         text={
             "format": fmt.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)
             if fmt
             else {"type": "text"}
         },
         tool_choice=choice if isinstance(choice, str) else choice.model_dump(),
-        tools=[tool.model_dump(exclude_none=True) for tool in request.tools or []],
-        top_p=request.top_p,
+        tools=[tool.model_dump() for tool in request.tools or []],
+        top_p=identity.sampling.top_p,
         usage=usage,
         user=request.user,
         metadata=request.metadata or {},
+        completed_at=now() if status == "completed" else None,
+        presence_penalty=identity.sampling.presence_penalty,
+        frequency_penalty=identity.sampling.frequency_penalty,
+        system_fingerprint=identity.fingerprint,
     )

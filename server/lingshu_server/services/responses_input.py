@@ -107,6 +107,8 @@ def to_chat(
             max_tokens=request.max_output_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
             seed=request.seed,
             response_format=_response_format(request),
             tools=[_chat_tool(tool) for tool in request.tools] if request.tools else None,

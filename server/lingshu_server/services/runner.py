@@ -28,7 +28,7 @@ from lingshu_server.services.generation import (
 )
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.request_records import note_disconnect, note_usage, record_prompt
-from lingshu_server.services.sampling import sampling_options
+from lingshu_server.services.sampling import EffectiveSampling, sampling_options
 from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tool_calls import ToolGrammars, ToolUse
 
@@ -41,6 +41,8 @@ class StartedRun:
     run: EngineRun[EngineStep]
     first: EngineStep
     tools: ToolUse | None  # the request's tools, when it offers any
+    fingerprint: str  # the answer's system_fingerprint
+    sampling: EffectiveSampling
 
     @property
     def reads_calls(self) -> bool:
@@ -138,4 +140,11 @@ class GenerationRunner:
         if first is None:  # the deadline passed before the first token
             assert prompt is not None
             first = EngineStep(prompt_tokens=prompt.num_tokens, choices=[], finished=True)
-        return StartedRun(model=model.name, run=run, first=first, tools=tools)
+        return StartedRun(
+            model=model.name,
+            run=run,
+            first=first,
+            tools=tools,
+            fingerprint=model.fingerprint,
+            sampling=EffectiveSampling.of(options, self._engine.sampling_defaults),
+        )

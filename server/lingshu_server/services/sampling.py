@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from lingshu_server.core.errors import InvalidRequestError
 from lingshu_server.engine.interface import SamplingOptions
 from lingshu_server.protocol.common import SamplingRequest
@@ -52,3 +55,26 @@ def sampling_options(
         prompt_logprobs=prompt_logprobs,
         grammar=grammar,
     )
+
+
+@dataclass(frozen=True)
+class EffectiveSampling:
+    """The sampling values a request ran with: its own, else the engine's defaults."""
+
+    temperature: float
+    top_p: float
+    presence_penalty: float
+    frequency_penalty: float
+
+    @classmethod
+    def of(cls, options: SamplingOptions, defaults: Mapping[str, float]) -> EffectiveSampling:
+        return cls(
+            temperature=_given_or(options.temperature, defaults, "temperature", 1.0),
+            top_p=_given_or(options.top_p, defaults, "top_p", 1.0),
+            presence_penalty=options.presence_penalty,
+            frequency_penalty=options.frequency_penalty,
+        )
+
+
+def _given_or(value: float | None, defaults: Mapping[str, float], name: str, last: float) -> float:
+    return value if value is not None else defaults.get(name, last)

@@ -28,6 +28,7 @@ from lingshu_server.services.chat_prompt import (
 from lingshu_server.services.completions import check_token_ids
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.request_records import record_prompt, record_text_prompt
+from lingshu_server.services.tool_template import tool_definitions
 
 T = TypeVar("T")
 # (add_generation_prompt, continue_final_message, add_special_tokens) as a chat request renders
@@ -90,7 +91,8 @@ class TokenizeService:
         started = time.perf_counter()
         tokenizer = self._engine.tokenizer
         if request.messages is not None:
-            prompt = await self._builder(request).build(request.messages)
+            tools = tool_definitions(request.tools) if request.tools else None
+            prompt = await self._builder(request).build(request.messages, tools)
             record_prompt(self._metrics, prompt, started)
             pads = self._engine.placeholder_ids
             tokens = list(expanded_ids(prompt, pads["image"], pads["video"]))

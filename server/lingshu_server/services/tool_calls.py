@@ -32,6 +32,7 @@ from lingshu_server.core.errors import InvalidRequestError
 from lingshu_server.protocol.chat import ChatCompletionRequest
 from lingshu_server.protocol.common import NamedToolChoice, ResponseFormat, tool_call_id
 from lingshu_server.services.structured_output import StructuredOutput, format_schema
+from lingshu_server.services.tool_template import tool_definitions
 
 CALL_OPEN = "<tool_call>"
 CALL_HEAD = CALL_OPEN + '\n{"name": "'
@@ -78,7 +79,7 @@ class ToolUse:
             )
             for i, tool in enumerate(request.tools)
         )
-        definitions = [tool.model_dump(exclude_none=True) for tool in request.tools]
+        definitions = tool_definitions(request.tools)
         choice = request.tool_choice or "auto"
         return cls(
             functions=functions,

@@ -15,6 +15,8 @@ from typing import Any
 import jinja2
 import jinja2.meta
 
+from lingshu_server.protocol.common import ChatTool
+
 # Each part of a message, as the Qwen2-VL / Qwen2.5-VL template writes it.
 _CONTENT = (
     "{% macro render_content(content) %}{% if content is string %}{{ content }}{% else %}"
@@ -94,3 +96,9 @@ def uses_tools(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | Non
     return bool(tools) or any(
         message["role"] == "tool" or message.get("tool_calls") for message in messages
     )
+
+
+def tool_definitions(tools: list[ChatTool]) -> list[dict[str, Any]]:
+    """Tools as the template renders them (chat completions' shape, unset fields left out): the
+    one form chat and /tokenize both send, so their token counts agree."""
+    return [tool.model_dump(exclude_none=True) for tool in tools]
