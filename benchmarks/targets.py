@@ -89,6 +89,9 @@ def engine_kwargs(config: EngineConfig) -> dict[str, Any]:
     }
     if config.max_model_len is not None:
         kwargs["max_model_len"] = config.max_model_len
+        # chosen for every target alike: left out, our server would prefill whole prompts on
+        # CPU (engine_args._whole_prefills_on_cpu) and vLLM's server in chunks
+        kwargs["max_num_batched_tokens"] = config.max_model_len
     return kwargs
 
 
@@ -144,6 +147,7 @@ def ours_command(
     ]
     if config.max_model_len is not None:
         cmd += ["--max-model-len", str(config.max_model_len)]
+        cmd += ["--max-num-batched-tokens", str(config.max_model_len)]
     return cmd + list(extra or ())
 
 
@@ -169,6 +173,7 @@ def vllm_command(
     ]
     if config.max_model_len is not None:
         cmd += ["--max-model-len", str(config.max_model_len)]
+        cmd += ["--max-num-batched-tokens", str(config.max_model_len)]
     return cmd + list(extra or ())
 
 

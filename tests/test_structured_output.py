@@ -172,3 +172,16 @@ def test_length_bounded_strings_forbid_raw_control_characters():
     grammar = GrammarCache().grammar({"type": "string", "maxLength": 20}, False)
     assert '[^\\"\\\\\\r\\n]' not in grammar
     assert "\\0-\\x1f" in grammar.split("root_characters ::=")[1].splitlines()[0]
+
+
+def test_length_bounded_strings_hold_no_encoded_surrogates():
+    """xgrammar counted UTF-8-encoded surrogates (ED A0 80, three U+FFFD once decoded) as one
+    character each, so a maxLength of 3 let 9 characters through."""
+    import xgrammar
+    from xgrammar.testing import _is_grammar_accept_string
+
+    text = GrammarCache().grammar({"type": "string", "maxLength": 3}, False)
+    grammar = xgrammar.Grammar.from_ebnf(text)
+    assert _is_grammar_accept_string(grammar, '"é😀a"'.encode())
+    assert not _is_grammar_accept_string(grammar, b'"\xed\xa0\x80"')
+    assert not _is_grammar_accept_string(grammar, b'"a\tb"')

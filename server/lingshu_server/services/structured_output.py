@@ -105,9 +105,11 @@ _BOUNDS = (
     ("minProperties", "maxProperties"),
 )
 # xgrammar 0.2.8 writes the characters of a length-bounded string as [^"\\\r\n], which lets
-# raw control characters (tab, U+0001...) into the string: JSON forbids them unescaped.
+# raw control characters (tab, U+0001...) into the string: JSON forbids them unescaped. It also
+# takes a UTF-8-encoded surrogate (ED A0 80) as one character, which decodes to three U+FFFD: a
+# 30-character bound let 90 through. Neither is a character a JSON string may hold.
 _LOOSE_STRING_CHARACTER = '[^\\"\\\\\\r\\n]'
-_STRICT_STRING_CHARACTER = '[^\\0-\\x1f\\"\\\\]'
+_STRICT_STRING_CHARACTER = '[^\\0-\\x1f\\"\\\\\\uD800-\\uDFFF]'
 JSON_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
 
 
