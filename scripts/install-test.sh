@@ -30,7 +30,7 @@ ensure_debian_packages "the tests" \
     chromedriver=chromium-driver \
     node=nodejs \
     npm=npm \
-    /usr/lib/postgresql/15/bin/initdb=postgresql
+    /usr/lib/postgresql/15/bin/initdb=postgresql \
     jq=jq
 
 "$VENV/bin/python" scripts/project_requirements.py test > "$VENV/lingshu-test-requirements.txt"
