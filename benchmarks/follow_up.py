@@ -27,7 +27,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import psutil
 
 from benchmarks.compare import emit, progress
 from benchmarks.images import encode_variant
+from benchmarks.pacs_latency import time_to_first_token
 from tests.utils.server import RunningServer, start_demo_server
 
 WARMUP = 3
@@ -44,21 +44,7 @@ QUESTION = "Is the cardiac silhouette enlarged?"
 
 
 def first_event_seconds(http: httpx.Client, body: dict[str, Any]) -> float:
-    started = time.perf_counter()
-    with http.stream("POST", "/v1/responses", json={**body, "stream": True}) as response:
-        if response.status_code != 200:
-            response.read()
-            raise RuntimeError(f"request failed: {response.status_code} {response.text[:300]}")
-        lines = response.iter_lines()
-        for line in lines:
-            if line.startswith("data: "):
-                first = time.perf_counter() - started
-                break
-        else:
-            raise RuntimeError("the stream ended without an event")
-        for _ in lines:  # drain, so the next request starts clean
-            pass
-    return first
+    return time_to_first_token(http, {**body, "stream": True}, path="/v1/responses")
 
 
 def bodies(http: httpx.Client, model: str, image_size: int) -> dict[str, dict[str, Any]]:

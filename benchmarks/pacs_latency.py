@@ -52,10 +52,16 @@ def body(image_url: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def time_to_first_token(http: httpx.Client, payload: dict[str, Any], key: str) -> float:
+def time_to_first_token(
+    http: httpx.Client,
+    payload: dict[str, Any],
+    key: str | None = None,
+    path: str = "/v1/chat/completions",
+) -> float:
+    """Seconds from sending a streamed request to its first SSE event; the rest is drained."""
     started = time.perf_counter()
-    headers = {"Authorization": f"Bearer {key}"}
-    with http.stream("POST", "/v1/chat/completions", json=payload, headers=headers) as response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with http.stream("POST", path, json=payload, headers=headers) as response:
         if response.status_code != 200:
             response.read()
             raise RuntimeError(f"request failed: {response.status_code} {response.text[:300]}")

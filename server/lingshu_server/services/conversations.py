@@ -3,6 +3,7 @@ owned by whoever created it (another owner's is not found)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -32,7 +33,7 @@ class ConversationService:
             created_at=time.time(),
             metadata=request.metadata or {},
         )
-        items, contents = to_stored(request.items or [])
+        items, contents = await asyncio.to_thread(to_stored, request.items or [])
         await self._store.create(conversation, items, contents)
         note_stored("create", conversation.id, contents)
         return _object(conversation)
@@ -59,11 +60,11 @@ class ConversationService:
         return Deleted(id=conversation_id, object="conversation.deleted")
 
     async def add_items(self, conversation_id: str, items: list[InputItem]) -> ItemList:
-        stored, contents = to_stored(items)
+        stored, contents = await asyncio.to_thread(to_stored, items)
         if not await self._store.append(current_owner(), conversation_id, stored, contents):
             raise _missing(conversation_id)
         note_stored("update", conversation_id, contents)
-        return ItemList.of(for_client(stored, contents), has_more=False)
+        return ItemList.of(await asyncio.to_thread(for_client, stored, contents), has_more=False)
 
     async def list_items(
         self, conversation_id: str, *, after: str | None, limit: int, order: Order
@@ -75,7 +76,9 @@ class ConversationService:
         hashes = blob_hashes(page.data)
         note_stored("read", conversation_id, hashes)
         contents = await self._store.blobs(hashes)
-        return ItemList.of(for_client(page.data, contents), has_more=page.has_more)
+        return ItemList.of(
+            await asyncio.to_thread(for_client, page.data, contents), has_more=page.has_more
+        )
 
     async def item(self, conversation_id: str, item_id: str) -> dict[str, Any]:
         found = await self._store.item(current_owner(), conversation_id, item_id)
@@ -83,7 +86,8 @@ class ConversationService:
             raise _missing(conversation_id, item_id)
         hashes = blob_hashes([found])
         note_stored("read", conversation_id, hashes)
-        return for_client([found], await self._store.blobs(hashes))[0]
+        contents = await self._store.blobs(hashes)
+        return (await asyncio.to_thread(for_client, [found], contents))[0]
 
     async def delete_item(self, conversation_id: str, item_id: str) -> ConversationObject:
         owner = current_owner()

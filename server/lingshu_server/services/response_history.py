@@ -9,6 +9,7 @@ hashes, never content).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,8 @@ class ResponseHistory:
                 note_stored("read", link.id, blob_hashes(link.input_items))
                 stored += link.input_items + output_to_stored(link.body["output"])
             contents = await self.responses.blobs(blob_hashes(stored))
-            return History(to_input(stored, contents), "previous_response_id")
+            replayed = await asyncio.to_thread(to_input, stored, contents)
+            return History(replayed, "previous_response_id")
         conversation_id = request.conversation_id
         if conversation_id is not None:
             items = await self.conversations.items(owner, conversation_id)
@@ -76,7 +78,7 @@ class ResponseHistory:
                 )
             note_stored("read", conversation_id, blob_hashes(items))
             contents = await self.conversations.blobs(blob_hashes(items))
-            return History(to_input(items, contents), "conversation")
+            return History(await asyncio.to_thread(to_input, items, contents), "conversation")
         return History()
 
     async def after(
@@ -84,7 +86,7 @@ class ResponseHistory:
     ) -> None:
         """Store the response (when asked) and add the turn to its conversation (if any)."""
         owner = current_owner()
-        inputs, contents = to_stored(request_items(request.input))
+        inputs, contents = await asyncio.to_thread(to_stored, request_items(request.input))
         conversation_id = request.conversation_id
         if conversation_id is not None:
             turn = inputs + output_to_stored(response.output)
@@ -125,7 +127,7 @@ class ResponseHistory:
         note_stored("read", response_id, blob_hashes(record.input_items))
         page = page_of(record.input_items, after=after, limit=limit, order=order)
         contents = await self.responses.blobs(blob_hashes(page.data))
-        return Page(for_client(page.data, contents), page.has_more)
+        return Page(await asyncio.to_thread(for_client, page.data, contents), page.has_more)
 
     async def _owned(self, response_id: str) -> StoredResponse:
         record = await self.responses.get(current_owner(), response_id)

@@ -5,6 +5,9 @@ An image sent as a base64 data URL is stored by its SHA-256 (`"blob": {"sha256",
 place of `image_url`) and comes back as the very same data URL, so a chain rebuilt from storage
 is the conversation the client would have re-sent. Images by URL (http, file, DICOMweb) are kept
 as their URL and fetched again when the chain is replayed.
+
+Decoding, hashing and encoding megabytes of base64 is work for a worker thread, never the event
+loop: the services call these functions through `asyncio.to_thread`.
 """
 
 from __future__ import annotations
