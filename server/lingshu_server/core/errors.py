@@ -153,6 +153,15 @@ class NotFoundError(APIError):
     rejection: str | None = None
 
 
+class ConflictError(APIError):
+    """The object is not in a state that allows this (cancelling a finished batch)."""
+
+    status = HTTPStatus.CONFLICT
+    type = "invalid_request_error"
+    code = "conflict"
+    rejection: str | None = None
+
+
 class PacsStoreRefusedError(APIError):
     """The PACS answered a STOW-RS request but did not store the instance (502, with the PACS's
     reason); retrying the same request will not help."""

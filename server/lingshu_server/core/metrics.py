@@ -110,6 +110,26 @@ class Metrics:
             "Requests waiting in the front end for a generation slot (admission queue).",
             registry=r,
         )
+        self.batches = Gauge(
+            "lingshu_batches",
+            "Batches in the database by status (every replica's; refreshed by the batch runner).",
+            ["status"],
+            registry=r,
+        )
+        self.batch_lines = Counter(
+            "lingshu_batch_lines",
+            "Batch lines this replica finished: completed (a 2xx answer, in the output file) or "
+            "failed (in the error file).",
+            ["outcome"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "lingshu_queue_depth",
+            "Requests generating or waiting, by priority: interactive (people's requests) and "
+            "batch (this replica's batch lines in flight and still to run).",
+            ["priority"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "lingshu_build_info",
             "Build and deployment facts (value 1).",

@@ -567,6 +567,27 @@ class Settings(BaseSettings):
         "postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB. Unset: SQLite in --state-dir. "
         "Migrations run at start-up; never logged.",
     )
+    # The Batch API: lines of a batch run below people, a bounded number at a time.
+    batch_max_in_flight: int = Field(
+        default=8,
+        ge=1,
+        description="Lines of a batch this replica runs at once. Each is an engine request at "
+        "--batch-priority: interactive requests overtake the waiting ones, and the running ones "
+        "share each engine step with them.",
+    )
+    batch_priority: int = Field(
+        default=10,
+        ge=1,
+        description="vLLM scheduling priority of a batch's lines (interactive requests run at "
+        "0; a lower value is served first). Needs the engine's `priority` scheduling policy, "
+        "the server's default.",
+    )
+    batch_lease_s: float = Field(
+        default=30.0,
+        gt=1,
+        description="Seconds a replica's claim on a running batch lasts without a heartbeat; "
+        "a batch whose replica died is taken over by another after this.",
+    )
     # Connections: what a slow, careless or hostile client may hold before the app sees it.
     body_read_timeout: float = Field(
         default=60.0,

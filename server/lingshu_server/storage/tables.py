@@ -99,3 +99,44 @@ quota_buckets = sa.Table(
     sa.Column("level", sa.Float, nullable=False),
     sa.Column("updated", sa.Float, nullable=False),
 )
+
+# Batches (storage/batch_store.py): OpenAI's batch object with its progress, who created it
+# (owner, and the tenant, key and identity its lines run as), and the lease of the replica
+# running it: a replica holds a batch while `lease_until` (wall-clock seconds) is ahead and
+# renews it by heartbeat; a lease that ran out is another replica's to take.
+BATCH_TIMES = (
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("tenant", sa.Text, nullable=True),
+    sa.Column("key_id", sa.Text, nullable=True),
+    sa.Column("identity", sa.Text, nullable=True),
+    sa.Column("endpoint", sa.String(40), nullable=False),
+    sa.Column("input_file_id", sa.String(80), nullable=False),
+    sa.Column("completion_window", sa.String(20), nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    *(sa.Column(name, sa.Float, nullable=True) for name in BATCH_TIMES),
+    sa.Column("output_file_id", sa.String(80), nullable=True),
+    sa.Column("error_file_id", sa.String(80), nullable=True),
+    sa.Column("errors", sa.JSON, nullable=True),
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.Column("completed", sa.BigInteger, nullable=False),
+    sa.Column("failed", sa.BigInteger, nullable=False),
+    sa.Column("lease_owner", sa.String(80), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Index("ix_batches_status", "status"),
+    sa.Index("ix_batches_owner_created_at", "owner", "created_at"),
+)
