@@ -55,7 +55,7 @@ from lingshu_server.inputs.processor_resize import ProcessorResize
 from lingshu_server.inputs.video import VideoLimits
 from lingshu_server.inputs.video_inputs import VideoInputs
 from lingshu_server.services.admission import AdmissionController
-from lingshu_server.services.batch_lines import BatchLines, LiveServices
+from lingshu_server.services.batch_requests import BatchLines, LiveServices
 from lingshu_server.services.batch_runner import BatchRunner
 from lingshu_server.services.batches import BatchService
 from lingshu_server.services.chat import ChatService

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from lingshu_server.core.errors import StorageFullError, StorageUnavailableError
 from lingshu_server.core.metrics import Metrics
 from lingshu_server.protocol.batches import output_line
-from lingshu_server.services.batch_lines import BatchLines, LineAnswer, RetryLineError
+from lingshu_server.services.batch_requests import BatchLines, LineAnswer, RetryLineError
 from lingshu_server.storage.batch_store import BatchStore, LeaseLostError, StoredBatch
 from lingshu_server.storage.file_store import FileStore
 
@@ -112,7 +112,10 @@ class BatchRunner:
             self._metrics.batches.labels(status).set(count)
 
     async def _run(self, batch: StoredBatch) -> None:
-        logger.info("batch claimed", extra={"fields": {"batch": batch.id, "status": batch.status}})
+        logger.info(
+            "batch claimed",
+            extra={"fields": {"batch": batch.id, "status": batch.status, "replica": self.replica}},
+        )
         try:
             if batch.status == "validating":
                 started = await self._start(batch)
