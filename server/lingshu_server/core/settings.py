@@ -503,6 +503,13 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body accepted, enforced while reading (413 beyond).",
     )
+    max_file_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description="Largest upload accepted by POST /v1/files (the whole multipart body), "
+        "enforced while it streams to the database (413 beyond); it replaces "
+        "--max-request-bytes for that route only.",
+    )
     max_concurrent_requests: int = Field(
         default=64, ge=1, description="Requests generating in the engine at once."
     )
@@ -555,6 +562,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a stored response or conversation is kept after it was last "
         "written; a background sweeper deletes it, and its images, after that.",
+    )
+    file_ttl: float = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="Seconds an uploaded file (and a batch's output and error files) is kept "
+        "after it was created; a background sweeper deletes it after that.",
     )
     state_dir: Path = Field(
         default=Path("~/.local/state/lingshu-server"),

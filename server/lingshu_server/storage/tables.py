@@ -100,6 +100,39 @@ quota_buckets = sa.Table(
     sa.Column("updated", sa.Float, nullable=False),
 )
 
+# Files (the Files API): uploads (`batch` input, `user_data`) and the output and error files a
+# batch writes. A file's content is its chunks' data in `seq` order: an upload is cut into
+# chunks of about a MiB as it streams in (a row `uploading` until the last one is written), a
+# batch's output file has one chunk per line, at the position of its input line.
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("purpose", sa.String(40), nullable=False),
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("line_count", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    # `batch` files: the one `url` every line names (the endpoint a batch of it must name)
+    sa.Column("batch_endpoint", sa.String(40), nullable=True),
+    sa.Index("ix_files_expires_at", "expires_at"),
+    sa.Index("ix_files_owner_created_at", "owner", "created_at"),
+)
+
+file_chunks = sa.Table(
+    "file_chunks",
+    metadata,
+    sa.Column(
+        "file_id",
+        sa.String(80),
+        sa.ForeignKey("files.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
 # Batches (storage/batch_store.py): OpenAI's batch object with its progress, who created it
 # (owner, and the tenant, key and identity its lines run as), and the lease of the replica
 # running it: a replica holds a batch while `lease_until` (wall-clock seconds) is ahead and
