@@ -133,6 +133,8 @@ file_chunks = sa.Table(
     ),
     sa.Column("seq", sa.BigInteger, primary_key=True),
     sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
 # Batches (storage/batch_store.py): OpenAI's batch object with its progress, who created it
 # (owner, and the tenant, key and identity its lines run as), and the lease of the replica
 # running it: a replica holds a batch while `lease_until` (wall-clock seconds) is ahead and
