@@ -68,7 +68,12 @@ def batch_file(model: str, lines: int, max_tokens: int) -> bytes:
         }
         out.append(
             json.dumps(
-                {"custom_id": f"s{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+                {
+                    "custom_id": f"s{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": body,
+                }
             )
         )
     return ("\n".join(out) + "\n").encode()

@@ -374,7 +374,9 @@ def create_app(
                 )
             )
             background.append(
-                asyncio.create_task(app.state.batch_runner.run_forever(app.state.database.has_state))
+                asyncio.create_task(
+                    app.state.batch_runner.run_forever(app.state.database.has_state)
+                )
             )
 
         background.append(asyncio.create_task(start()))

@@ -66,9 +66,12 @@ def test_a_batch_answers_each_line_as_the_live_endpoint_would(alice, batching: B
 
 def test_batch_lines_run_below_people(alice, batching: BatchingServer):
     file_id = upload(alice, [request_line(f"r{i}", chat_body("Findings?")) for i in range(2)])
-    batch = wait_for(alice, alice.batches.create(
-        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
-    ).id)
+    batch = wait_for(
+        alice,
+        alice.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+        ).id,
+    )
     engine = batching.running.engine
     for line in file_lines(alice, batch.output_file_id):
         assert engine.priorities[line["response"]["body"]["id"]] == 10  # --batch-priority
@@ -83,12 +86,17 @@ def test_the_three_endpoints_run_in_batches(alice):
     }
     for endpoint, body in cases.items():
         file_id = upload(alice, [request_line("only", body, url=endpoint)])
-        batch = wait_for(alice, alice.batches.create(
-            input_file_id=file_id, endpoint=endpoint, completion_window="24h"
-        ).id)
+        batch = wait_for(
+            alice,
+            alice.batches.create(
+                input_file_id=file_id, endpoint=endpoint, completion_window="24h"
+            ).id,
+        )
         (line,) = outcomes(alice, batch)["only"]
         answer = line["response"]["body"]
-        assert answer["object"] == ("response" if endpoint == "/v1/responses" else "text_completion")
+        assert answer["object"] == (
+            "response" if endpoint == "/v1/responses" else "text_completion"
+        )
 
 
 def test_each_batch_is_its_creators(alice, bob):
@@ -123,7 +131,11 @@ def test_a_batch_that_cannot_run_is_refused_with_a_clear_error(alice, batching: 
         ({"input_file_id": file_id, "endpoint": "/v1/responses"}, "endpoint"),
         ({"input_file_id": file_id, "endpoint": "/v1/embeddings"}, "endpoint"),
         (
-            {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "1y"},
+            {
+                "input_file_id": file_id,
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "1y",
+            },
             "completion_window",
         ),
     ]
@@ -132,9 +144,12 @@ def test_a_batch_that_cannot_run_is_refused_with_a_clear_error(alice, batching: 
         assert refused.status_code == 400, refused.text
         assert set(refused.json()["error"]) == {"message", "type", "param", "code"}
         assert refused.json()["error"]["param"] == param
-    done = wait_for(alice, alice.batches.create(
-        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
-    ).id)
+    done = wait_for(
+        alice,
+        alice.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+        ).id,
+    )
     with pytest.raises(openai.ConflictError):
         alice.batches.cancel(done.id)
     http.close()
@@ -183,16 +198,25 @@ def test_a_batch_past_its_window_expires_with_the_rest_in_its_error_file(
 
 def test_metrics_and_audit_name_batches_by_id_never_content(alice, batching: BatchingServer):
     lines = [request_line("s", chat_body(SECRET, image=IMAGE, max_tokens=2))]
-    batch = wait_for(alice, alice.batches.create(
-        input_file_id=upload(alice, lines), endpoint="/v1/chat/completions", completion_window="24h"
-    ).id)
+    batch = wait_for(
+        alice,
+        alice.batches.create(
+            input_file_id=upload(alice, lines),
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        ).id,
+    )
     metrics = httpx.get(
         f"{batching.running.base_url}/metrics", headers={"Authorization": f"Bearer {alice.api_key}"}
     ).text
     assert 'lingshu_batch_lines_total{outcome="completed"}' in metrics
     assert 'lingshu_queue_depth{priority="batch"}' in metrics
     audit = [json.loads(line) for line in batching.audit_path.read_text().splitlines()]
-    created = [r for r in audit if {"action": "created", "id": batch.id, "sha256": []} in r.get("stored", [])]
+    created = [
+        r
+        for r in audit
+        if {"action": "created", "id": batch.id, "sha256": []} in r.get("stored", [])
+    ]
     assert created and created[0]["route"] == "/v1/batches"
     (line,) = outcomes(alice, batch)["s"]
     ran = [r for r in audit if r.get("request_id") == line["id"]]

@@ -67,9 +67,7 @@ def test_chat_lines_answer_as_the_live_endpoint_token_for_token(sdk: OpenAI):
             },
             **{**greedy, "max_tokens": 60},
         ),
-        "tool": chat_body(
-            "Order a follow-up CT.", tools=[TOOL], tool_choice="required", **greedy
-        ),
+        "tool": chat_body("Order a follow-up CT.", tools=[TOOL], tool_choice="required", **greedy),
     }
     batch = wait_for(
         sdk,
@@ -101,8 +99,12 @@ def test_chat_lines_answer_as_the_live_endpoint_token_for_token(sdk: OpenAI):
     [
         (
             "/v1/responses",
-            {"model": "lingshu-demo", "input": "Findings?", "temperature": 0,
-             "max_output_tokens": 8},
+            {
+                "model": "lingshu-demo",
+                "input": "Findings?",
+                "temperature": 0,
+                "max_output_tokens": 8,
+            },
             lambda answer: answer["output"][0]["content"][0]["text"],
         ),
         (

@@ -35,7 +35,9 @@ def sdk(server: RunningServer) -> OpenAI:
 
 
 def study_lines() -> list[dict]:
-    return [request_line(f"study-{i}", chat_body(f"Study {i}?", max_tokens=6)) for i in range(LINES)]
+    return [
+        request_line(f"study-{i}", chat_body(f"Study {i}?", max_tokens=6)) for i in range(LINES)
+    ]
 
 
 def assert_each_line_once(client: OpenAI, batch_id: str) -> None:
@@ -71,9 +73,12 @@ def test_a_batch_killed_at_random_points_resumes_and_writes_each_line_once(
     )
     rng = random.Random(25)
     for number in range(1, 3):
-        wait_for(sdk(server), batch.id, ("in_progress",))
+        client = sdk(server)
+        wait_for(client, batch.id, ("in_progress",))
         # somewhere in its run: lines in flight, some written, some not yet started
-        assert wait_until(lambda: sdk(server).batches.retrieve(batch.id).request_counts.completed > 0, 30)
+        assert wait_until(
+            lambda c=client: c.batches.retrieve(batch.id).request_counts.completed > 0, 30
+        )
         time.sleep(rng.uniform(0.05, 0.4))
         server.process.kill()
         assert server.process.wait(10) == -9

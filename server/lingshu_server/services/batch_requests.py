@@ -126,4 +126,3 @@ class BatchLines:
             internal = InternalServerError("internal server error")
             return int(internal.status), internal.body().model_dump(mode="json")
         return 200, answer.model_dump(mode="json", by_alias=True)
-

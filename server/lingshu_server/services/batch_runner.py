@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lingshu_server.core.errors import StorageFullError, StorageUnavailableError
 from lingshu_server.core.metrics import Metrics
@@ -160,7 +161,9 @@ class BatchRunner:
         await self._store.start(batch, self.replica, self._lease_s, total=stored.line_count)
         return await self._store.get(batch.id)
 
-    async def _end(self, batch: StoredBatch, status: str, *, errors: list | None = None) -> None:
+    async def _end(
+        self, batch: StoredBatch, status: str, *, errors: list[dict[str, Any]] | None = None
+    ) -> None:
         await self._store.finish(batch, self.replica, status, errors=errors)
         logger.info(
             "batch ended",

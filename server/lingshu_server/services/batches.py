@@ -69,7 +69,7 @@ class BatchService:
         return batch_object(batch)
 
     async def list(self, *, after: str | None, limit: int) -> BatchList:
-        page = await self._store.list(current_owner(), after=after, limit=limit)
+        page = await self._store.listing(current_owner(), after=after, limit=limit)
         data = [batch_object(item["batch"]) for item in page.data]
         return BatchList(
             data=data,

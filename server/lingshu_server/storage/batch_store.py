@@ -9,6 +9,7 @@ between its engine answer and the commit, then came back) is not written or coun
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, fields
@@ -97,32 +98,33 @@ class BatchStore:
         metadata: dict[str, str] | None,
     ) -> StoredBatch:
         now = time.time()
-        values = {
-            "id": f"batch_{uuid.uuid4().hex}",
-            "owner": caller.owner,
-            "tenant": caller.tenant,
-            "key_id": caller.key_id,
-            "identity": caller.identity,
-            "endpoint": endpoint,
-            "input_file_id": input_file_id,
-            "completion_window": completion_window,
-            "metadata": metadata,
-            "status": "validating",
-            "created_at": now,
-            "expires_at": now + window_s,
-            **dict.fromkeys(BATCH_TIMES),
-            "output_file_id": None,
-            "error_file_id": None,
-            "errors": None,
-            "total": 0,
-            "completed": 0,
-            "failed": 0,
-            "lease_owner": None,
-            "lease_until": None,
-        }
+        times = dict.fromkeys(BATCH_TIMES)
+        batch = StoredBatch(
+            id=f"batch_{uuid.uuid4().hex}",
+            owner=caller.owner,
+            tenant=caller.tenant,
+            key_id=caller.key_id,
+            identity=caller.identity,
+            endpoint=endpoint,
+            input_file_id=input_file_id,
+            completion_window=completion_window,
+            metadata=metadata,
+            status="validating",
+            created_at=now,
+            expires_at=now + window_s,
+            output_file_id=None,
+            error_file_id=None,
+            errors=None,
+            total=0,
+            completed=0,
+            failed=0,
+            lease_owner=None,
+            lease_until=None,
+            **times,
+        )
         async with self.database.transaction() as connection:
-            await connection.execute(sa.insert(batches).values(**values))
-        return StoredBatch(**values)
+            await connection.execute(sa.insert(batches).values(**dataclasses.asdict(batch)))
+        return batch
 
     async def get(self, batch_id: str, owner: str | None = None) -> StoredBatch | None:
         """The batch, if it is `owner`'s (any owner's: None, for the runner)."""
@@ -133,7 +135,7 @@ class BatchStore:
             row = (await connection.execute(query)).first()
         return _batch(row) if row is not None else None
 
-    async def list(self, owner: str, *, after: str | None, limit: int) -> Page:
+    async def listing(self, owner: str, *, after: str | None, limit: int) -> Page:
         """The owner's batches, newest first, `limit` after the batch `after`."""
         query = sa.select(batches).where(batches.c.owner == owner)
         async with self.database.transaction() as connection:
@@ -319,7 +321,8 @@ class BatchStore:
             rows = await connection.execute(
                 sa.select(batches.c.status, sa.func.count()).group_by(batches.c.status)
             )
-            return {status: count for status, count in rows}
+            counts: dict[str, int] = {str(status): int(count) for status, count in rows}
+        return counts
 
 
 async def _renew(connection: AsyncConnection, batch_id: str, replica: str, lease_s: float) -> None:

@@ -85,7 +85,7 @@ class Database:
         if self._engine is not None or self.kind != "sqlite":
             return True
         database = make_url(self.url).database
-        return bool(database) and database != ":memory:" and Path(database).exists()
+        return database is not None and database != ":memory:" and Path(database).exists()
 
     async def open(self) -> None:
         """Connect and migrate; idempotent, and safe to call from concurrent requests."""
