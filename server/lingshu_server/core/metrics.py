@@ -13,6 +13,16 @@ from lingshu_server.core.request_context import RequestContext
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 PREPROCESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "DICOM", "TIFF", "BMP", "GIF", "MPO"})
+BATCH_STATUSES = (
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
 REJECTION_REASONS = (
     "auth",
     "too_large",
@@ -136,6 +146,13 @@ class Metrics:
             ["version", "vllm_version", "model", "tensor_parallel_size"],
             registry=r,
         )
+
+        for status in BATCH_STATUSES:
+            self.batches.labels(status).set(0)
+        for outcome in ("completed", "failed"):
+            self.batch_lines.labels(outcome)
+        for priority in ("interactive", "batch"):
+            self.queue_depth.labels(priority).set(0)
 
     def record_request(self, ctx: RequestContext, latency_s: float) -> None:
         self.requests.labels(ctx.route, str(ctx.status)).inc()

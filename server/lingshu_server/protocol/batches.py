@@ -12,7 +12,6 @@ from lingshu_server.protocol.common import ResponseModel, Text, WireModel
 from lingshu_server.protocol.conversations import Metadata
 
 # The endpoints a batch's lines may call (each through the same service as the live route).
-BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/completions")
 BatchEndpoint = Literal["/v1/chat/completions", "/v1/responses", "/v1/completions"]
 BatchStatus = Literal[
     "validating",
@@ -24,8 +23,6 @@ BatchStatus = Literal[
     "cancelling",
     "cancelled",
 ]
-# A batch still to be worked on (a replica holds it by a lease while it runs it).
-ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
 
 _WINDOW = re.compile(r"([1-9][0-9]{0,5})([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lingshu_server.core.errors import StorageFullError, StorageUnavailableError
-from lingshu_server.core.metrics import Metrics
+from lingshu_server.core.metrics import BATCH_STATUSES, Metrics
 from lingshu_server.protocol.batches import output_line
 from lingshu_server.services.batch_requests import BatchLines, LineAnswer, RetryLineError
 from lingshu_server.storage.batch_store import BatchStore, LeaseLostError, StoredBatch
@@ -107,10 +107,8 @@ class BatchRunner:
 
     async def _count_batches(self) -> None:
         counts = await self._store.counts_by_status()
-        for status in ("validating", "in_progress", "finalizing", "cancelling"):
-            counts.setdefault(status, 0)
-        for status, count in counts.items():
-            self._metrics.batches.labels(status).set(count)
+        for status in BATCH_STATUSES:
+            self._metrics.batches.labels(status).set(counts.get(status, 0))
 
     async def _run(self, batch: StoredBatch) -> None:
         logger.info(
