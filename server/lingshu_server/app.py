@@ -34,6 +34,7 @@ from lingshu_server.engine.model_check import UnsupportedModelError, check_suppo
 from lingshu_server.engine.vllm_engine import VllmEngine, vllm_version
 from lingshu_server.http.auth import ApiKeyStore, AuthMiddleware, is_loopback
 from lingshu_server.http.error_handlers import install_error_handlers
+from lingshu_server.http.file_routes import FILES_PATH, files
 from lingshu_server.http.identity import install_identity
 from lingshu_server.http.limits import BodySizeLimitMiddleware, RateLimiter
 from lingshu_server.http.openapi import install_openapi
@@ -64,6 +65,7 @@ from lingshu_server.services.chat_prompt import (
 )
 from lingshu_server.services.completions import CompletionService
 from lingshu_server.services.conversations import ConversationService
+from lingshu_server.services.files import FileService
 from lingshu_server.services.fingerprint import Fingerprints, input_settings
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.preview import PreviewService
@@ -77,6 +79,7 @@ from lingshu_server.services.tokenization import TokenizeService
 from lingshu_server.services.tool_template import handles_tools
 from lingshu_server.storage.conversation_store import ConversationStore
 from lingshu_server.storage.database import Database
+from lingshu_server.storage.file_store import FileStore
 from lingshu_server.storage.quota_counter import DatabaseQuotaCounter
 from lingshu_server.storage.report_draft_store import ReportDraftStore
 from lingshu_server.storage.response_store import ResponseStore
@@ -421,10 +424,16 @@ def create_app(
     app.state.conversation_service = ConversationService(
         ConversationStore(database, settings.store_ttl)
     )
+    app.state.file_store = FileStore(database, settings.file_ttl)
+    # a batch line is a request: it may be as large as one
+    app.state.file_service = FileService(
+        app.state.file_store, max_line_bytes=settings.max_request_bytes
+    )
 
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(stored)
+    app.include_router(files)
     app.include_router(tokens)
     app.include_router(public)
     if settings.playground:
@@ -446,6 +455,7 @@ def create_app(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_request_bytes,
         read_timeout=settings.body_read_timeout,
+        streamed={FILES_PATH: settings.max_file_bytes},
     )
     if app.state.quotas is not None:  # after the caller is known, before the body is read
         app.add_middleware(QuotaMiddleware, quotas=app.state.quotas)
