@@ -35,6 +35,7 @@ from lingshu_server.engine.vllm_engine import VllmEngine, vllm_version
 from lingshu_server.http.auth import ApiKeyStore, AuthMiddleware, is_loopback
 from lingshu_server.http.batch_routes import batch_routes
 from lingshu_server.http.error_handlers import install_error_handlers
+from lingshu_server.http.file_routes import FILES_PATH, files
 from lingshu_server.http.identity import install_identity
 from lingshu_server.http.limits import BodySizeLimitMiddleware, RateLimiter
 from lingshu_server.http.openapi import install_openapi
@@ -68,6 +69,7 @@ from lingshu_server.services.chat_prompt import (
 )
 from lingshu_server.services.completions import CompletionService
 from lingshu_server.services.conversations import ConversationService
+from lingshu_server.services.files import FileService
 from lingshu_server.services.fingerprint import Fingerprints, input_settings
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.preview import PreviewService
@@ -82,6 +84,7 @@ from lingshu_server.services.tool_template import handles_tools
 from lingshu_server.storage.batch_store import BatchStore
 from lingshu_server.storage.conversation_store import ConversationStore
 from lingshu_server.storage.database import Database
+from lingshu_server.storage.file_store import FileStore
 from lingshu_server.storage.quota_counter import DatabaseQuotaCounter
 from lingshu_server.storage.report_draft_store import ReportDraftStore
 from lingshu_server.storage.response_store import ResponseStore
@@ -462,6 +465,11 @@ def create_app(
     app.state.conversation_service = ConversationService(
         ConversationStore(database, settings.store_ttl)
     )
+    app.state.file_store = FileStore(database, settings.file_ttl)
+    # a batch line is a request: it may be as large as one
+    app.state.file_service = FileService(
+        app.state.file_store, max_line_bytes=settings.max_request_bytes
+    )
     app.state.batch_store = BatchStore(database, app.state.file_store)
     app.state.batch_runner = None  # made once the services are
     app.state.batch_service = BatchService(
@@ -471,6 +479,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(stored)
+    app.include_router(files)
     app.include_router(batch_routes)
     app.include_router(tokens)
     app.include_router(public)
@@ -493,6 +502,7 @@ def create_app(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_request_bytes,
         read_timeout=settings.body_read_timeout,
+        streamed={FILES_PATH: settings.max_file_bytes},
     )
     if app.state.quotas is not None:  # after the caller is known, before the body is read
         app.add_middleware(QuotaMiddleware, quotas=app.state.quotas)

@@ -72,6 +72,16 @@ class ReportNotFoundError(APIError):
     code = "report_not_found"
 
 
+class InvalidFileError(APIError):
+    """An upload refused as a whole: empty, a purpose not accepted, or a `batch` file with a
+    bad line (the message names the line and what is wrong, never the line's content)."""
+
+    code = "invalid_file"
+
+    def __init__(self, message: str, *, param: str = "file", code: str | None = None):
+        super().__init__(message, param=param, code=code)
+
+
 class UnsupportedMediaTypeError(APIError):
     status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
     code = "unsupported_media_type"
