@@ -85,9 +85,9 @@ def test_chat_lines_answer_as_the_live_endpoint_token_for_token(sdk: OpenAI):
         (line,) = found[cid]
         assert line["response"]["status_code"] == 200, line
         answer = line["response"]["body"]
-        live = sdk.chat.completions.create(**body)
-        assert answer["choices"][0]["message"] == live.choices[0].message.model_dump()
-        assert answer["usage"]["prompt_tokens"] == live.usage.prompt_tokens
+        live = sdk.chat.completions.with_raw_response.create(**body).http_response.json()
+        assert answer["choices"] == live["choices"]
+        assert answer["usage"] == live["usage"]
         answers[cid] = answer["choices"][0]["message"]
     jsonschema.validate(json.loads(answers["json"]["content"]), SCHEMA)
     (call,) = answers["tool"]["tool_calls"]

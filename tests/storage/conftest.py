@@ -1,6 +1,6 @@
-"""A server that stores responses by default, with two API keys and an audit log, in process on
-the fake engine: what is stored, who may read it, pages, retention and audit are the server's
-own work (what the engine answers is checked in tests/responses/test_stored_responses.py). And
+"""A server that stores responses by default and runs batches (two lines at a time), with two API
+keys and an audit log, in process on the fake engine: what is stored, who may read it, pages,
+retention, batches and audit are the server's own work (what the engine answers is checked in tests/responses/test_stored_responses.py). And
 the folder's PostgreSQL: one server per worker for the whole folder (tests that need a clean
 database take `postgres.create_database(name)`).
 
@@ -53,6 +53,8 @@ def storing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoringServer]
         ",".join(KEYS),
         "--audit-log-file",
         str(root / "audit.jsonl"),
+        "--batch-max-in-flight",
+        "2",
     )
     yield StoringServer(running, root / "state", root / "audit.jsonl")
     running.stop()

@@ -156,7 +156,10 @@ class BatchRunner:
                 ],
             )
             return None
-        await self._store.start(batch, self.replica, self._lease_s, total=stored.line_count)
+        total = 0
+        async for _ in self._files.lines(stored.id):  # its requests: the non-blank lines
+            total += 1
+        await self._store.start(batch, self.replica, self._lease_s, total=total)
         return await self._store.get(batch.id)
 
     async def _end(
