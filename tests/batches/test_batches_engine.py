@@ -15,8 +15,7 @@ from openai import OpenAI
 
 from tests.utils.batches import chat_body, outcomes, request_line, upload, wait_for
 from tests.utils.images import image_data_url
-from tests.utils.server import RunningServer
-from tests.utils.shared_engine import SharedEngine
+from tests.utils.server import RunningServer, SharedEngine
 
 pytestmark = pytest.mark.e2e
 

@@ -1,8 +1,9 @@
 """A server that stores responses by default and runs batches (two lines at a time), with two API
 keys and an audit log, in process on the fake engine: what is stored, who may read it, pages,
 retention, batches and audit are the server's own work (what the engine answers is checked in
-tests/responses/test_stored_responses.py and tests/batches). And the folder's PostgreSQL: one server per worker for the whole folder (tests that need a clean
-database take `postgres.create_database(name)`).
+tests/responses/test_stored_responses.py and tests/batches). And the folder's PostgreSQL: one
+server per worker for the whole folder (tests that need a clean database take
+`postgres.create_database(name)`).
 
 For the fault and load tests, servers in processes of their own (they are killed, run as two
 replicas, or given a disk of their own): the launcher of fake-engine server processes
