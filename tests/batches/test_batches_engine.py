@@ -5,6 +5,7 @@ tools included, for each of the three endpoints a batch may call."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from openai import OpenAI
 
 from tests.utils.batches import chat_body, outcomes, request_line, upload, wait_for
+from tests.utils.docs import on_server, only_block, page, run_example
 from tests.utils.images import image_data_url
 from tests.utils.server import RunningServer, SharedEngine
 
@@ -66,7 +68,14 @@ def test_chat_lines_answer_as_the_live_endpoint_token_for_token(sdk: OpenAI):
             },
             **{**greedy, "max_tokens": 60},
         ),
-        "tool": chat_body("Order a follow-up CT.", tools=[TOOL], tool_choice="required", **greedy),
+        "tool": chat_body(
+            "Order a follow-up CT.",
+            tools=[TOOL],
+            tool_choice="required",
+            temperature=1,
+            seed=7,
+            max_tokens=400,
+        ),
     }
     batch = wait_for(
         sdk,
@@ -89,7 +98,8 @@ def test_chat_lines_answer_as_the_live_endpoint_token_for_token(sdk: OpenAI):
         assert answer["usage"] == live["usage"]
         answers[cid] = answer["choices"][0]["message"]
     jsonschema.validate(json.loads(answers["json"]["content"]), SCHEMA)
-    (call,) = answers["tool"]["tool_calls"]
+    assert answers["tool"].get("tool_calls"), answers["tool"]
+    call = answers["tool"]["tool_calls"][0]
     assert json.loads(call["function"]["arguments"])["modality"] in ("CT", "MR", "XR")
 
 
@@ -128,3 +138,11 @@ def test_responses_and_completions_lines_answer_as_live(
     (line,) = outcomes(sdk, batch)["one"]
     live = httpx.post(f"{batches_server.base_url}{endpoint}", json=body, timeout=120)
     assert text_of(line["response"]["body"]) == text_of(live.json())
+
+
+def test_the_guides_example_runs_a_batch_as_written(batches_server: RunningServer, tmp_path):
+    example = on_server(only_block("py", page("guides/batches.md")), batches_server.port)
+    output = run_example([sys.executable, "-c", example], tmp_path).splitlines()
+    assert output[0].startswith("completed RequestCounts(")
+    assert "completed=3" in output[0] and "failed=0" in output[0]
+    assert sorted(output[1:]) == [f"study-1.2.840.99.{i} 200" for i in (1, 2, 3)]
