@@ -42,6 +42,14 @@ TOOL = {
 }
 
 
+def without_call_ids(choices: list[dict]) -> list[dict]:
+    """The choices with each tool call's id (random, `call_...`) left out."""
+    for choice in choices:
+        for call in choice["message"].get("tool_calls") or []:
+            call.pop("id")
+    return choices
+
+
 @pytest.fixture(scope="module")
 def batches_server(
     shared_engine: SharedEngine, tmp_path_factory: pytest.TempPathFactory
@@ -94,7 +102,7 @@ def test_chat_lines_answer_as_the_live_endpoint_token_for_token(sdk: OpenAI):
         assert line["response"]["status_code"] == 200, line
         answer = line["response"]["body"]
         live = sdk.chat.completions.with_raw_response.create(**body).http_response.json()
-        assert answer["choices"] == live["choices"]
+        assert without_call_ids(answer["choices"]) == without_call_ids(live["choices"])
         assert answer["usage"] == live["usage"]
         answers[cid] = answer["choices"][0]["message"]
     jsonschema.validate(json.loads(answers["json"]["content"]), SCHEMA)
@@ -143,6 +151,6 @@ def test_responses_and_completions_lines_answer_as_live(
 def test_the_guides_example_runs_a_batch_as_written(batches_server: RunningServer, tmp_path):
     example = on_server(only_block("py", page("guides/batches.md")), batches_server.port)
     output = run_example([sys.executable, "-c", example], tmp_path).splitlines()
-    assert output[0].startswith("completed RequestCounts(")
+    assert output[0].startswith("completed ")
     assert "completed=3" in output[0] and "failed=0" in output[0]
     assert sorted(output[1:]) == [f"study-1.2.840.99.{i} 200" for i in (1, 2, 3)]
