@@ -14,7 +14,8 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-\nimport pytest
+
+import pytest
 
 from tests.utils.docs import commands, fenced_blocks, section
 
