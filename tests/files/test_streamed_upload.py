@@ -59,6 +59,8 @@ def test_a_large_upload_streams_through_in_a_fraction_of_its_size(alice):
     size = created.json()["bytes"]
     assert size >= FILE_BYTES > MAX_REQUEST_BYTES
     assert read_back.hexdigest() == digest.hexdigest()
-    assert upload_peak < size / 4, f"upload peak {upload_peak} bytes for a {size}-byte file"
-    assert download_peak < size / 4, f"download peak {download_peak} bytes for {size} bytes"
+    # about 2 MB each: a MiB being written or read, and the network's buffers (other threads of
+    # this process count too, hence the margin)
+    assert upload_peak < size / 3, f"upload peak {upload_peak} bytes for a {size}-byte file"
+    assert download_peak < size / 3, f"download peak {download_peak} bytes for {size} bytes"
     alice.delete(f"/v1/files/{created.json()['id']}")
