@@ -146,3 +146,12 @@ def test_uploads_over_the_cap_are_413s_and_leave_nothing(alice, files_server):
     )
     assert str(MAX_FILE_BYTES) in error["message"]
     assert stored_rows(files_server) == (0, 0)
+
+
+def test_the_guides_example_runs_as_written(files_server, tmp_path, monkeypatch, capsys):
+    from tests.utils.docs import fenced_blocks, on_server, page
+
+    example = on_server(fenced_blocks("py", page("guides/files.md"))[0], files_server.running.port)
+    monkeypatch.chdir(tmp_path)  # run here, not in a new interpreter: the SDK is loaded already
+    exec(example.replace('api_key="unused"', f'api_key="{KEYS[0]}"'), {})
+    assert capsys.readouterr().out == fenced_blocks("text", page("guides/files.md"))[0]

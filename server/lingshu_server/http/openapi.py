@@ -28,7 +28,7 @@ ERROR_DESCRIPTIONS = {
     502: "The PACS could not be reached or failed (Retry-After)",
     504: "The PACS did not answer in time (Retry-After)",
     408: "The request body did not arrive within --body-read-timeout",
-    413: "The request body is over --max-request-bytes",
+    413: "The request body is over --max-request-bytes (an upload to /v1/files: --max-file-bytes)",
     415: "The body is not sent as Content-Type: application/json",
     429: "The key's rate limit is reached (Retry-After)",
     431: "The request line and headers are over --max-header-bytes",

@@ -15,6 +15,8 @@ from lingshu_server.services.request_records import current_owner, note_stored
 from lingshu_server.storage.file_store import FileFacts, FileStore, StoredFile
 from lingshu_server.storage.paging import Order
 
+SEND_BYTES = 256 * 1024
+
 
 @dataclass
 class Upload:
@@ -77,10 +79,11 @@ class FileService:
         return FileList.of(listed, has_more=page.has_more)
 
     async def content(self, file_id: str) -> AsyncIterator[bytes]:
-        """The file's content, streamed (ownership checked before the first byte)."""
+        """The file's content, streamed (ownership checked before the first byte), in pieces
+        small enough that the socket's buffer never holds much of it."""
         await self._owned(file_id)
         note_stored("read", file_id)
-        return self._store.content(file_id)
+        return _pieces(self._store.content(file_id))
 
     async def delete(self, file_id: str) -> FileDeleted:
         if not await self._store.delete(file_id, current_owner()):
@@ -93,6 +96,12 @@ class FileService:
         if stored is None:
             raise _missing(file_id)
         return stored
+
+
+async def _pieces(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        for start in range(0, len(chunk), SEND_BYTES):
+            yield chunk[start : start + SEND_BYTES]
 
 
 def file_object(stored: StoredFile) -> FileObject:

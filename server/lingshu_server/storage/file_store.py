@@ -25,10 +25,9 @@ from lingshu_server.storage.paging import Order, Page
 from lingshu_server.storage.tables import file_chunks, files
 
 CHUNK_BYTES = 1024 * 1024
-# Chunks read per query: a few upload chunks (a MiB each), up to many one-line output chunks.
-FIRST_READ_ROWS = 4
+# Content is read about a MiB per query: one upload chunk, up to a thousand one-line chunks.
+READ_BYTES = CHUNK_BYTES
 MOST_READ_ROWS = 1024
-READ_BYTES = 4 * CHUNK_BYTES
 UPLOADING = "uploading"
 PROCESSED = "processed"
 
@@ -122,7 +121,7 @@ class FileStore:
         )
 
     async def _write_chunks(self, file_id: str, chunks: AsyncIterable[bytes]) -> tuple[int, int]:
-        """Write the content in chunks of CHUNK_BYTES; its size and its number of lines."""
+        """Write the content in chunks of about CHUNK_BYTES; its size and number of lines."""
         pending = bytearray()
         seq = size = newlines = 0
         ends_with_newline = True
@@ -133,15 +132,15 @@ class FileStore:
             newlines += data.count(b"\n")
             ends_with_newline = data.endswith(b"\n")
             pending += data
-            while len(pending) >= CHUNK_BYTES:
-                await self._write_chunk(file_id, seq, bytes(pending[:CHUNK_BYTES]))
-                del pending[:CHUNK_BYTES]
+            if len(pending) >= CHUNK_BYTES:  # a chunk is a MiB and at most one read more
+                await self._write_chunk(file_id, seq, pending)  # the buffer itself, no copy
+                pending = bytearray()
                 seq += 1
         if pending:
-            await self._write_chunk(file_id, seq, bytes(pending))
+            await self._write_chunk(file_id, seq, pending)
         return size, newlines + (0 if ends_with_newline else 1)
 
-    async def _write_chunk(self, file_id: str, seq: int, data: bytes) -> None:
+    async def _write_chunk(self, file_id: str, seq: int, data: bytearray) -> None:
         async with self.database.transaction() as connection:
             await connection.execute(
                 sa.insert(file_chunks).values(file_id=file_id, seq=seq, data=data)
@@ -255,9 +254,10 @@ class FileStore:
             return True
 
     async def content(self, file_id: str) -> AsyncIterator[bytes]:
-        """The content in `seq` order, a few chunks per query (more when they are small)."""
+        """The content in `seq` order, about READ_BYTES per query: an upload's chunk at a time,
+        many of an output file's one-line chunks."""
         after = -1
-        rows_wanted = FIRST_READ_ROWS
+        rows_wanted = 1
         while True:
             async with self.database.transaction() as connection:
                 rows = list(
@@ -268,14 +268,18 @@ class FileStore:
                         .limit(rows_wanted)
                     )
                 )
+            if not rows:
+                return
+            after = rows[-1].seq
+            read = sum(len(row.data) for row in rows)
             for row in rows:
                 yield bytes(row.data)
             if len(rows) < rows_wanted:
                 return
-            after = rows[-1].seq
-            read = sum(len(row.data) for row in rows)
             if read < READ_BYTES // 2:
                 rows_wanted = min(MOST_READ_ROWS, rows_wanted * 2)
+            elif read > READ_BYTES * 2:
+                rows_wanted = max(1, rows_wanted // 2)
 
     async def lines(self, file_id: str) -> AsyncIterator[tuple[int, bytes]]:
         """The non-blank lines (without their line ends) with their 1-based line numbers."""
