@@ -5,6 +5,8 @@ tools included, for each of the three endpoints a batch may call."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +20,11 @@ from tests.utils.batches import chat_body, outcomes, request_line, upload, wait_
 from tests.utils.docs import on_server, only_block, page, run_example
 from tests.utils.images import image_data_url
 from tests.utils.server import RunningServer, SharedEngine
+from tests.utils.tools import require_node
 
 pytestmark = pytest.mark.e2e
+
+JS = Path(__file__).resolve().parents[1] / "js"
 
 IMAGE = image_data_url(96, 80, seed=3)
 SCHEMA = {
@@ -154,3 +159,22 @@ def test_the_guides_example_runs_a_batch_as_written(batches_server: RunningServe
     assert output[0].startswith("completed ")
     assert "completed=3" in output[0] and "failed=0" in output[0]
     assert sorted(output[1:]) == [f"study-1.2.840.99.{i} 200" for i in (1, 2, 3)]
+
+
+def test_the_js_sdk_creates_runs_reads_and_cancels_batches(batches_server: RunningServer):
+    executable = require_node(JS, "openai")
+    env = {**os.environ, "LINGSHU_URL": batches_server.base_url, "LINGSHU_MODEL": "lingshu-demo"}
+    result = subprocess.run(
+        [executable, str(JS / "batches.mjs")], capture_output=True, text=True, env=env, timeout=300
+    )
+    try:
+        report = json.loads(result.stdout)
+    except ValueError:
+        pytest.fail(f"no report from the script:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    failed = [r["error"] for r in report["results"] if not r["ok"]]
+    assert not failed, "\n\n".join(failed)
+    assert [r["name"] for r in report["results"]] == [
+        "batches: created, run, output read",
+        "batches: cancelled",
+        "batches: unknown id",
+    ]

@@ -26,6 +26,7 @@ from lingshu_server.core.request_context import RequestContext
 from lingshu_server.protocol.chat import ChatCompletionRequest
 from lingshu_server.protocol.completions import CompletionRequest
 from lingshu_server.protocol.responses import ResponsesRequest
+from lingshu_server.services.batch_lines import BATCH_ENDPOINTS
 from lingshu_server.services.chat import ChatService
 from lingshu_server.services.completions import CompletionService
 from lingshu_server.services.responses import ResponsesService
@@ -63,16 +64,16 @@ class LiveServices:
     responses: ResponsesService
     completions: CompletionService
 
-    def call(self, endpoint: str, body: dict[str, Any]) -> Awaitable[BaseModel]:
+    def call(self, endpoint: str, body: Any) -> Awaitable[BaseModel]:
         """The live endpoint's own non-streaming call on a JSON body (ValidationError if the
         body is not one the route would take)."""
-        if endpoint == "/v1/chat/completions":
-            return self.chat.complete(ChatCompletionRequest.model_validate(body))
-        if endpoint == "/v1/responses":
-            return self.responses.create(ResponsesRequest.model_validate(body))
-        if endpoint == "/v1/completions":
-            return self.completions.complete(CompletionRequest.model_validate(body))
-        raise ValueError(f"not a batch endpoint: {endpoint}")
+        request = BATCH_ENDPOINTS[endpoint].model_validate(body)
+        if isinstance(request, ChatCompletionRequest):
+            return self.chat.complete(request)
+        if isinstance(request, ResponsesRequest):
+            return self.responses.create(request)
+        assert isinstance(request, CompletionRequest)
+        return self.completions.complete(request)
 
 
 class BatchLines:
