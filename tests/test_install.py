@@ -15,6 +15,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.utils.docs import commands, fenced_blocks, section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +91,8 @@ def modules_only_for_tests() -> set[str]:
     }
 
 
+@pytest.mark.e2e
+@pytest.mark.beside_engine
 def test_server_imports_and_starts_its_app_without_test_tools(tmp_path: Path):
     blocked = sorted(modules_only_for_tests())
     script = f"""
@@ -148,6 +152,8 @@ def test_without_root_a_missing_package_is_named_with_the_command_to_run():
     assert "dash" not in missing.stderr
 
 
+@pytest.mark.e2e
+@pytest.mark.beside_engine
 def test_a_test_that_skips_for_a_missing_tool_fails(tmp_path: Path):
     (tmp_path / "test_skips.py").write_text(
         "import pytest\n\n"

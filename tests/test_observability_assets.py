@@ -64,6 +64,9 @@ CONTRACT = {
     "lingshu_engine_healthy": ("gauge", ()),
     "lingshu_engine_loading": ("gauge", ()),
     "lingshu_requests_queued": ("gauge", ()),
+    "lingshu_batches": ("gauge", ("status",)),
+    "lingshu_batch_lines": ("counter", ("outcome",)),
+    "lingshu_queue_depth": ("gauge", ("priority",)),
     "lingshu_build_info": ("gauge", ("version", "vllm_version", "model", "tensor_parallel_size")),
 }
 

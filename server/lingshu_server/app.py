@@ -33,7 +33,9 @@ from lingshu_server.engine.lora import plan_adapters
 from lingshu_server.engine.model_check import UnsupportedModelError, check_supported_model
 from lingshu_server.engine.vllm_engine import VllmEngine, vllm_version
 from lingshu_server.http.auth import ApiKeyStore, AuthMiddleware, is_loopback
+from lingshu_server.http.batch_routes import batch_routes
 from lingshu_server.http.error_handlers import install_error_handlers
+from lingshu_server.http.file_routes import FILES_PATH, files
 from lingshu_server.http.identity import install_identity
 from lingshu_server.http.limits import BodySizeLimitMiddleware, RateLimiter
 from lingshu_server.http.openapi import install_openapi
@@ -54,6 +56,9 @@ from lingshu_server.inputs.processor_resize import ProcessorResize
 from lingshu_server.inputs.video import VideoLimits
 from lingshu_server.inputs.video_inputs import VideoInputs
 from lingshu_server.services.admission import AdmissionController
+from lingshu_server.services.batch_requests import BatchLines, LiveServices
+from lingshu_server.services.batch_runner import BatchRunner
+from lingshu_server.services.batches import BatchService
 from lingshu_server.services.chat import ChatService
 from lingshu_server.services.chat_prompt import (
     ChatPromptBuilder,
@@ -64,6 +69,7 @@ from lingshu_server.services.chat_prompt import (
 )
 from lingshu_server.services.completions import CompletionService
 from lingshu_server.services.conversations import ConversationService
+from lingshu_server.services.files import FileService
 from lingshu_server.services.fingerprint import Fingerprints, input_settings
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.preview import PreviewService
@@ -75,8 +81,10 @@ from lingshu_server.services.runner import GenerationRunner
 from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tokenization import TokenizeService
 from lingshu_server.services.tool_template import handles_tools
+from lingshu_server.storage.batch_store import BatchStore
 from lingshu_server.storage.conversation_store import ConversationStore
 from lingshu_server.storage.database import Database
+from lingshu_server.storage.file_store import FileStore
 from lingshu_server.storage.quota_counter import DatabaseQuotaCounter
 from lingshu_server.storage.report_draft_store import ReportDraftStore
 from lingshu_server.storage.response_store import ResponseStore
@@ -276,6 +284,7 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
         pool=app.state.image_pool,
         metrics=app.state.metrics,
     )
+    app.state.batch_runner = _batch_runner(app, settings, admission)
     lifecycle.enter(Stage.READY)
     app.state.metrics.engine_loading.set(0)
     app.state.metrics.engine_healthy.set(1)
@@ -302,6 +311,33 @@ async def load_services(app: FastAPI, settings: Settings, engine_factory: Engine
             "text_lines": message.text_lines,
         },
     )
+
+
+def _batch_runner(app: FastAPI, settings: Settings, admission: AdmissionController) -> BatchRunner:
+    """The runner of batches, its lines through the live services at --batch-priority."""
+    metrics: Metrics = app.state.metrics
+    audit: AuditLog | None = app.state.audit
+    runner = BatchRunner(
+        store=app.state.batch_store,
+        files=app.state.file_store,
+        lines=BatchLines(
+            LiveServices(
+                chat=app.state.chat_service,
+                responses=app.state.responses_service,
+                completions=app.state.completion_service,
+            ),
+            priority=settings.batch_priority,
+            on_done=audit.write if audit is not None else None,
+        ),
+        max_in_flight=settings.batch_max_in_flight,
+        lease_s=settings.batch_lease_s,
+        metrics=metrics,
+    )
+    metrics.queue_depth.labels("batch").set_function(lambda: runner.in_flight + runner.pending)
+    metrics.queue_depth.labels("interactive").set_function(
+        lambda: max(0, admission.active + admission.waiting - runner.in_flight)
+    )
+    return runner
 
 
 def create_app(
@@ -340,6 +376,11 @@ def create_app(
                     watch_engine(app.state.engine.is_healthy, app.state.lifecycle, fatal)
                 )
             )
+            background.append(
+                asyncio.create_task(
+                    app.state.batch_runner.run_forever(app.state.database.has_state)
+                )
+            )
 
         background.append(asyncio.create_task(start()))
         background.append(
@@ -358,6 +399,8 @@ def create_app(
         finally:
             for task in background:
                 task.cancel()
+            # a running batch lets its lease go while the database is still open
+            await asyncio.wait(background, timeout=3)
             if shared_quotas is not None:
                 await shared_quotas.aclose()  # the tokens charged last, before the database goes
             await app.state.database.close()
@@ -414,6 +457,7 @@ def create_app(
     )
     app.state.fhir = FhirServers.from_settings(settings, app.state.metrics.registry)
     audit = AuditLog(settings.audit_log_file) if settings.audit_log_file else None
+    app.state.audit = audit
     app.state.response_history = ResponseHistory(
         responses=ResponseStore(database, settings.store_ttl),
         conversations=ConversationStore(database, settings.store_ttl),
@@ -421,10 +465,22 @@ def create_app(
     app.state.conversation_service = ConversationService(
         ConversationStore(database, settings.store_ttl)
     )
+    app.state.file_store = FileStore(database, settings.file_ttl)
+    # a batch line is a request: it may be as large as one
+    app.state.file_service = FileService(
+        app.state.file_store, max_line_bytes=settings.max_request_bytes
+    )
+    app.state.batch_store = BatchStore(database, app.state.file_store)
+    app.state.batch_runner = None  # made once the services are
+    app.state.batch_service = BatchService(
+        app.state.batch_store, app.state.file_store, wake=lambda: _wake_runner(app)
+    )
 
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(stored)
+    app.include_router(files)
+    app.include_router(batch_routes)
     app.include_router(tokens)
     app.include_router(public)
     if settings.playground:
@@ -446,6 +502,7 @@ def create_app(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_request_bytes,
         read_timeout=settings.body_read_timeout,
+        streamed={FILES_PATH: settings.max_file_bytes},
     )
     if app.state.quotas is not None:  # after the caller is known, before the body is read
         app.add_middleware(QuotaMiddleware, quotas=app.state.quotas)
@@ -481,6 +538,12 @@ def create_app(
         TelemetryMiddleware, metrics=app.state.metrics, lifecycle=app.state.lifecycle, audit=audit
     )
     return app
+
+
+def _wake_runner(app: FastAPI) -> None:
+    runner: BatchRunner | None = app.state.batch_runner
+    if runner is not None:
+        runner.wake()
 
 
 def _paths(router: APIRouter) -> set[str]:

@@ -15,6 +15,8 @@ from schemathesis.generation.modes import GenerationMode
 from tests.reliability.client import Target
 from tests.reliability.corpus import chat
 from tests.reliability.report import ReliabilityReport
+from tests.reliability.server_config import KEY
+from tests.utils.in_process import InProcessServer
 
 CHECKS = [
     checks.not_a_server_error,
@@ -90,11 +92,22 @@ def test_responses_match_the_document(target: Target, body: dict):
 SHARDS = 4
 
 
+@pytest.fixture
+def edge_target(_fake_rel_server: InProcessServer, report: ReliabilityReport) -> Target:
+    """The reliability server in process on the fake engine: what is fuzzed is the HTTP edge."""
+    return Target(_fake_rel_server.base_url, KEY, report)
+
+
+# Generating examples takes half a minute of CPU in this process: the fuzzing runs in the full
+# suite beside the engine tests (on the fake engine still), not in the fast tier.
+@pytest.mark.e2e
+@pytest.mark.beside_engine
 @pytest.mark.parametrize("shard", range(SHARDS))
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_schemathesis(
-    target: Target, report: ReliabilityReport, long: bool, mode: GenerationMode, shard: int
+    edge_target: Target, report: ReliabilityReport, long: bool, mode: GenerationMode, shard: int
 ):
+    target = edge_target
     schema = schemathesis.openapi.from_url(f"{target.base_url}/openapi.json")
     # Generating examples is most of this test's time (hypothesis, in this process): the short
     # mode keeps the fast tier fast; --reliability-long runs the full count.

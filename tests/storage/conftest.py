@@ -1,8 +1,9 @@
-"""A server that stores responses by default, with two API keys and an audit log, in process on
-the fake engine: what is stored, who may read it, pages, retention and audit are the server's
-own work (what the engine answers is checked in tests/responses/test_stored_responses.py). And
-the folder's PostgreSQL: one server per worker for the whole folder (tests that need a clean
-database take `postgres.create_database(name)`).
+"""A server that stores responses by default and runs batches (two lines at a time), with two API
+keys and an audit log, in process on the fake engine: what is stored, who may read it, pages,
+retention, batches and audit are the server's own work (what the engine answers is checked in
+tests/responses/test_stored_responses.py and tests/batches). And the folder's PostgreSQL: one
+server per worker for the whole folder (tests that need a clean database take
+`postgres.create_database(name)`).
 
 For the fault and load tests, servers in processes of their own (they are killed, run as two
 replicas, or given a disk of their own): the launcher of fake-engine server processes
@@ -53,6 +54,8 @@ def storing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoringServer]
         ",".join(KEYS),
         "--audit-log-file",
         str(root / "audit.jsonl"),
+        "--batch-max-in-flight",
+        "2",
     )
     yield StoringServer(running, root / "state", root / "audit.jsonl")
     running.stop()

@@ -45,6 +45,8 @@ def placeholder_ids(tokenizer: Any) -> dict[str, int]:
 class FakeEngine:
     """An `engine.interface.Engine`; the class itself is the app's `EngineFactory`."""
 
+    default_step_delay_s = 0.0
+
     def __init__(self, settings: Settings, image_budget: PixelBudget, lora: LoraPlan):
         from transformers import AutoTokenizer
 
@@ -72,9 +74,11 @@ class FakeEngine:
             if i not in special and self.tokenizer.decode([i]).strip().isprintable()
         ]
         self.requests: list[str] = []  # request ids, in the order they reached the engine
+        self.priorities: dict[str, int] = {}  # each request's scheduling priority
         self.aborted: list[str] = []
         self.alive = True
-        self.step_delay_s = 0.0  # a test may slow each step down to watch a stream
+        # a test may slow each step down to watch a stream (a launched process: its spec's)
+        self.step_delay_s = FakeEngine.default_step_delay_s
         # a test may make the next generation fail after this many steps (a mid-stream error)
         self.fail_next_after_steps: int | None = None
 
@@ -144,6 +148,7 @@ class FakeEngine:
         if not self.alive:
             raise EngineUnavailableError("the inference engine is not running")
         self.requests.append(request_id)
+        self.priorities[request_id] = options.priority
         fail_after, self.fail_next_after_steps = self.fail_next_after_steps, None
         prompt = self._expanded(prompt_token_ids, images, videos)
         answers = [self.answer_ids(prompt, i, options.max_tokens) for i in range(options.n)]

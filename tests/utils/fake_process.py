@@ -117,11 +117,18 @@ class Launcher:
         return json.loads(line)
 
     def start(
-        self, log_path: Path, *cli_args: str, tmpfs: Tmpfs | None = None, wait: bool = True
+        self,
+        log_path: Path,
+        *cli_args: str,
+        tmpfs: Tmpfs | None = None,
+        wait: bool = True,
+        step_delay_s: float = 0.0,
     ) -> RunningServer:
         """`lingshu-server demo ARGS` on the fake engine in a new process; healthy unless
-        `wait` is false."""
-        return self.start_together([(log_path, cli_args)], tmpfs=tmpfs, wait=wait)[0]
+        `wait` is false. `step_delay_s`: each token takes that long (work stays in flight)."""
+        return self.start_together(
+            [(log_path, cli_args)], tmpfs=tmpfs, wait=wait, step_delay_s=step_delay_s
+        )[0]
 
     def start_together(
         self,
@@ -129,13 +136,19 @@ class Launcher:
         *,
         tmpfs: Tmpfs | None = None,
         wait: bool = True,
+        step_delay_s: float = 0.0,
     ) -> list[RunningServer]:
         """Servers (each its log and its `demo` arguments) whose start-ups begin at the same
         moment; healthy unless `wait` is false."""
         ports = [free_port() for _ in servers]
         space = None if tmpfs is None else [str(tmpfs.path), tmpfs.size_bytes]
         specs = [
-            {"args": [*args, "--port", str(port)], "log": str(log), "tmpfs": space}
+            {
+                "args": [*args, "--port", str(port)],
+                "log": str(log),
+                "tmpfs": space,
+                "step_delay_s": step_delay_s,
+            }
             for (log, args), port in zip(servers, ports, strict=True)
         ]
         pids = self.request({"op": "start", "servers": specs})["pids"]
@@ -192,7 +205,13 @@ def _own_tmpfs(path: Path, size_bytes: int) -> None:
     _libc_call("mount", b"tmpfs", str(path).encode(), b"tmpfs", ctypes.c_ulong(0), options)
 
 
-def _serve(launcher: int, args: list[str], log_path: str, tmpfs: list[Any] | None) -> int:
+def _serve(
+    launcher: int,
+    args: list[str],
+    log_path: str,
+    tmpfs: list[Any] | None,
+    step_delay_s: float = 0.0,
+) -> int:
     """In the forked child: the server, until it exits."""
     from lingshu_server.core.lifecycle import Stage
     from lingshu_server.core.logs import configure_logging
@@ -214,6 +233,7 @@ def _serve(launcher: int, args: list[str], log_path: str, tmpfs: list[Any] | Non
         _own_tmpfs(Path(tmpfs[0]), int(tmpfs[1]))
     settings = demo_command_settings(*args)
     configure_logging(settings.log_level, "json")
+    FakeEngine.default_step_delay_s = step_delay_s  # this process's engine only
     server = http_server(settings, engine_factory=FakeEngine)
     server.run()
     if server.lifecycle.stage in (Stage.ENGINE_DEAD, Stage.FAILED):
@@ -235,7 +255,13 @@ def _fork_together(servers: list[dict[str, Any]]) -> list[int]:
                 os.close(let_go)
                 os.read(go, 1)  # until the launcher closes its end: all forked
                 os.close(go)
-                code = _serve(launcher, server["args"], server["log"], server["tmpfs"])
+                code = _serve(
+                    launcher,
+                    server["args"],
+                    server["log"],
+                    server["tmpfs"],
+                    server.get("step_delay_s", 0.0),
+                )
             except BaseException as exc:  # noqa: BLE001 - the child never returns to the loop
                 sys.stderr.write(f"fake server failed: {type(exc).__name__}: {exc}\n")
             finally:

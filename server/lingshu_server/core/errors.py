@@ -72,6 +72,16 @@ class ReportNotFoundError(APIError):
     code = "report_not_found"
 
 
+class InvalidFileError(APIError):
+    """An upload refused as a whole: empty, a purpose not accepted, or a `batch` file with a
+    bad line (the message names the line and what is wrong, never the line's content)."""
+
+    code = "invalid_file"
+
+    def __init__(self, message: str, *, param: str = "file", code: str | None = None):
+        super().__init__(message, param=param, code=code)
+
+
 class UnsupportedMediaTypeError(APIError):
     status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
     code = "unsupported_media_type"
@@ -150,6 +160,15 @@ class NotFoundError(APIError):
     status = HTTPStatus.NOT_FOUND
     type = "invalid_request_error"
     code = "not_found"
+    rejection: str | None = None
+
+
+class ConflictError(APIError):
+    """The object is not in a state that allows this (cancelling a finished batch)."""
+
+    status = HTTPStatus.CONFLICT
+    type = "invalid_request_error"
+    code = "conflict"
     rejection: str | None = None
 
 

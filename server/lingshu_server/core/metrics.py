@@ -13,6 +13,16 @@ from lingshu_server.core.request_context import RequestContext
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 PREPROCESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "DICOM", "TIFF", "BMP", "GIF", "MPO"})
+BATCH_STATUSES = (
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
 REJECTION_REASONS = (
     "auth",
     "too_large",
@@ -110,12 +120,39 @@ class Metrics:
             "Requests waiting in the front end for a generation slot (admission queue).",
             registry=r,
         )
+        self.batches = Gauge(
+            "lingshu_batches",
+            "Batches in the database by status (every replica's; refreshed by the batch runner).",
+            ["status"],
+            registry=r,
+        )
+        self.batch_lines = Counter(
+            "lingshu_batch_lines",
+            "Batch lines this replica finished: completed (a 2xx answer, in the output file) or "
+            "failed (in the error file).",
+            ["outcome"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "lingshu_queue_depth",
+            "Requests generating or waiting, by priority: interactive (people's requests) and "
+            "batch (this replica's batch lines in flight and still to run).",
+            ["priority"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "lingshu_build_info",
             "Build and deployment facts (value 1).",
             ["version", "vllm_version", "model", "tensor_parallel_size"],
             registry=r,
         )
+
+        for status in BATCH_STATUSES:
+            self.batches.labels(status).set(0)
+        for outcome in ("completed", "failed"):
+            self.batch_lines.labels(outcome)
+        for priority in ("interactive", "batch"):
+            self.queue_depth.labels(priority).set(0)
 
     def record_request(self, ctx: RequestContext, latency_s: float) -> None:
         self.requests.labels(ctx.route, str(ctx.status)).inc()

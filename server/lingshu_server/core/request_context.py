@@ -34,6 +34,9 @@ class RequestContext:
     # certificate subject). Never the credential itself.
     identity: str | None = None
     tenant: str | None = None
+    # The engine's scheduling priority for what this request generates: people 0, batch lines
+    # lower (a higher number; see --batch-priority).
+    priority: int = 0
     # Counts tokens against the tenant's quota as they are used (set when a quota applies).
     charge_tokens: Callable[[int], None] | None = None
     status: int = 0

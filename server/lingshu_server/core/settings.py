@@ -503,6 +503,13 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body accepted, enforced while reading (413 beyond).",
     )
+    max_file_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description="Largest upload accepted by POST /v1/files (the whole multipart body), "
+        "enforced while it streams to the database (413 beyond); it replaces "
+        "--max-request-bytes for that route only.",
+    )
     max_concurrent_requests: int = Field(
         default=64, ge=1, description="Requests generating in the engine at once."
     )
@@ -556,6 +563,12 @@ class Settings(BaseSettings):
         description="Seconds a stored response or conversation is kept after it was last "
         "written; a background sweeper deletes it, and its images, after that.",
     )
+    file_ttl: float = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="Seconds an uploaded file (and a batch's output and error files) is kept "
+        "after it was created; a background sweeper deletes it after that.",
+    )
     state_dir: Path = Field(
         default=Path("~/.local/state/lingshu-server"),
         description="Folder of the embedded database (SQLite, `lingshu.db`) when no "
@@ -566,6 +579,27 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the database for stored state, shared by every replica: "
         "postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB. Unset: SQLite in --state-dir. "
         "Migrations run at start-up; never logged.",
+    )
+    # The Batch API: lines of a batch run below people, a bounded number at a time.
+    batch_max_in_flight: int = Field(
+        default=8,
+        ge=1,
+        description="Lines of a batch this replica runs at once. Each is an engine request at "
+        "--batch-priority: interactive requests overtake the waiting ones, and the running ones "
+        "share each engine step with them.",
+    )
+    batch_priority: int = Field(
+        default=10,
+        ge=1,
+        description="vLLM scheduling priority of a batch's lines (interactive requests run at "
+        "0; a lower value is served first). Needs the engine's `priority` scheduling policy, "
+        "the server's default.",
+    )
+    batch_lease_s: float = Field(
+        default=30.0,
+        gt=1,
+        description="Seconds a replica's claim on a running batch lasts without a heartbeat; "
+        "a batch whose replica died is taken over by another after this.",
     )
     # Connections: what a slow, careless or hostile client may hold before the app sees it.
     body_read_timeout: float = Field(

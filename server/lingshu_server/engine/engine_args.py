@@ -163,6 +163,9 @@ def engine_kwargs(settings: Settings, image_budget: PixelBudget, lora: LoraPlan)
         # Structured output arrives as EBNF built by structured_output.py (compact unless the
         # client allows whitespace); xgrammar enforces it.
         "structured_outputs_config": {"backend": "xgrammar"},
+        # Requests carry a priority: people 0, batch lines --batch-priority. With every
+        # priority equal this is first come, first served.
+        "scheduling_policy": "priority",
         # The processor's budget in the form current transformers reads (`size`); images
         # arrive already at the size it computes, so it does not resize them again. Video
         # frames arrive at qwen-vl-utils' size, the one the model was trained with, and must

@@ -38,6 +38,7 @@ class SamplingOptions:
     logprobs: int | None = None  # number of top alternatives; None = no logprobs
     prompt_logprobs: int | None = None  # the same for each prompt token; None = none
     grammar: str | None = None  # EBNF the output must follow (structured output)
+    priority: int = 0  # the engine's scheduling priority: lower runs first (batch lines: higher)
 
 
 @dataclass

@@ -305,7 +305,13 @@ class VllmEngine:
             raise _translate_error(exc) from None
         num_top = options.logprobs or 0
         lora_request = self._adapters[adapter] if adapter is not None else None
-        generator = self._llm.generate(engine_prompt, params, request_id, lora_request=lora_request)
+        generator = self._llm.generate(
+            engine_prompt,
+            params,
+            request_id,
+            lora_request=lora_request,
+            priority=options.priority,
+        )
         first = True
         try:
             async for output in generator:

@@ -5,10 +5,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lingshu_server.core.errors import RateLimitedError, RequestTimeoutError, RequestTooLargeError
+from lingshu_server.core.errors import (
+    APIError,
+    RateLimitedError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+)
 from lingshu_server.http.error_handlers import send_api_error
 
 
@@ -16,20 +22,34 @@ class BodySizeLimitMiddleware:
     """413 for bodies over the limit, decided from Content-Length or while the body streams
     in, before anything parses it; 408 for a body that takes longer than `read_timeout` to
     arrive (a client that promises a body and never sends it). The body read here is handed
-    on to the app unchanged."""
+    on to the app unchanged. Uploads (`streamed` paths) are not read here: their pieces go to
+    the route as they arrive, under a cap of their own, and each piece has `read_timeout`."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float):
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        read_timeout: float,
+        streamed: Mapping[str, int] | None = None,
+    ):
         self.app = app
         self.max_bytes = max_bytes
         self.read_timeout = read_timeout
+        # POST paths whose bodies go to the route as they arrive (uploads), with their own cap
+        self.streamed = dict(streamed or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        cap = self.streamed.get(scope["path"]) if scope["method"] == "POST" else None
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(send)
+        limit = self.max_bytes if cap is None else cap
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(send, limit)
+            return
+        if cap is not None:
+            await self.app(scope, self._streamed_receive(receive, cap), send)
             return
         try:
             async with asyncio.timeout(self.read_timeout):
@@ -43,7 +63,7 @@ class BodySizeLimitMiddleware:
         if chunks is None:  # the client left while sending
             return
         if isinstance(chunks, int):
-            await self._too_large(send)
+            await self._too_large(send, self.max_bytes)
             return
         replayed = False
 
@@ -72,11 +92,41 @@ class BodySizeLimitMiddleware:
             if not message.get("more_body", False):
                 return chunks
 
-    async def _too_large(self, send: Send) -> None:
-        error = RequestTooLargeError(
-            f"request body is larger than the {self.max_bytes} bytes this server accepts"
-        )
-        await send_api_error(send, error, close=True)
+    def _streamed_receive(self, receive: Receive, cap: int) -> Receive:
+        """The body as it arrives, to a route that reads it piece by piece: the cap and the read
+        timeout (for each piece, not the whole: an upload may rightly take minutes) raise in
+        the route, whose handler answers and closes the connection."""
+        received = 0
+
+        async def streamed() -> Message:
+            nonlocal received
+            try:
+                async with asyncio.timeout(self.read_timeout):
+                    message = await receive()
+            except TimeoutError:
+                error: APIError = RequestTimeoutError(
+                    f"the request body stopped arriving for {self.read_timeout:g} seconds"
+                )
+                error.headers = {"Connection": "close"}
+                raise error from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > cap:
+                    error = _too_large_error(cap)
+                    error.headers = {"Connection": "close"}
+                    raise error
+            return message
+
+        return streamed
+
+    async def _too_large(self, send: Send, limit: int) -> None:
+        await send_api_error(send, _too_large_error(limit), close=True)
+
+
+def _too_large_error(limit: int) -> RequestTooLargeError:
+    return RequestTooLargeError(
+        f"request body is larger than the {limit} bytes this server accepts"
+    )
 
 
 class RateLimiter:

@@ -22,12 +22,13 @@ ERROR_DESCRIPTIONS = {
     "JSON, an image that cannot be used, a token id out of the vocabulary, or a prompt over "
     "the context (`context_length_exceeded`)",
     401: "Missing or wrong API key (checked before the body is read)",
-    404: "Unknown model (neither a served name nor a LoRA adapter), or a stored response or "
-    "conversation that does not exist or is not the caller's",
+    404: "Unknown model (neither a served name nor a LoRA adapter), or a stored response, "
+    "conversation, file or batch that does not exist or is not the caller's",
+    409: "The object is not in a state that allows this (cancelling a batch that has ended)",
     502: "The PACS could not be reached or failed (Retry-After)",
     504: "The PACS did not answer in time (Retry-After)",
     408: "The request body did not arrive within --body-read-timeout",
-    413: "The request body is over --max-request-bytes",
+    413: "The request body is over --max-request-bytes (an upload to /v1/files: --max-file-bytes)",
     415: "The body is not sent as Content-Type: application/json",
     429: "The key's rate limit is reached (Retry-After)",
     431: "The request line and headers are over --max-header-bytes",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lingshu_server.core import request_context
 from lingshu_server.core.errors import InvalidRequestError
 from lingshu_server.engine.interface import SamplingOptions
 from lingshu_server.protocol.common import SamplingRequest
@@ -54,7 +55,14 @@ def sampling_options(
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
         grammar=grammar,
+        priority=_priority(),
     )
+
+
+def _priority() -> int:
+    """The request's scheduling priority: a person's 0, a batch line's --batch-priority."""
+    ctx = request_context.get()
+    return ctx.priority if ctx is not None else 0
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,14 @@ class Database:
     def opened(self) -> bool:
         return self._engine is not None
 
+    def has_state(self) -> bool:
+        """Whether there may be stored state to read: the database is open, is a server, or
+        is an embedded file that exists (one made on first use is not made to look)."""
+        if self._engine is not None or self.kind != "sqlite":
+            return True
+        database = make_url(self.url).database
+        return database is not None and database != ":memory:" and Path(database).exists()
+
     async def open(self) -> None:
         """Connect and migrate; idempotent, and safe to call from concurrent requests."""
         async with self._opening:

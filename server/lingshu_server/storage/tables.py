@@ -99,3 +99,79 @@ quota_buckets = sa.Table(
     sa.Column("level", sa.Float, nullable=False),
     sa.Column("updated", sa.Float, nullable=False),
 )
+
+# Files (the Files API): uploads (`batch` input, `user_data`) and the output and error files a
+# batch writes. A file's content is its chunks' data in `seq` order: an upload is cut into
+# chunks of about a MiB as it streams in (a row `uploading` until the last one is written), a
+# batch's output file has one chunk per line, at the position of its input line.
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("purpose", sa.String(40), nullable=False),
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("line_count", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    # `batch` files: the one `url` every line names (the endpoint a batch of it must name)
+    sa.Column("batch_endpoint", sa.String(40), nullable=True),
+    sa.Index("ix_files_expires_at", "expires_at"),
+    sa.Index("ix_files_owner_created_at", "owner", "created_at"),
+)
+
+file_chunks = sa.Table(
+    "file_chunks",
+    metadata,
+    sa.Column(
+        "file_id",
+        sa.String(80),
+        sa.ForeignKey("files.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+# Batches (storage/batch_store.py): OpenAI's batch object with its progress, who created it
+# (owner, and the tenant, key and identity its lines run as), and the lease of the replica
+# running it: a replica holds a batch while `lease_until` (wall-clock seconds) is ahead and
+# renews it by heartbeat; a lease that ran out is another replica's to take.
+BATCH_TIMES = (
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("tenant", sa.Text, nullable=True),
+    sa.Column("key_id", sa.Text, nullable=True),
+    sa.Column("identity", sa.Text, nullable=True),
+    sa.Column("endpoint", sa.String(40), nullable=False),
+    sa.Column("input_file_id", sa.String(80), nullable=False),
+    sa.Column("completion_window", sa.String(20), nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    *(sa.Column(name, sa.Float, nullable=True) for name in BATCH_TIMES),
+    sa.Column("output_file_id", sa.String(80), nullable=True),
+    sa.Column("error_file_id", sa.String(80), nullable=True),
+    sa.Column("errors", sa.JSON, nullable=True),
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.Column("completed", sa.BigInteger, nullable=False),
+    sa.Column("failed", sa.BigInteger, nullable=False),
+    sa.Column("lease_owner", sa.String(80), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Index("ix_batches_status", "status"),
+    sa.Index("ix_batches_owner_created_at", "owner", "created_at"),
+)
