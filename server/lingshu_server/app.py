@@ -6,6 +6,7 @@ The port opens at once; the engine loads in a worker thread while /health report
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from lingshu_server.core.lifecycle import Lifecycle, Stage, watch_engine
 from lingshu_server.core.logs import AuditLog
 from lingshu_server.core.metrics import Metrics
 from lingshu_server.core.quotas import RATE_LIMIT_HEADERS, LocalQuotaCounter
+from lingshu_server.core.request_context import RequestContext
 from lingshu_server.core.settings import Settings
 from lingshu_server.engine.checkpoint_digest import checkpoint_digest, folder_digest
 from lingshu_server.engine.interface import EngineFactory
@@ -41,7 +43,7 @@ from lingshu_server.http.limits import BodySizeLimitMiddleware, RateLimiter
 from lingshu_server.http.openapi import install_openapi
 from lingshu_server.http.pacs_forwarding import ForwardedCredentialMiddleware
 from lingshu_server.http.playground import playground
-from lingshu_server.http.quotas import QuotaMiddleware
+from lingshu_server.http.quotas import QuotaMiddleware, TenantQuotas
 from lingshu_server.http.ready_message import ready_message
 from lingshu_server.http.routes import PROBE_PATHS, public, tokens, v1
 from lingshu_server.http.stored_routes import stored
@@ -327,6 +329,7 @@ def _batch_runner(app: FastAPI, settings: Settings, admission: AdmissionControll
                 completions=app.state.completion_service,
             ),
             priority=settings.batch_priority,
+            on_start=_quota_charger(app.state.quotas),
             on_done=audit.write if audit is not None else None,
         ),
         max_in_flight=settings.batch_max_in_flight,
@@ -538,6 +541,21 @@ def create_app(
         TelemetryMiddleware, metrics=app.state.metrics, lifecycle=app.state.lifecycle, audit=audit
     )
     return app
+
+
+def _quota_charger(quotas: TenantQuotas | None) -> Callable[[RequestContext], None] | None:
+    """A batch line's tokens count against its caller's token quota, as a live request's do
+    (the line is not refused for it: the batch runs on, below people, as the quota refills)."""
+    if quotas is None:
+        return None
+
+    def charge_line(ctx: RequestContext) -> None:
+        subject = ctx.tenant or ctx.identity
+        quota = quotas.quota_for(subject) if subject else None
+        if subject is not None and quota is not None:
+            ctx.charge_tokens = functools.partial(quotas.counter.charge, subject, quota)
+
+    return charge_line
 
 
 def _wake_runner(app: FastAPI) -> None:

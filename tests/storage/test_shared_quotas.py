@@ -13,11 +13,13 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from openai import OpenAI
 
 from lingshu_server.core.errors import QuotaExceededError
 from lingshu_server.core.quotas import TenantQuota
 from lingshu_server.storage.database import Database
 from lingshu_server.storage.quota_counter import DatabaseQuotaCounter
+from tests.utils.batches import chat_body, request_line, upload
 from tests.utils.errors import assert_openai_error
 from tests.utils.in_process import InProcessServer, start_fake_server
 from tests.utils.postgres import PostgresServer
@@ -26,11 +28,13 @@ KEYS = {
     "pathology": "sk-pathology-31f0",
     "cardiology": "sk-cardiology-8a2d",
     "oncology": "sk-oncology-c47e",
+    "radiology": "sk-radiology-5b19",
 }
 QUOTAS = {
     "pathology": {"requests_per_minute": 4},
     "cardiology": {"tokens_per_minute": 60},
     "oncology": {"tokens_per_minute": 60},
+    "radiology": {"tokens_per_minute": 60},
 }
 CHAT = {"model": "lingshu-demo", "messages": [{"role": "user", "content": "Findings?"}]}
 # a tokens-a-minute quota of 60 refills one token a second: an answer of this many tokens
@@ -168,3 +172,17 @@ def test_admissions_from_two_counters_at_once_take_each_request_once(postgres: P
 
     # ten admitted, each with its own place in the count; six refused
     assert asyncio.run(race()) == list(range(10))
+
+
+def test_a_batchs_lines_count_against_its_tenants_token_quota(replicas):
+    a, b = replicas
+    sdk = OpenAI(base_url=f"{a.base_url}/v1", api_key=KEYS["radiology"], max_retries=0)
+    lines = [request_line("long", chat_body("Findings?", max_tokens=LONG_ANSWER))]
+    sdk.batches.create(
+        input_file_id=upload(sdk, lines),
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
+    # the line's answer, run by whichever replica took the batch, is the tenant's usage
+    for server in (a, b):
+        eventually(lambda server=server: models(server, "radiology"), 429)

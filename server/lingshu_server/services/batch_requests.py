@@ -82,10 +82,12 @@ class BatchLines:
         services: LiveServices,
         *,
         priority: int,
+        on_start: Callable[[RequestContext], None] | None = None,
         on_done: Callable[[RequestContext, float], None] | None = None,
     ):
         self._services = services
         self._priority = priority
+        self._on_start = on_start  # the caller's token quota, charged as a live request's is
         self._on_done = on_done  # the audit log's record of the line, like a live request's
 
     async def run(self, endpoint: str, raw: bytes, caller: Caller) -> LineAnswer:
@@ -101,6 +103,8 @@ class BatchLines:
             tenant=caller.tenant,
             priority=self._priority,
         )
+        if self._on_start is not None:
+            self._on_start(ctx)
         token = request_context.current.set(ctx)
         started = time.perf_counter()
         try:
