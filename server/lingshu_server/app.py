@@ -332,7 +332,8 @@ def _batch_runner(app: FastAPI, settings: Settings, admission: AdmissionControll
             on_start=_quota_charger(app.state.quotas),
             on_done=audit.write if audit is not None else None,
         ),
-        max_in_flight=settings.batch_max_in_flight,
+        # people keep at least half the generation slots: a batch line holds one while it runs
+        max_in_flight=max(1, min(settings.batch_max_in_flight, admission.max_active // 2)),
         lease_s=settings.batch_lease_s,
         metrics=metrics,
     )

@@ -584,9 +584,10 @@ class Settings(BaseSettings):
     batch_max_in_flight: int = Field(
         default=8,
         ge=1,
-        description="Lines of a batch this replica runs at once. Each is an engine request at "
-        "--batch-priority: interactive requests overtake the waiting ones, and the running ones "
-        "share each engine step with them.",
+        description="Lines of a batch this replica runs at once (at most half of "
+        "--max-concurrent-requests). Each is an engine request at --batch-priority: interactive "
+        "requests overtake the waiting ones, and the running ones share each engine step with "
+        "them.",
     )
     batch_priority: int = Field(
         default=10,
