@@ -90,11 +90,7 @@ class ChatService:
             system_fingerprint=started.fingerprint,
             choices=choices,
             prompt_token_ids=list(prompt_ids) if request.return_token_ids else None,
-            usage=Usage(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                total_tokens=prompt_tokens + completion_tokens,
-            ),
+            usage=Usage.of(prompt_tokens, completion_tokens, started.first.cached_tokens),
         )
 
     async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
@@ -194,11 +190,7 @@ class ChatService:
                 yield event
         note_usage(completion_tokens)
         if include_usage:
-            usage = Usage(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                total_tokens=prompt_tokens + completion_tokens,
-            )
+            usage = Usage.of(prompt_tokens, completion_tokens, first.cached_tokens)
             body = ChatCompletionChunk(
                 id=run.request_id,
                 created=created,

@@ -230,7 +230,6 @@ class ReportService:
             else _none(),
             self._in_pool(build_sr, facts, headers) if "dicom_sr" in request.outputs else _none(),
         )
-        prompt_tokens = started.first.prompt_tokens
         report = ReportResponse(
             id=facts.report_id,
             created=now(),
@@ -245,10 +244,8 @@ class ReportService:
             ),
             fhir=fhir,
             dicom_sr=sr_report(sr, storable=plan.target is not None) if sr is not None else None,
-            usage=Usage(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=generated.tokens,
-                total_tokens=prompt_tokens + generated.tokens,
+            usage=Usage.of(
+                started.first.prompt_tokens, generated.tokens, started.first.cached_tokens
             ),
         )
         target = _sr_target(plan.target, sr.dataset) if sr is not None else None
