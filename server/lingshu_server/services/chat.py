@@ -25,7 +25,7 @@ from lingshu_server.protocol.chat import TopLogprob as WireTopLogprob
 from lingshu_server.protocol.common import Usage, now
 from lingshu_server.services.request_records import note_usage
 from lingshu_server.services.runner import GenerationRunner, StartedRun, collect
-from lingshu_server.services.streaming import guarded_events, sse
+from lingshu_server.services.streaming import FLUSH, guarded_events, sse
 from lingshu_server.services.tool_calls import (
     ArgumentsDelta,
     CallFinished,
@@ -184,6 +184,7 @@ class ChatService:
                     unfinished.discard(delta.index)
                     for event in finish_chunks(delta.index, delta.finish_reason):
                         yield event
+            yield FLUSH  # this step's events go out together, now
             step = await run.next()
         for index in sorted(unfinished):  # cut off by the deadline
             for event in finish_chunks(index, "length"):

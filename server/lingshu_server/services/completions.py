@@ -41,7 +41,7 @@ from lingshu_server.services.request_records import (
     record_text_prompt,
 )
 from lingshu_server.services.sampling import sampling_options
-from lingshu_server.services.streaming import guarded_events, sse
+from lingshu_server.services.streaming import FLUSH, guarded_events, sse
 
 
 @dataclass
@@ -389,6 +389,7 @@ class CompletionService:
             for piece in choices.pieces(*item):
                 if piece.text or piece.logprobs or piece.token_ids or piece.finish_reason:
                     yield chunk(piece)
+            yield FLUSH  # this step's events go out together, now
             item = await started.run.next()
         for piece in choices.unfinished():
             yield chunk(piece)

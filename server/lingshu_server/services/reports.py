@@ -54,7 +54,7 @@ from lingshu_server.services.report_sources import ReportSource, read_sources, s
 from lingshu_server.services.report_sr import SrDocument, build_sr, sr_report
 from lingshu_server.services.request_records import current_owner
 from lingshu_server.services.runner import GenerationRunner, StartedRun, collect
-from lingshu_server.services.streaming import guarded_events, sse
+from lingshu_server.services.streaming import FLUSH, guarded_events, sse
 
 T = TypeVar("T")
 SAMPLING_FIELDS = tuple(SamplingRequest.model_fields)
@@ -349,6 +349,7 @@ class ReportService:
                         delta=delta.text,
                     )
                     yield sse(chunk.model_dump_json())
+            yield FLUSH  # this step's text goes out now
             step = await started.run.next()
         await started.run.close()
         generated = _Generated(
