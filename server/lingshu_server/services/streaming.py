@@ -34,16 +34,24 @@ def sse(data: str, event: str | None = None) -> str:
 FLUSH = ""
 
 
-async def by_step(events: AsyncIterator[str]) -> AsyncIterator[str]:
-    """`events` joined between FLUSHes (for iterators that turn their own failures into
-    events; `guarded_events` does this itself)."""
-    pending: list[str] = []
+async def _batches(events: AsyncIterator[str], pending: list[str]) -> AsyncIterator[str]:
+    """`events` joined between FLUSHes; what came after the last one stays in `pending` (also
+    when `events` fails)."""
     async for event in events:
         if event:
             pending.append(event)
         elif pending:
-            yield "".join(pending)
-            pending = []
+            batch = "".join(pending)
+            pending.clear()
+            yield batch
+
+
+async def by_step(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """`events` joined between FLUSHes (for iterators that turn their own failures into
+    events; `guarded_events` does this itself)."""
+    pending: list[str] = []
+    async for batch in _batches(events, pending):
+        yield batch
     if pending:
         yield "".join(pending)
 
@@ -54,12 +62,8 @@ async def guarded_events(events: AsyncIterator[str], run: EngineRun[T]) -> Async
     `data: [DONE]` ends the stream (in the same write as the events before it)."""
     pending: list[str] = []
     try:
-        async for event in events:
-            if event:
-                pending.append(event)
-            elif pending:
-                yield "".join(pending)
-                pending = []
+        async for batch in _batches(events, pending):
+            yield batch
     except APIError as exc:
         note_stream_error(exc)
         pending.append(sse(exc.body().model_dump_json()))
