@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 16])
     parser.add_argument(
-        "--requests", type=int, default=16, help="measured requests per concurrency"
+        "--requests", type=int, default=32, help="measured requests per concurrency"
     )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=256)
