@@ -362,7 +362,9 @@ async def engine_alone(plan: dict[str, Any], probe: str) -> dict[str, Any]:
             )
             warm = builder.prompts(spec, plan["warmup"], start=WARMUP_OFFSET)
             await closed_loop(concurrency, warm, one)
-            prompts = builder.prompts(spec, plan["requests"], start=plan["nonce"])
+            # distinct from every other run's prompts (the prefix cache)
+            start = plan["nonce"] + 1000 * concurrency
+            prompts = builder.prompts(spec, plan["requests"], start=start)
             records = await closed_loop(concurrency, prompts, one)
             results[str(concurrency)] = {
                 "records": [asdict(r) for r in records],
@@ -386,7 +388,7 @@ def run_engine(plan: Plan, log_dir: Path, repeat: int) -> dict[int, Run]:
                 "warmup": plan.warmup,
                 "max_tokens": plan.max_tokens,
                 "images": [str(image) for image in plan.images],
-                "nonce": 1000 * (repeat + 1),
+                "nonce": 1_000_000 * (repeat + 1),
             }
         )
     )
