@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks import compare, loadgen, report
+from benchmarks import compare, loadgen, report, stream_timing
 from benchmarks.engine_alone import PromptBuilder, spec_from_dict, spec_to_dict
 from benchmarks.images import ct_hounsfield, encode_variant, variant_image
 from benchmarks.loadgen import SUMMARY_FIELDS, Bodies, ImageSpec, LoadSpec, run_load
@@ -370,3 +370,18 @@ def test_profile_summary_groups_working_samples(capsys):
     assert components["HTTP (uvicorn, starlette, socket writes)"] == 10
     text = profile_summary.render(total, threads, components)
     assert "75.0%  image resize (PIL)" in text
+
+
+def test_stream_timing_reads_split_chunks_and_times_each_token():
+    event = b"data: " + json.dumps({"id": "r", "choices": [{"token_ids": [1, 2]}]}).encode()
+    wire = b"%x\r\n%s\n\n\r\n" % (len(event) + 2, event)
+    decoder = stream_timing.ChunkedEvents()
+    events = [event for k in range(0, len(wire), 7) for event in decoder.feed(wire[k : k + 7])]
+    record = stream_timing.StreamRecord()
+    stream_timing._note_event(record, events[0], now=10.5)
+    assert record.request_id == "r" and [a.tokens for a in record.arrivals] == [2]
+    # the engine core made the two tokens at 10.0 and 10.48: they arrived 500 and 20 ms late
+    made = {"r": [(1, 10.0, 10.01, 10.02), (1, 10.48, 10.485, 10.49)]}
+    timings = stream_timing.token_timings([record], made)
+    assert np.allclose(timings["client"], [0.5, 0.02]) and timings["gaps"] == [0.0]
+    assert stream_timing.summarize(timings, [record])["late_share"] == 0.5

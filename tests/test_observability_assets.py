@@ -61,6 +61,7 @@ CONTRACT = {
     "lingshu_rejected_requests": ("counter", ("reason",)),
     "lingshu_requests_in_flight": ("gauge", ()),
     "lingshu_client_disconnects": ("counter", ()),
+    "lingshu_prompt_tokens_cached": ("counter", ()),
     "lingshu_engine_healthy": ("gauge", ()),
     "lingshu_engine_loading": ("gauge", ()),
     "lingshu_requests_queued": ("gauge", ()),
@@ -262,6 +263,7 @@ def test_dashboard_covers_the_key_metrics():
         "lingshu_requests_in_flight",
         "lingshu_client_disconnects_total",
         "lingshu_preprocess_seconds_sum",
+        "lingshu_prompt_tokens_cached_total",
         "lingshu_engine_healthy",
         "lingshu_build_info",
     ):

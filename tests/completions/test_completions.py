@@ -64,6 +64,8 @@ def test_a_string_prompt_gets_text_and_usage(client):
         "prompt_tokens": len(tokens_of(client, CHAT_PROMPT)),
         "completion_tokens": 8,
         "total_tokens": len(tokens_of(client, CHAT_PROMPT)) + 8,
+        # shorter than one KV block: nothing of it can be in the prefix cache
+        "prompt_tokens_details": {"cached_tokens": 0},
     }
 
 

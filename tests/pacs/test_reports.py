@@ -64,7 +64,11 @@ def test_report_is_chats_text_stored_and_read_back(client, pacs, fhir, audit_log
         },
     ).json()
     assert report["text"] == chat["choices"][0]["message"]["content"]
+    cached = [
+        answer["usage"].pop("prompt_tokens_details")["cached_tokens"] for answer in (report, chat)
+    ]
     assert report["usage"] == chat["usage"]
+    assert cached[1] >= cached[0]  # the chat repeats the report's prompt: the prefix cache has it
     assert report["system_fingerprint"] == chat["system_fingerprint"]
 
     # the SR, as the PACS holds it

@@ -211,6 +211,7 @@ def request_record(ctx: RequestContext, latency_s: float) -> dict[str, Any]:
         "latency_ms": round(latency_s * 1000, 1),
         "prompt_tokens": ctx.prompt_tokens,
         "completion_tokens": ctx.completion_tokens,
+        "cached_tokens": ctx.cached_tokens,
         "images": len(ctx.images),
         "client_disconnected": ctx.client_disconnected,
         "stream_error": ctx.stream_error,

@@ -89,6 +89,12 @@ class Metrics:
             buckets=_exponential(64, 2, 10),
             registry=r,
         )
+        self.prompt_tokens_cached = Counter(
+            "lingshu_prompt_tokens_cached",
+            "Prompt tokens served from the engine's prefix cache (an earlier turn's, a shared "
+            "system prompt), as the answers' usage reports them.",
+            registry=r,
+        )
         self.rejected = Counter(
             "lingshu_rejected_requests",
             "Requests turned away, by reason.",
@@ -161,6 +167,8 @@ class Metrics:
             self.rejected.labels(ctx.rejection).inc()
         if ctx.client_disconnected:
             self.disconnects.inc()
+        if ctx.cached_tokens:
+            self.prompt_tokens_cached.inc(ctx.cached_tokens)
 
     def record_images(
         self, formats_seconds: list[tuple[str, float]], encoded: int, pixels: int, tokens: int

@@ -43,6 +43,7 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int = 0  # prompt tokens found in the engine's prefix cache
     images: list[ImageRecord] = field(default_factory=list)
     client_disconnected: bool = False
     response_started: bool = False

@@ -25,7 +25,7 @@ from lingshu_server.protocol.chat import TopLogprob as WireTopLogprob
 from lingshu_server.protocol.common import Usage, now
 from lingshu_server.services.request_records import note_usage
 from lingshu_server.services.runner import GenerationRunner, StartedRun, collect
-from lingshu_server.services.streaming import guarded_events, sse
+from lingshu_server.services.streaming import FLUSH, guarded_events, sse
 from lingshu_server.services.tool_calls import (
     ArgumentsDelta,
     CallFinished,
@@ -90,11 +90,7 @@ class ChatService:
             system_fingerprint=started.fingerprint,
             choices=choices,
             prompt_token_ids=list(prompt_ids) if request.return_token_ids else None,
-            usage=Usage(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                total_tokens=prompt_tokens + completion_tokens,
-            ),
+            usage=Usage.of(prompt_tokens, completion_tokens, started.first.cached_tokens),
         )
 
     async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
@@ -188,17 +184,14 @@ class ChatService:
                     unfinished.discard(delta.index)
                     for event in finish_chunks(delta.index, delta.finish_reason):
                         yield event
+            yield FLUSH  # this step's events go out together, now
             step = await run.next()
         for index in sorted(unfinished):  # cut off by the deadline
             for event in finish_chunks(index, "length"):
                 yield event
         note_usage(completion_tokens)
         if include_usage:
-            usage = Usage(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                total_tokens=prompt_tokens + completion_tokens,
-            )
+            usage = Usage.of(prompt_tokens, completion_tokens, first.cached_tokens)
             body = ChatCompletionChunk(
                 id=run.request_id,
                 created=created,

@@ -35,12 +35,13 @@ from lingshu_server.services.generation import (
 )
 from lingshu_server.services.models import ServedModels
 from lingshu_server.services.request_records import (
+    note_cached,
     note_disconnect,
     note_usage,
     record_text_prompt,
 )
 from lingshu_server.services.sampling import sampling_options
-from lingshu_server.services.streaming import guarded_events, sse
+from lingshu_server.services.streaming import FLUSH, guarded_events, sse
 
 
 @dataclass
@@ -125,10 +126,14 @@ class _Choices:
         n = request.num_choices
         self.choices = [_Choice(prompt=i // n) for i in range(len(prompts) * n)]
         self._prompt_logprobs: dict[int, list[TokenLogprob | None]] = {}
+        self._cached_tokens: dict[int, int] = {}  # per prompt, from its first step
 
     def pieces(self, prompt_index: int, step: EngineStep) -> list[_Piece]:
         if step.prompt_logprobs is not None:
             self._prompt_logprobs[prompt_index] = step.prompt_logprobs
+        if prompt_index not in self._cached_tokens:
+            self._cached_tokens[prompt_index] = step.cached_tokens
+            note_cached(step.cached_tokens)
         pieces = []
         for delta in step.choices:
             index = prompt_index * self._request.num_choices + delta.index
@@ -195,11 +200,7 @@ class _Choices:
     def usage(self) -> Usage:
         prompt_tokens = sum(len(prompt.token_ids) for prompt in self._prompts)
         completion_tokens = sum(choice.tokens for choice in self.choices)
-        return Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        )
+        return Usage.of(prompt_tokens, completion_tokens, sum(self._cached_tokens.values()))
 
 
 def _merge_pieces(pieces: list[_Piece]) -> _Piece:
@@ -388,6 +389,7 @@ class CompletionService:
             for piece in choices.pieces(*item):
                 if piece.text or piece.logprobs or piece.token_ids or piece.finish_reason:
                     yield chunk(piece)
+            yield FLUSH  # this step's events go out together, now
             item = await started.run.next()
         for piece in choices.unfinished():
             yield chunk(piece)

@@ -54,7 +54,7 @@ from lingshu_server.services.report_sources import ReportSource, read_sources, s
 from lingshu_server.services.report_sr import SrDocument, build_sr, sr_report
 from lingshu_server.services.request_records import current_owner
 from lingshu_server.services.runner import GenerationRunner, StartedRun, collect
-from lingshu_server.services.streaming import guarded_events, sse
+from lingshu_server.services.streaming import FLUSH, guarded_events, sse
 
 T = TypeVar("T")
 SAMPLING_FIELDS = tuple(SamplingRequest.model_fields)
@@ -230,7 +230,6 @@ class ReportService:
             else _none(),
             self._in_pool(build_sr, facts, headers) if "dicom_sr" in request.outputs else _none(),
         )
-        prompt_tokens = started.first.prompt_tokens
         report = ReportResponse(
             id=facts.report_id,
             created=now(),
@@ -245,10 +244,8 @@ class ReportService:
             ),
             fhir=fhir,
             dicom_sr=sr_report(sr, storable=plan.target is not None) if sr is not None else None,
-            usage=Usage(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=generated.tokens,
-                total_tokens=prompt_tokens + generated.tokens,
+            usage=Usage.of(
+                started.first.prompt_tokens, generated.tokens, started.first.cached_tokens
             ),
         )
         target = _sr_target(plan.target, sr.dataset) if sr is not None else None
@@ -352,6 +349,7 @@ class ReportService:
                         delta=delta.text,
                     )
                     yield sse(chunk.model_dump_json())
+            yield FLUSH  # this step's text goes out now
             step = await started.run.next()
         await started.run.close()
         generated = _Generated(

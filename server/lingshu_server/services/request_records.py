@@ -33,6 +33,13 @@ def note_usage(completion_tokens: int) -> None:
         ctx.completion_tokens = completion_tokens
 
 
+def note_cached(tokens: int) -> None:
+    """Prompt tokens the engine found in its prefix cache (counted by Metrics)."""
+    ctx = request_context.get()
+    if ctx is not None:
+        ctx.cached_tokens += tokens
+
+
 def note_stored(action: str, object_id: str, hashes: Iterable[str] = ()) -> None:
     """A stored object created, read or deleted, for the audit log: its id and the SHA-256 of
     the images it holds, never its content."""

@@ -54,7 +54,7 @@ from lingshu_server.services.response_history import History, ResponseHistory
 from lingshu_server.services.responses_input import to_chat
 from lingshu_server.services.runner import GenerationRunner, StartedRun, collect
 from lingshu_server.services.sampling import EffectiveSampling
-from lingshu_server.services.streaming import sse, unexpected
+from lingshu_server.services.streaming import FLUSH, by_step, sse, unexpected
 from lingshu_server.services.tool_calls import (
     ArgumentsDelta,
     CallFinished,
@@ -310,7 +310,7 @@ class ResponsesService:
     async def stream(self, request: ResponsesRequest) -> AsyncIterator[str]:
         """Validate and start; the returned iterator yields the Responses stream's events."""
         started, identity = await self._start(request)
-        return self._events(request, started, identity)
+        return by_step(self._events(request, started, identity))
 
     async def _events(
         self, request: ResponsesRequest, started: StartedRun, identity: Identity
@@ -341,6 +341,7 @@ class ResponsesService:
                         events = [ContentDelta(delta.text)] if delta.text else []
                     for wire in builder.apply(events):
                         yield _sse(wire)
+                yield FLUSH  # this step's events go out together, now
                 step = await run.next()
             incomplete = finish_reason != "stop"
             closing = builder.apply(reader.finish()) if reader is not None else []
@@ -350,6 +351,7 @@ class ResponsesService:
             usage = _usage(started.first, tokens)
             status: Status = "incomplete" if incomplete else "completed"
             final = _response(request, identity, status, builder.items, usage)
+            yield FLUSH  # the closing events, before the response is stored
             await self._keep(request, final)
             kind: Literal["response.completed", "response.incomplete"] = (
                 "response.incomplete" if incomplete else "response.completed"

@@ -27,7 +27,12 @@ from lingshu_server.services.generation import (
     timeout_of,
 )
 from lingshu_server.services.models import ServedModels
-from lingshu_server.services.request_records import note_disconnect, note_usage, record_prompt
+from lingshu_server.services.request_records import (
+    note_cached,
+    note_disconnect,
+    note_usage,
+    record_prompt,
+)
 from lingshu_server.services.sampling import EffectiveSampling, sampling_options
 from lingshu_server.services.structured_output import StructuredOutput
 from lingshu_server.services.tool_calls import ToolGrammars, ToolUse
@@ -140,6 +145,7 @@ class GenerationRunner:
         if first is None:  # the deadline passed before the first token
             assert prompt is not None
             first = EngineStep(prompt_tokens=prompt.num_tokens, choices=[], finished=True)
+        note_cached(first.cached_tokens)
         return StartedRun(
             model=model.name,
             run=run,

@@ -26,25 +26,58 @@ def sse(data: str, event: str | None = None) -> str:
     return f"{head}data: {data.translate(_LINE_BREAKS)}\n\n"
 
 
+# Where a service's events are about to wait (for the engine's next step, for work in the
+# pool), its iterator yields FLUSH: the events since the last FLUSH then go out together, as one
+# body message, which the HTTP server writes to the socket in one write. A step's events (the
+# role chunk and the first text, a choice's last text and its finish, the usage and [DONE])
+# reach the client together, and each event whole, as soon as they exist.
+FLUSH = ""
+
+
+async def _batches(events: AsyncIterator[str], pending: list[str]) -> AsyncIterator[str]:
+    """`events` joined between FLUSHes; what came after the last one stays in `pending` (also
+    when `events` fails)."""
+    async for event in events:
+        if event:
+            pending.append(event)
+        elif pending:
+            batch = "".join(pending)
+            pending.clear()
+            yield batch
+
+
+async def by_step(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """`events` joined between FLUSHes (for iterators that turn their own failures into
+    events; `guarded_events` does this itself)."""
+    pending: list[str] = []
+    async for batch in _batches(events, pending):
+        yield batch
+    if pending:
+        yield "".join(pending)
+
+
 async def guarded_events(events: AsyncIterator[str], run: EngineRun[T]) -> AsyncIterator[str]:
-    """`events` as the client gets them: a failure after the 200 arrives as an error event, the
-    engine request is closed whatever happens, and `data: [DONE]` ends the stream."""
+    """`events` as the client gets them, joined between FLUSHes: a failure after the 200
+    arrives as an error event, the engine request is closed whatever happens, and
+    `data: [DONE]` ends the stream (in the same write as the events before it)."""
+    pending: list[str] = []
     try:
-        async for event in events:
-            yield event
+        async for batch in _batches(events, pending):
+            yield batch
     except APIError as exc:
         note_stream_error(exc)
-        yield sse(exc.body().model_dump_json())
+        pending.append(sse(exc.body().model_dump_json()))
     except (asyncio.CancelledError, GeneratorExit):
         note_disconnect()
         raise
     except Exception as exc:
         error = unexpected(exc)
         note_stream_error(error)
-        yield sse(error.body().model_dump_json())
+        pending.append(sse(error.body().model_dump_json()))
     finally:
         await run.close()
-    yield sse("[DONE]")
+    pending.append(sse("[DONE]"))
+    yield "".join(pending)
 
 
 def unexpected(exc: Exception) -> InternalServerError:
