@@ -80,6 +80,9 @@ def engine_kwargs(config: EngineConfig) -> dict[str, Any]:
         "enforce_eager": config.enforce_eager,
         "limit_mm_per_prompt": {"image": config.max_images, "video": config.max_videos},
         "structured_outputs_config": dict(STRUCTURED_OUTPUTS),
+        # our server's: people at priority 0, batch lines below (all equal here: first come,
+        # first served)
+        "scheduling_policy": "priority",
         # the processor's budget in the form current transformers reads
         "mm_processor_kwargs": {
             "size": {"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels},
@@ -170,6 +173,8 @@ def vllm_command(
         json.dumps({"video": {"num_frames": config.video_frames}}),
         "--structured-outputs-config",
         json.dumps(kwargs["structured_outputs_config"]),
+        "--scheduling-policy",
+        kwargs["scheduling_policy"],
     ]
     if config.max_model_len is not None:
         cmd += ["--max-model-len", str(config.max_model_len)]

@@ -329,6 +329,7 @@ def test_every_target_gets_the_same_engine_arguments(tmp_path):
         "tensor_parallel_size",
         "pipeline_parallel_size",
         "limit_mm_per_prompt",
+        "scheduling_policy",
     ):
         assert getattr(theirs, name) == getattr(expected, name), name
     # vLLM's server resizes video frames in its processor; ours sends them resized
