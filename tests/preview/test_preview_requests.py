@@ -231,7 +231,9 @@ def test_audited_and_counted_like_chat(secured):
     deadline = time.monotonic() + 10
     record = None
     while record is None and time.monotonic() < deadline:
-        lines = secured.audit_path.read_text().splitlines()
+        # written once the answer is sent: the file may not be there yet
+        path = secured.audit_path
+        lines = path.read_text().splitlines() if path.exists() else []
         record = next(
             (r for r in map(json.loads, lines) if r["request_id"] == "preview-audit-1"), None
         )
