@@ -418,7 +418,8 @@ def pixels_id(
     digest: str, size: ImageSize, source_format: str, dicom: DicomOptions, ct_window: str
 ) -> str:
     """A name for the pixels the engine gets: the encoded bytes' SHA-256 and everything else
-    that decides the pixels (sizes; for DICOM the window). Two images share a name only when
+    that decides the pixels (the size the one resize goes to, and the processor's; for DICOM
+    the window). Two images share a name only when
     they are the same bytes prepared the same way, so the engine's caches (processed inputs,
     prefix blocks) stay exact, and the engine skips hashing every decoded pixel."""
     rendering = f"{dicom}/{ct_window}" if source_format == "DICOM" else source_format
