@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from PIL import Image
+import numpy as np
 
 from benchmarks.loadgen import (
     WARMUP_INDEX_OFFSET,
@@ -68,14 +68,14 @@ class PromptBuilder:
         self.template = template
         self.limits = ImageLimits.from_settings(Settings(), PixelBudget(min_pixels, max_pixels))
 
-    def image(self, url: str) -> Image.Image:
-        """The image our server would hand the engine for this data URL."""
+    def image(self, url: str) -> np.ndarray:
+        """The image our server would hand the engine for this data URL (H x W x 3 uint8)."""
         from lingshu_server.inputs.dicom import DicomOptions
         from lingshu_server.inputs.media import decode_data_url, prepare_image
 
         budget = self.limits.budget(None, None, None)
         encoded = decode_data_url(url, "image")
-        return prepare_image(encoded, self.limits, budget, DicomOptions(), "image").image
+        return prepare_image(encoded, self.limits, budget, DicomOptions(), "image").pixels
 
     def prompt(self, spec: LoadSpec, index: int, first_turn: bool = False) -> dict[str, Any]:
         images = []

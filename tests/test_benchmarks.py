@@ -152,11 +152,11 @@ def test_engine_alone_inputs():
         return "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
     jpeg = url(encode_variant(1000, 600, "jpeg", 0, 0))
-    assert PromptBuilder(None, "", 3136, 12845056).image(jpeg).size == (1008, 588)
-    # a tighter processor budget: the engine's processor resizes again, as for our server
-    assert PromptBuilder(None, "", 3136, 200_000).image(jpeg).size == (1008, 588)
+    assert PromptBuilder(None, "", 3136, 12845056).image(jpeg).shape == (588, 1008, 3)
+    # a tighter budget goes on the message, as in our server: one resize, straight to it
+    assert PromptBuilder(None, "", 3136, 200_000).image(jpeg).shape == (336, 560, 3)
     tiny = url(encode_variant(20, 20, "png", 0, 0))
-    assert PromptBuilder(None, "", 3136, 12845056).image(tiny).size == (56, 56)
+    assert PromptBuilder(None, "", 3136, 12845056).image(tiny).shape == (56, 56, 3)
 
 
 def _run(

@@ -217,22 +217,26 @@ def test_decompression_bomb_refused_from_header():
         ("low", None, None, PixelBudget(QWEN_MIN_PIXELS, 256 * 28 * 28)),
         ("low", None, 100 * 28 * 28, PixelBudget(QWEN_MIN_PIXELS, 100 * 28 * 28)),
         (None, 8 * 28 * 28, 64 * 28 * 28, PixelBudget(8 * 28 * 28, 64 * 28 * 28)),
-        # as a model card message's min/max pixels: the processor's limits apply afterwards
-        (None, 1, 10**12, PixelBudget(1, 10**12)),
+        # as a model card message's min/max pixels, within the processor's limits
+        (None, 1, 10**12, PixelBudget(QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)),
     ],
 )
 def test_budget_from_detail_and_explicit_pixels(detail, min_pixels, max_pixels, expected):
     assert LIMITS.budget(detail, min_pixels, max_pixels) == expected
 
 
-def test_no_request_budget_passes_the_processor_budget():
+def test_the_server_budget_is_the_messages_so_an_image_is_resized_once():
+    """A budget below the recipe's (a small checkpoint, --max-pixels) goes on the message, as
+    qwen-vl-utils' max_pixels: one resize, straight to the size the processor keeps, whatever
+    the request asks beyond it."""
     small = PixelBudget(QWEN_MIN_PIXELS, 200 * 28 * 28)
     limits = ImageLimits.from_settings(Settings(), small)
     png = encode(gradient_image(1955, 1841), "PNG")
     for budget in (limits.budget(None, None, 10**9), limits.budget(None, 10**9, None)):
+        assert budget.max_pixels == small.max_pixels
         prepared = prepare_image(EncodedImage(png, None), limits, budget, DicomOptions(), "p")
-        assert prepared.num_tokens <= 200
-        assert prepared.size == resized(*prepared.image.size, small)  # the processor's step
+        assert prepared.image.size == prepared.size == resized(1955, 1841, small)
+        assert not prepared.resized_twice and prepared.num_tokens <= 200
 
 
 def test_the_server_resizes_as_the_recipe_and_leaves_the_processor_nothing_to_do():

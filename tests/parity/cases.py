@@ -43,14 +43,12 @@ def sixteen_bit_png() -> tuple[str, str]:
     return sent, data_url(encode(Image.fromarray(stretched, "L"), "PNG"))
 
 
-def one_image(url: str, reference_url: str | None = None) -> tuple[list[dict], list[dict]]:
+def one_image(
+    url: str, reference_url: str | None = None, **budget: int
+) -> tuple[list[dict], list[dict]]:
     def conversation(image: str) -> list[dict]:
-        return [
-            {
-                "role": "user",
-                "content": [{"type": "image", "image": image}, {"type": "text", "text": PROMPT}],
-            }
-        ]
+        element = {"type": "image", "image": image, **budget}
+        return [{"role": "user", "content": [element, {"type": "text", "text": PROMPT}]}]
 
     return conversation(url), conversation(reference_url or url)
 
@@ -122,6 +120,8 @@ CASES: dict[str, Callable[[], tuple[list[dict], list[dict]]]] = {
     "512-rgb-png": lambda: one_image(png(512, 512)),
     "1024x768-gray-png": lambda: one_image(png(1024, 768, "L")),
     "1400x1100-gray-png": lambda: one_image(png(1400, 1100, "L")),
+    # the image's own budget: above the size-form checkpoint's, below the demo's
+    "1400x1100-max-pixels": lambda: one_image(png(1400, 1100, "L"), max_pixels=1280 * 28 * 28),
     "3000x600-jpeg": lambda: one_image(jpeg(3000, 600)),
     "wide-2800x20": lambda: one_image(png(2800, 20)),
     "tall-30x1500-gray": lambda: one_image(png(30, 1500, "L")),

@@ -1,7 +1,7 @@
 """Same pixels in: the image the server hands the engine is the one qwen-vl-utils' fetch_image
-makes for the model card's recipe, pixel for pixel, and the engine's processor then counts the
-same visual tokens as the model card's processor; a video's frames are fetch_video's. In
-process, no engine needed."""
+makes for the model card's recipe (the server's budget on the message: tests/utils/reference.py),
+pixel for pixel, and the model card's processor keeps it as it is and counts the same visual
+tokens; a video's frames are fetch_video's. In process, no engine needed."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from tests.parity.cases import CASES
 from tests.utils.reference import to_openai_video, use_pyav_reader
 
 
-def single_images() -> list[tuple[str, str, str]]:
-    """(case, url sent, url the reference gets) for every image of every case."""
+def single_images() -> list[tuple[str, dict, dict]]:
+    """(case, element sent, element the reference gets) for every image of every case."""
     found = []
     for name, build in sorted(CASES.items()):
         sent, reference = build()
@@ -32,34 +32,36 @@ def single_images() -> list[tuple[str, str, str]]:
                 sent_message["content"], reference_message["content"], strict=True
             ):
                 if ours["type"] == "image":
-                    found.append((name, ours["image"], theirs["image"]))
+                    found.append((name, ours, theirs))
     return found
 
 
 IMAGES = single_images()
 
 
-@pytest.mark.parametrize(("case", "url", "reference_url"), IMAGES, ids=[i[0] for i in IMAGES])
+@pytest.mark.parametrize(("case", "sent", "element"), IMAGES, ids=[i[0] for i in IMAGES])
 @pytest.mark.parametrize("checkpoint", ["demo", "small"])
 def test_server_pixels_and_tokens_equal_the_model_cards(
-    case, url, reference_url, checkpoint, demo_reference, small_reference, small_checkpoint
+    case, sent, element, checkpoint, demo_reference, small_reference, small_checkpoint
 ):
     from lingshu_server.demo_model import ensure_demo_model
 
     reference = demo_reference if checkpoint == "demo" else small_reference
     model_dir = ensure_demo_model() if checkpoint == "demo" else small_checkpoint
     limits = ImageLimits.from_settings(Settings(), checkpoint_budget(str(model_dir)).budget)
-    encoded = decode_data_url(url, "p")
-    ours = prepare_image(encoded, limits, limits.budget(None, None, None), DicomOptions(), "p")
+    encoded = decode_data_url(sent["image"], "p")
+    budget = limits.budget(None, sent.get("min_pixels"), sent.get("max_pixels"))
+    ours = prepare_image(encoded, limits, budget, DicomOptions(), "p")
 
-    theirs = fetch_image({"image": reference_url})
+    theirs = fetch_image(reference.image_element(element))
     assert ours.image.size == theirs.size
     assert np.array_equal(np.asarray(ours.image), np.asarray(theirs))
 
-    grid = reference.processor.image_processor(images=[theirs], return_tensors="pt")
-    t, h, w = grid["image_grid_thw"][0].tolist()
+    processed = reference.processor.image_processor(images=[theirs], return_tensors="pt")
+    t, h, w = processed["image_grid_thw"][0].tolist()
     assert ours.num_tokens == t * h * w // 4
-    assert ours.size == (w * 14, h * 14)
+    assert ours.size == theirs.size == (w * 14, h * 14)  # the processor resized nothing
+    assert not ours.resized_twice
 
 
 def single_videos() -> list[tuple[str, dict]]:

@@ -1,7 +1,9 @@
-"""The preview shows the vision encoder's input, also where the model card's pipeline resizes
-twice: on the size-form checkpoint (a 512-token `longest_edge`), qwen-vl-utils' image is resized
-again by the checkpoint's processor, and the preview's PNG, given to that processor without a
-resize, yields exactly the `pixel_values` the model card's processor makes of the recipe's image.
+"""The preview shows the vision encoder's input. On the size-form checkpoint (a 512-token
+`longest_edge`), the budget goes on the message, so qwen-vl-utils resizes a large image once, to
+a size the checkpoint's processor keeps; where smart_resize's rounding lands beyond the
+processor's budget (an image's own min_pixels near it), the processor resizes again, and the
+preview's PNG, given to that processor without a resize, yields exactly the `pixel_values` the
+model card's processor makes of the recipe's image.
 """
 
 from __future__ import annotations
@@ -65,31 +67,46 @@ def _preview(server, part: dict) -> dict:
     return image
 
 
-def test_preview_of_a_large_png_is_after_the_second_resize(small_server, small_reference):
+def test_preview_of_a_large_png_is_one_resize_to_the_budget(small_server, small_reference):
     encoded = encode(gradient_image(1500, 1000, seed=5), "PNG")
     image = _preview(small_server, image_part(data_url(encoded)))
-    recipe_image = fetch_image({"image": data_url(encoded)})
-    assert image["resizing"]["resized_twice"] is True
-    assert (image["resizing"]["recipe_width"], image["resizing"]["recipe_height"]) == (
-        recipe_image.size
-    )
-    assert image["resizing"]["processor_budget"]["max_pixels"] == SMALL_MAX_PIXELS
+    recipe_image = fetch_image(small_reference.image_element({"image": data_url(encoded)}))
+    assert image["resizing"]["resized_twice"] is False
+    assert (image["width"], image["height"]) == recipe_image.size == (756, 504)
+    assert image["resizing"]["request_budget"]["max_pixels"] == SMALL_MAX_PIXELS
     seen = Image.fromarray(png_pixels(image["image"]), "RGB")
+    assert np.array_equal(np.asarray(seen), np.asarray(recipe_image))
     assert_is_what_the_encoder_gets(small_reference, seen, recipe_image)
     _, (t, h, w) = pixel_values(small_reference, recipe_image, resize=True)
     assert image["tokens"] == t * h * w // 4 <= SMALL_MAX_PIXELS // 784
 
 
-def test_preview_of_a_monochrome1_chest_after_the_second_resize(small_server, small_reference):
+def test_preview_where_the_processor_resizes_again(small_server, small_reference):
+    """An image's own min_pixels at the budget: smart_resize rounds up past it (364x1176),
+    and the processor brings that within its limits."""
+    encoded = encode(gradient_image(140, 479, seed=4), "PNG")
+    image = _preview(small_server, image_part(data_url(encoded), min_pixels=10**6))
+    element = small_reference.image_element({"image": data_url(encoded), "min_pixels": 10**6})
+    recipe_image = fetch_image(element)
+    assert image["resizing"]["resized_twice"] is True
+    resizing = image["resizing"]
+    assert (resizing["recipe_width"], resizing["recipe_height"]) == recipe_image.size
+    assert recipe_image.width * recipe_image.height > SMALL_MAX_PIXELS
+    assert image["resizing"]["processor_budget"]["max_pixels"] == SMALL_MAX_PIXELS
+    seen = Image.fromarray(png_pixels(image["image"]), "RGB")
+    assert_is_what_the_encoder_gets(small_reference, seen, recipe_image)
+
+
+def test_preview_of_a_monochrome1_chest_is_one_resize(small_server, small_reference):
     path = get_testdata_file("RG1_UNCR.dcm")
     part = image_part(data_url(Path(path).read_bytes(), "application/dicom"))
     image = _preview(small_server, part)
     windowed = Image.fromarray(reference_pixels(path).astype(np.uint8), "L")
-    recipe_image = fetch_image({"image": windowed})
-    assert image["resizing"]["resized_twice"] is True
+    recipe_image = fetch_image(small_reference.image_element({"image": windowed}))
+    assert image["resizing"]["resized_twice"] is False
     assert image["dicom"]["photometric_interpretation"] == "MONOCHROME1"
     seen = Image.fromarray(png_pixels(image["image"]), "RGB")
-    assert_is_what_the_encoder_gets(small_reference, seen, recipe_image)
+    assert np.array_equal(np.asarray(seen), np.asarray(recipe_image))
 
 
 def test_within_the_budget_there_is_no_second_resize(small_server):

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from lingshu_server.core.errors import EngineUnavailableError, InternalServerError
 from lingshu_server.core.image_budget import PixelBudget, resized
@@ -89,12 +88,13 @@ class FakeEngine:
     async def load_adapters(self) -> None:
         return None
 
-    def _visual_tokens(self, image: Image.Image) -> int:
-        width, height = resized(image.width, image.height, self.image_budget)
+    def _visual_tokens(self, image: np.ndarray) -> int:
+        height, width = image.shape[:2]
+        width, height = resized(width, height, self.image_budget)
         return (width // MERGE) * (height // MERGE)
 
     def _expanded(
-        self, prompt: list[int], images: list[Image.Image], videos: Sequence[Any]
+        self, prompt: list[int], images: Sequence[np.ndarray], videos: Sequence[Any]
     ) -> list[int]:
         """The prompt as the engine sees it: each placeholder repeated once per visual token."""
         image_counts = iter(self._visual_tokens(image) for image in images)
@@ -138,7 +138,7 @@ class FakeEngine:
     async def generate(
         self,
         prompt_token_ids: list[int],
-        images: list[Image.Image],
+        images: Sequence[np.ndarray],
         options: SamplingOptions,
         request_id: str,
         videos: Sequence[tuple[np.ndarray, dict[str, Any]]] = (),

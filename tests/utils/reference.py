@@ -6,6 +6,12 @@ Lingshu model cards write it. Messages use the model card's shape
 (`{"type": "image", "image": <data URL>}`, `{"type": "video", "video": <data URL>, "fps": ..}`),
 and the same data URL goes to the server.
 
+Images carry the server's pixel budget on the message, the model card's second way of setting
+one (`min_pixels`/`max_pixels` beside `image`): the server's budget is the checkpoint's
+processor limits (or the operator's tighter `--min-pixels`/`--max-pixels`), an image's own
+`min_pixels`/`max_pixels` count within it. qwen-vl-utils' fetch_image then resizes each image
+once, to a size the processor keeps.
+
 Videos, two departures forced by the installed versions, both kept as small as possible:
 - qwen-vl-utils' readers cannot run here (torchvision 0.28 has no `read_video`; neither decord
   nor torchcodec is installed), so a reader registered under the name "pyav" does what
@@ -55,6 +61,25 @@ class ModelCardReference:
             str(model_dir), dtype=torch.float32
         ).eval()
         self.processor = AutoProcessor.from_pretrained(str(model_dir))
+        size = self.processor.image_processor.size  # the checkpoint's limits, either form
+        self.min_pixels, self.max_pixels = size["shortest_edge"], size["longest_edge"]
+
+    def image_element(self, element: dict) -> dict:
+        """An image element with the server's budget on it (its own min/max_pixels within)."""
+        upper = min(element.get("max_pixels", self.max_pixels), self.max_pixels)
+        lower = min(max(element.get("min_pixels", self.min_pixels), self.min_pixels), upper)
+        return {**element, "min_pixels": lower, "max_pixels": upper}
+
+    def with_budget(self, messages: list[dict]) -> list[dict]:
+        return [
+            {**m, "content": [self._budgeted(part) for part in m["content"]]}
+            if isinstance(m["content"], list)
+            else m
+            for m in messages
+        ]
+
+    def _budgeted(self, part: dict) -> dict:
+        return self.image_element(part) if part["type"] == "image" else part
 
     def inputs(self, messages: list[dict]) -> dict:
         text = self.processor.apply_chat_template(
@@ -62,7 +87,7 @@ class ModelCardReference:
         )
         use_pyav_reader()
         images, videos, video_kwargs = process_vision_info(
-            messages, return_video_kwargs=True, return_video_metadata=True
+            self.with_budget(messages), return_video_kwargs=True, return_video_metadata=True
         )
         kwargs: dict[str, Any] = {}
         if videos:
@@ -99,7 +124,8 @@ def to_openai(messages: list[dict]) -> list[dict]:
 
 def _openai_part(part: dict) -> dict:
     if part["type"] == "image":
-        return {"type": "image_url", "image_url": {"url": part["image"]}}
+        budget = {k: v for k, v in part.items() if k in ("min_pixels", "max_pixels")}
+        return {"type": "image_url", "image_url": {"url": part["image"], **budget}}
     if part["type"] == "video":
         return {"type": "video_url", "video_url": to_openai_video(part)}
     return part

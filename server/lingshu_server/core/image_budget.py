@@ -1,11 +1,15 @@
-"""How large an image is when the model sees it: the model card's two resizes, as one rule.
+"""How large an image is when the model sees it: the model card's recipe, as one rule.
 
 The model card prepares each image with qwen-vl-utils' `fetch_image` (smart_resize within the
 message's `min_pixels`/`max_pixels`, by default 4 to 16384 visual tokens), and the checkpoint's
-image processor then applies its own limits (`preprocessor_config.json`). The server computes
+image processor then applies its own limits (`preprocessor_config.json`, or the server's tighter
+`--min-pixels`/`--max-pixels`). The server puts its budget on the message, the model card's
+second way of setting one (`within`): fetch_image then resizes the image once, straight to a
+size within the processor's limits, and the processor keeps it as it is. The server computes
 where both steps lead from the image's header, so the token count is known, and checked against
-the context, before any pixel is decoded. The server performs the first step; the engine's
-processor, the same class the model card loads, performs the second where there is one.
+the context, before any pixel is decoded; where smart_resize's rounding still lands outside the
+processor's limits (extreme aspect ratios), the engine's processor resizes again, as the model
+card's does.
 """
 
 from __future__ import annotations
@@ -39,6 +43,14 @@ class PixelBudget:
 RECIPE_DEFAULT = PixelBudget(QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)
 
 
+def within(message: PixelBudget, processor: PixelBudget) -> PixelBudget:
+    """A message's budget inside the processor's: what the message may ask is bounded by the
+    server's limits, as the processor would bound the image after it."""
+    upper = min(message.max_pixels, processor.max_pixels)
+    lower = min(max(message.min_pixels, processor.min_pixels), upper)
+    return PixelBudget(lower, upper)
+
+
 def resized(width: int, height: int, budget: PixelBudget) -> tuple[int, int]:
     """(width, height) after qwen-vl-utils' smart_resize within `budget`."""
     # imported here: qwen-vl-utils brings torch, which `lingshu-server --help` does not need
@@ -59,7 +71,8 @@ class ImageSize:
 
     @property
     def resized_twice(self) -> bool:
-        """The model card's own pipeline would resize this image a second time."""
+        """The processor resizes this image again (only where smart_resize's rounding lands
+        outside its limits: the message budget is within them)."""
         return self.recipe != self.final
 
     @property

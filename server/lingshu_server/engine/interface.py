@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
 
 from lingshu_server.core.image_budget import PixelBudget
 from lingshu_server.core.settings import Settings
@@ -106,7 +105,7 @@ class Engine(Protocol):
     def generate(
         self,
         prompt_token_ids: list[int],
-        images: list[Image.Image],
+        images: Sequence[np.ndarray],  # RGB, H x W x 3 uint8, at the size the model sees
         options: SamplingOptions,
         request_id: str,
         videos: Sequence[tuple[np.ndarray, dict[str, Any]]] = (),

@@ -9,7 +9,6 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from lingshu_server.core.errors import (
     ContextLengthExceededError,
@@ -269,7 +268,7 @@ class VllmEngine:
     async def generate(
         self,
         prompt_token_ids: list[int],
-        images: list[Image.Image],
+        images: Sequence[np.ndarray],
         options: SamplingOptions,
         request_id: str,
         videos: Sequence[tuple[np.ndarray, dict[str, Any]]] = (),
@@ -290,7 +289,7 @@ class VllmEngine:
         engine_prompt: dict[str, Any] = {"prompt_token_ids": prompt_token_ids}
         multi_modal_data: dict[str, Any] = {}
         if images:
-            multi_modal_data["image"] = images
+            multi_modal_data["image"] = list(images)
             if image_ids:
                 engine_prompt["multi_modal_uuids"] = {"image": list(image_ids)}
         if videos:

@@ -20,7 +20,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from qwen_vl_utils.vision_process import MAX_RATIO
 
 from lingshu_server.core.errors import InvalidRequestError
-from lingshu_server.core.image_budget import RECIPE_DEFAULT, ImageSize, PixelBudget, model_size
+from lingshu_server.core.image_budget import (
+    RECIPE_DEFAULT,
+    ImageSize,
+    PixelBudget,
+    model_size,
+    within,
+)
 from lingshu_server.core.settings import Settings
 from lingshu_server.inputs.dicom import (
     DicomOptions,
@@ -66,16 +72,19 @@ class ImageLimits:
     def budget(
         self, detail: str | None, min_pixels: int | None, max_pixels: int | None
     ) -> PixelBudget:
-        """The budget the model card's recipe would resize with (a message's min/max pixels).
+        """The message budget of the model card's recipe: the `min_pixels`/`max_pixels` that
+        qwen-vl-utils' fetch_image resizes the image within, in its one resize.
 
-        `detail: low` stands for a max_pixels of --low-detail-max-pixels; explicit values win.
-        The processor's budget applies afterwards (see image_budget.model_size), so nothing
-        here can take an image past the server's limits.
+        The request's values (`detail: low` stands for a max_pixels of
+        --low-detail-max-pixels; explicit values win) within the server's budget (the
+        processor's, `self.processor`): the model card's second way of setting a budget, on
+        the message, so the image is resized once, straight to its final size, and the
+        processor, the image already within its limits, keeps it as it is.
         """
         upper = self.low_detail_max_pixels if detail == "low" else RECIPE_DEFAULT.max_pixels
         upper = upper if max_pixels is None else max_pixels
         lower = RECIPE_DEFAULT.min_pixels if min_pixels is None else min_pixels
-        return PixelBudget(min(lower, upper), upper)
+        return within(PixelBudget(min(lower, upper), upper), self.processor)
 
 
 @dataclass
@@ -109,6 +118,10 @@ class PreparedImage:
     sha256: str | None  # of the encoded bytes, when an audit log records it
     seconds: float  # probe + decode + resize time
     num_tokens: int  # visual tokens the model sees (one per 28x28 pixels)
+    # `image` as the engine takes it: H x W x 3 uint8, C order, writable. vLLM's processor
+    # uses such an array as it is; a PIL image costs it a copy (EXIF normalisation, already
+    # done here) and a conversion to a strided tensor that is slower to normalise.
+    pixels: np.ndarray
     source: dict[str, str] | None = None  # DICOMweb: PACS host and UIDs, for the audit log only
     dicom: DicomRendering | None = None  # DICOM: what the decoder did (frame, window)
     # Names these pixels for the engine's caches (see `pixels_id`): the engine then need not
@@ -277,6 +290,11 @@ def probe_image(
     )
 
 
+def probe_data_url(url: str, limits: ImageLimits, budget: PixelBudget, param: str) -> ProbedImage:
+    """`probe_image` of a base64 data: URL's bytes (one call for the worker pool)."""
+    return probe_image(decode_data_url(url, param, limits.max_image_bytes), limits, budget, param)
+
+
 def open_image(data: bytes, param: str, max_pixels: int) -> Image.Image:
     """The decoded, upright image (the first frame of an animation, the first page of a TIFF)."""
     image, _, orientation = _header(data, param, max_pixels)
@@ -340,11 +358,10 @@ def decode_image(
 ) -> PreparedImage:
     """Decode, orient and convert to RGB, then resize as qwen-vl-utils' fetch_image does.
 
-    The result is the recipe's image, pixel for pixel. Where it already fits the processor's
-    budget (always, with Lingshu's own limits), the engine's processor keeps it as it is;
-    where the model card's pipeline resizes a second time, the engine's processor does that
-    second resize, as the model card's processor does: one resize straight to the final size
-    changes the model's answers (tests/parity shows it).
+    The result is the recipe's image, pixel for pixel, for a message that carries the budget
+    (`ImageLimits.budget`): one resize, to a size within the processor's limits, which the
+    engine's processor keeps as it is. Where smart_resize's rounding lands outside them
+    (`resized_twice`), the engine's processor resizes again, as the model card's does.
 
     With a `cache`, an image whose bytes were prepared the same way recently is not decoded
     again (a follow-up question re-sends its conversation's images).
@@ -375,6 +392,7 @@ def decode_image(
         sha256=digest if limits.hash_images else None,
         seconds=time.perf_counter() - started,
         num_tokens=size.tokens,
+        pixels=np.array(rgb),
         dicom=rendering,
         pixels_id=name,
     )
@@ -400,7 +418,8 @@ def pixels_id(
     digest: str, size: ImageSize, source_format: str, dicom: DicomOptions, ct_window: str
 ) -> str:
     """A name for the pixels the engine gets: the encoded bytes' SHA-256 and everything else
-    that decides the pixels (sizes; for DICOM the window). Two images share a name only when
+    that decides the pixels (the size the one resize goes to, and the processor's; for DICOM
+    the window). Two images share a name only when
     they are the same bytes prepared the same way, so the engine's caches (processed inputs,
     prefix blocks) stay exact, and the engine skips hashing every decoded pixel."""
     rendering = f"{dicom}/{ct_window}" if source_format == "DICOM" else source_format

@@ -1,7 +1,9 @@
 """The engine's second resize, made visible: the image processor's own resize step.
 
-The server hands the engine qwen-vl-utils' image (the model card's first resize). Where that is
-beyond the processor's budget (`PreparedImage.resized_twice`), the engine's image processor,
+The server hands the engine qwen-vl-utils' image, resized within the message budget
+(`ImageLimits.budget`, inside the processor's limits), which the processor keeps as it is.
+Where smart_resize's rounding still lands outside the processor's budget
+(`PreparedImage.resized_twice`: extreme aspect ratios), the engine's image processor,
 transformers' class for the checkpoint as the model card loads it, resizes it once more before
 rescaling and normalising. To show the pixels the vision encoder really gets, this runs that
 very step: the processor's own `process_image` (PIL -> uint8 tensor) and `resize` methods, with

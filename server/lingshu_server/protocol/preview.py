@@ -22,15 +22,19 @@ class PixelRange(ResponseModel):
 
 
 class Resizing(ResponseModel):
-    """The model card's two resizes (qwen-vl-utils' within the part's budget, then the
-    image processor's within the checkpoint's), as the server and the engine apply them."""
+    """The model card's resize (qwen-vl-utils' within the message budget: the part's, inside
+    the processor's), and the image processor's where it resizes again."""
 
     recipe_width: int = Field(description="After qwen-vl-utils' resize (what the server sends)")
     recipe_height: int
     resized_twice: bool = Field(
-        description="The engine's processor resized it again, to width x height"
+        description="The engine's processor resized it again, to width x height (only where "
+        "smart_resize's rounding lands outside the processor's budget)"
     )
-    request_budget: PixelRange = Field(description="From detail, min_pixels and max_pixels")
+    request_budget: PixelRange = Field(
+        description="The message budget the one resize used: from detail, min_pixels and "
+        "max_pixels, within the processor's budget"
+    )
     processor_budget: PixelRange = Field(description="The checkpoint's, or the server's tighter")
 
 

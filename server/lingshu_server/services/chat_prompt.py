@@ -27,8 +27,8 @@ from lingshu_server.inputs.media import (
     PreparedImage,
     ProbedImage,
     data_url_decoded_size,
-    decode_data_url,
     decode_image,
+    probe_data_url,
     probe_image,
 )
 from lingshu_server.inputs.video import PreparedVideo
@@ -284,15 +284,19 @@ class ChatPromptBuilder:
 
     async def probe_images(self, parts: ImageParts) -> list[ProbedImage]:
         """Every image fetched and its header read: sizes and token costs, nothing decoded."""
-        encoded = await asyncio.gather(*(self._fetch(part, param) for param, part in parts))
-        self._check_request_bytes(sum(len(e.data) for e in encoded))
-        return list(
-            await asyncio.gather(
-                *(
-                    self._in_pool(probe_image, data, self._limits, self._budget(part), param)
-                    for data, (param, part) in zip(encoded, parts, strict=True)
-                )
-            )
+        probed = await asyncio.gather(*(self._probe(part, param) for param, part in parts))
+        self._check_request_bytes(sum(len(image.encoded.data) for image in probed))
+        return list(probed)
+
+    async def _probe(self, part: ImagePart, param: str) -> ProbedImage:
+        url, budget = part.image_url.url, self._budget(part)
+        if url.startswith("data:"):
+            # base64 decoding and the header in one trip to the worker pool: for a small
+            # image each trip costs more than the work
+            limits = self._limits
+            return await self._in_pool(probe_data_url, url, limits, budget, param)
+        return await self._in_pool(
+            probe_image, await self._fetch(url, param), self._limits, budget, param
         )
 
     async def decode_images(
@@ -397,11 +401,8 @@ class ChatPromptBuilder:
                 code="image_too_large",
             )
 
-    async def _fetch(self, part: ImagePart, param: str) -> EncodedImage:
-        url = part.image_url.url
-        if url.startswith("data:"):
-            # base64 decoding of big images is CPU work: keep it off the event loop
-            return await self._in_pool(decode_data_url, url, param, self._limits.max_image_bytes)
+    async def _fetch(self, url: str, param: str) -> EncodedImage:
+        """A remote image's bytes (a data: URL is decoded with its probe, `_probe`)."""
         from_pacs = await self._dicomweb.fetch(url, param)
         if from_pacs is not None:
             return EncodedImage(data=from_pacs, declared_type="application/dicom")

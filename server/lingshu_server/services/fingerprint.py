@@ -21,10 +21,15 @@ from lingshu_server import __version__
 from lingshu_server.core.image_budget import PixelBudget
 from lingshu_server.core.settings import Settings
 
+# How the image budget is applied; a new value when the same settings give other pixels.
+# "message-budget": on the message, as qwen-vl-utils' min/max_pixels (one resize).
+IMAGE_RESIZE_RECIPE = "message-budget"
+
 
 def input_settings(settings: Settings, budget: PixelBudget) -> dict[str, Any]:
     """The server settings that change what the model sees of a request."""
     return {
+        "image_resize": IMAGE_RESIZE_RECIPE,
         "min_pixels": budget.min_pixels,
         "max_pixels": budget.max_pixels,
         "low_detail_max_pixels": settings.low_detail_max_pixels,

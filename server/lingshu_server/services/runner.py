@@ -131,7 +131,7 @@ class GenerationRunner:
             record_prompt(self._metrics, prompt, started)
             return self._engine.generate(
                 prompt.token_ids,
-                [img.image for img in prompt.images],
+                [image.pixels for image in prompt.images],
                 options,
                 request_id,
                 [(video.frames, video.metadata) for video in prompt.videos],
