@@ -45,7 +45,15 @@ IPC_RMID = 0  # shmctl: remove the segment
 COMMAND_TIMEOUT_S = 60
 # Durability against a machine crash is not what tests check: a stopped or killed server keeps
 # every committed row anyway (the WAL is written at commit; only fsync is skipped).
-SERVER_SETTINGS = {"fsync": "off", "full_page_writes": "off", "max_connections": "200"}
+SERVER_SETTINGS = {
+    "fsync": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+    # Dynamic shared memory as files in the data folder, not POSIX segments in /dev/shm: a server
+    # a test kills (-9) leaves its /dev/shm segments behind, and they hold the machine's memory
+    # until it reboots; in the data folder they go with the test's temporary folder.
+    "dynamic_shared_memory_type": "mmap",
+}
 
 
 # initdb's options: they shape the template every server's data folder is copied from, so they
