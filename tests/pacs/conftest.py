@@ -35,7 +35,7 @@ from tests.utils.fhir_server import FhirServer, fhir_server
 from tests.utils.in_process import InProcessServer, start_fake_server
 from tests.utils.orthanc import Orthanc, start_orthanc
 from tests.utils.pacs_proxy import pacs_proxy
-from tests.utils.server import RunningServer, SharedEngine, free_port
+from tests.utils.server import RunningServer, SharedEngine, dead_port, free_port
 from tests.utils.tiers import pick
 
 SERVER_USER = ("lingshu", "server-secret")
@@ -142,7 +142,7 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
                 slow_url=f"{proxy}/slow/dicom-web",
                 open_url=f"http://127.0.0.1:{open_port}/dicom-web",
                 open_port=open_port,
-                dead_url=f"http://127.0.0.1:{free_port()}/dicom-web",
+                dead_url=f"http://127.0.0.1:{dead_port()}/dicom-web",
                 token_file=token_file,
                 files=files,
                 ct=ct,
@@ -174,7 +174,7 @@ def fhir() -> Iterator[Fhir]:
             bearer_url=server.base("bearer"),
             forward_url=server.base("forward"),
             refusing_url=server.base("refusing"),
-            dead_url=f"http://127.0.0.1:{free_port()}/fhir",
+            dead_url=f"http://127.0.0.1:{dead_port()}/fhir",
         )
 
 

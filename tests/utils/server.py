@@ -66,6 +66,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Sockets bound and never listening, held for the whole session (see dead_port).
+_HELD: list[socket.socket] = []
+
+
+def dead_port() -> int:
+    """A loopback port where nothing answers (a connection is refused) for the whole session:
+    bound by this process and never listened on, so no other server can take it meanwhile (a
+    port merely found free may be a test server's by the time it is used)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    return sock.getsockname()[1]
+
+
 @dataclass
 class RunningServer:
     process: subprocess.Popen
