@@ -148,7 +148,7 @@ def engine_queue(target: Target) -> float:
 def test_soak(
     target: Target, rel_server: RunningServer, report: ReliabilityReport, long: bool
 ) -> None:
-    clients, warm_up_s, soak_s = (8, 30, 180) if long else (4, 10, 40)
+    clients, warm_up_s, soak_s = (8, 30, 180) if long else (4, 10, 25)
     api = psutil.Process(rel_server.process.pid)
     soak = Soak(target, seed=11)
     soak.run(clients, warm_up_s)

@@ -4,6 +4,7 @@ data URLs and `video_url` parts, and the cine loop from pydicom's test files."""
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def frame_pixels(width: int, height: int, index: int, seed: int = 0) -> np.ndarr
     return np.stack([red, green, blue], axis=-1).astype(np.uint8)
 
 
+@functools.cache  # the same clip for collection and for the test (a few seconds each, the longest)
 def clip(
     width: int, height: int, frames: int, fps: int = 10, fmt: str = "mp4", seed: int = 0
 ) -> bytes:
