@@ -20,7 +20,6 @@ from tests.utils.oidc_provider import (
     OidcProvider,
     start_provider,
 )
-from tests.utils.tiers_plugin import FOLDER_GROUPS, _in_group
 
 RADIOLOGY_KEY = "sk-radiology-7d1e"
 PLAIN_KEY = "sk-plain-40c2"
@@ -30,16 +29,6 @@ QUOTAS = {
     "cardiology": {"tokens_per_minute": 200},
     "radiology": {"concurrent_requests": 2},
 }
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The folder's fast tests on one pytest-xdist worker: one provider start, not two."""
-    if not getattr(config.option, "loadgroup", False):
-        return
-    for item in items:
-        if "tests/identity/" in item.nodeid and item.get_closest_marker("e2e") is None:
-            _in_group(item, FOLDER_GROUPS[0])
 
 
 @pytest.fixture(scope="package")

@@ -8,11 +8,16 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from tests.identity.conftest import RADIOLOGY_KEY
 from tests.identity.test_tokens import CHAT, bearer, chat
 from tests.utils.errors import assert_openai_error
 from tests.utils.in_process_care import slow_steps
+
+# An OpenID provider (Node) and a server on the fake engine, a few seconds in one group: in the full
+# suite beside the engine tests, not in the fast tier.
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_engine]
 
 HEADERS = ("limit", "remaining", "reset")
 

@@ -17,6 +17,10 @@ from tests.identity.conftest import MIN_REFRESH_S, PLAIN_KEY, RADIOLOGY_KEY
 from tests.utils.errors import assert_openai_error
 from tests.utils.oidc_provider import OTHER_AUDIENCE, OidcProvider, signing_key
 
+# An OpenID provider (Node) and a server on the fake engine, a few seconds in one group: in the full
+# suite beside the engine tests, not in the fast tier.
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_engine]
+
 CHAT = {"model": "lingshu-demo", "messages": [{"role": "user", "content": "Findings?"}]}
 
 

@@ -13,9 +13,6 @@ from tests.utils.tiers import is_e2e
 
 GROUP = "engine"
 GROUP_BESIDE = "beside-engine"
-# Fast-tier folders whose tests share one costly fixture (a process started once per folder):
-# each folder's tests on one worker (their conftest puts them in the group).
-FOLDER_GROUPS = ("identity",)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -91,7 +88,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class EngineGroups(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            for group in (GROUP_BESIDE, GROUP, *FOLDER_GROUPS):
+            for group in (GROUP_BESIDE, GROUP):
                 if f"@{group}" in nodeid:
                     return group
             return nodeid
