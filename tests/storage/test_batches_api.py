@@ -17,6 +17,7 @@ from tests.storage.conftest import KEYS, StoringServer
 from tests.utils.batches import (
     chat_body,
     file_lines,
+    jsonl,
     outcomes,
     request_line,
     upload,
@@ -50,7 +51,9 @@ def test_a_batch_answers_each_line_as_the_live_endpoint_would(alice, storing: St
         "image": chat_body("Describe the image.", image=IMAGE, max_tokens=3),
         "unknown-model": {**chat_body("Hi", max_tokens=2), "model": "no-such-model"},
     }
-    file_id = upload(alice, [request_line(cid, body) for cid, body in bodies.items()])
+    lines = [request_line(cid, body) for cid, body in bodies.items()]
+    content = jsonl(lines[:1]) + b"\n" + jsonl(lines[1:])  # a blank line is no request
+    file_id = alice.files.create(file=("night.jsonl", content), purpose="batch").id
     created = alice.batches.create(
         input_file_id=file_id,
         endpoint="/v1/chat/completions",

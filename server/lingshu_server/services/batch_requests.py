@@ -5,6 +5,7 @@ the batch's priority, below people, as the person who created the batch."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -92,7 +93,8 @@ class BatchLines:
 
     async def run(self, endpoint: str, raw: bytes, caller: Caller) -> LineAnswer:
         """The line's answer. RetryLineError when the server cannot run it now."""
-        line = json.loads(raw)  # validated when the file was uploaded
+        # validated when the file was uploaded; megabytes of base64 maybe: off the event loop
+        line = await asyncio.to_thread(json.loads, raw)
         line_id = f"batch_req_{uuid.uuid4().hex}"
         ctx = RequestContext(
             request_id=line_id,

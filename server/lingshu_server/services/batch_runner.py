@@ -156,10 +156,8 @@ class BatchRunner:
                 ],
             )
             return None
-        total = 0
-        async for _ in self._files.lines(stored.id):  # its requests: the non-blank lines
-            total += 1
-        await self._store.start(batch, self.replica, self._lease_s, total=total)
+        # a batch file's line count is its requests' (blank lines aside), counted at upload
+        await self._store.start(batch, self.replica, self._lease_s, total=stored.line_count)
         return await self._store.get(batch.id)
 
     async def _end(

@@ -5,6 +5,7 @@ the audit log: the file's id, never its content."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -46,7 +47,9 @@ class FileService:
                 if purpose == "batch" and checker.quiet:
                     checker.raise_first()  # fail at the first bad line once the purpose is known
                 if purpose is None or purpose == "batch":
-                    checker.feed(data)
+                    # JSON and request models over lines that may hold megabytes of base64:
+                    # off the event loop
+                    await asyncio.to_thread(checker.feed, data)
                 size += len(data)
                 yield data
 
@@ -58,7 +61,9 @@ class FileService:
                 checker.raise_first()
             elif size == 0:
                 raise InvalidFileError("the file is empty", code="empty_file")
-            return FileFacts(purpose, upload.filename, checker.endpoint)
+            if purpose == "batch":
+                return FileFacts(purpose, upload.filename, checker.endpoint, checker.requests)
+            return FileFacts(purpose, upload.filename)
 
         stored = await self._store.create(owner=current_owner(), chunks=checked(), facts=facts)
         note_stored("create", stored.id)

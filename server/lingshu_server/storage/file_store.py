@@ -53,6 +53,9 @@ class FileFacts:
     purpose: str
     filename: str
     batch_endpoint: str | None = None
+    # the file's lines as its purpose counts them (a batch file: its requests, the non-blank
+    # lines); None: every line
+    line_count: int | None = None
 
 
 def new_file_id() -> str:
@@ -89,6 +92,8 @@ class FileStore:
         try:
             size, lines = await self._write_chunks(file_id, chunks)
             known = facts()
+            if known.line_count is not None:
+                lines = known.line_count
             async with self.database.transaction() as connection:
                 await connection.execute(
                     sa.update(files)
